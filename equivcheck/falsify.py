@@ -1,0 +1,168 @@
+"""Cheap counterexample search that runs before the solver.
+
+Samples the box (centre, corners, uniform points), then climbs the disagreement from the most
+promising samples with signed-gradient steps (the networks are piecewise linear, so the gradient
+inside a linear region is exact and cheap). Every point it returns is float32-representable and
+inside the exact box; it is only a *candidate*: the prover confirms it in exact arithmetic.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import numpy as np
+
+from .domain import Box
+from .network import Network
+from .spec import Mode, Norm, Spec
+
+
+def batch_margin(spec: Spec, ya: np.ndarray, yb: np.ndarray) -> np.ndarray:
+    """Float64 :meth:`Spec.margin` for batches of outputs (rows)."""
+    d = ya - yb
+    if spec.mode is Mode.STRICT:
+        return np.max(np.abs(d), axis=1)
+    if spec.mode is Mode.EPSILON:
+        norm = np.max(np.abs(d), axis=1) if spec.norm is Norm.LINF else np.sum(np.abs(d), axis=1)
+        return norm - float(spec.tolerance)
+    rows = np.arange(len(ya))
+    i, k = np.argmax(ya, axis=1), np.argmax(yb, axis=1)
+    differ = np.minimum(ya[rows, i] - ya[rows, k], yb[rows, k] - yb[rows, i])
+    if ya.shape[1] == 1:
+        return np.full(len(ya), -1.0)
+    sa, sb = np.sort(ya, axis=1), np.sort(yb, axis=1)
+    same = -np.minimum(sa[:, -1] - sa[:, -2], sb[:, -1] - sb[:, -2])
+    return np.where(i != k, differ, same)
+
+
+def _objective_weights(spec: Spec, ya: np.ndarray, yb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, (ca, cb) such that ca.ya + cb.yb locally measures the disagreement."""
+    n, m = ya.shape
+    ca = np.zeros((n, m))
+    rows = np.arange(n)
+    d = ya - yb
+    if spec.mode is Mode.ARGMAX:
+        i = np.argmax(ya, axis=1)
+        gain = yb - yb[rows, i][:, None]
+        gain[rows, i] = -np.inf
+        k = np.argmax(gain, axis=1)
+        ca[rows, i] += 1.0
+        ca[rows, k] -= 1.0
+        return ca, -ca
+    if spec.mode is Mode.EPSILON and spec.norm is Norm.L1:
+        ca = np.sign(d)
+        ca[ca == 0] = 1.0
+        return ca, -ca
+    j = np.argmax(np.abs(d), axis=1)
+    s = np.sign(d[rows, j])
+    s[s == 0] = 1.0
+    ca[rows, j] = s
+    return ca, -ca
+
+
+def _vjp(net: Network, x: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Rows of c^T J(x): gradients of c . net(x) with respect to x (inside linear regions)."""
+    masks = []
+    h = x
+    for layer in net.layers:
+        z = h @ layer.weight.T + layer.bias
+        if layer.relu:
+            m = z > 0
+            masks.append(m)
+            h = np.where(m, z, 0.0)
+        else:
+            masks.append(None)
+            h = z
+    g = c
+    for layer, m in zip(reversed(net.layers), reversed(masks)):
+        if m is not None:
+            g = g * m
+        g = g @ layer.weight
+    return g
+
+
+def _f32_box(box: Box) -> tuple[np.ndarray, np.ndarray]:
+    got = box.float32_box()
+    if got is not None:
+        return got
+    # no float32 point inside the box: use float64 points (flagged later when checking ORT)
+    lo = np.array([float(v) for v in box.lower])
+    hi = np.array([float(v) for v in box.upper])
+    lo = np.maximum(lo, box.lower_float())
+    return np.minimum(lo, hi), np.maximum(np.minimum(hi, box.upper_float()), np.minimum(lo, hi))
+
+
+def _snap(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Round to float32 and clamp into [lo, hi] (whose values are float32)."""
+    return np.clip(x.astype(np.float32).astype(np.float64), lo, hi)
+
+
+def search(
+    a: Network,
+    b: Network,
+    spec: Spec,
+    box: Box,
+    seconds: float = 1.0,
+    samples: int = 4096,
+    seed: int = 0,
+    keep: int = 8,
+) -> list[tuple[float, np.ndarray]]:
+    """Candidate counterexamples as (float64 margin, point), most violating first.
+
+    Only points with a positive float64 margin are returned; at most ``keep`` of them.
+    """
+    deadline = time.monotonic() + max(seconds, 0.0)
+    rng = np.random.default_rng(seed)
+    lo, hi = _f32_box(box)
+    dim = len(lo)
+    pts = [(lo + hi) / 2, lo, hi]
+    if dim <= 10:
+        corners = np.array(list(itertools.product((0.0, 1.0), repeat=dim)))
+    else:
+        corners = rng.integers(0, 2, size=(256, dim)).astype(np.float64)
+    pts.extend(lo + corners * (hi - lo))
+    n_rand = max(16, min(samples, int(4_000_000 // max(dim, 1))))
+    rand = lo + rng.random((n_rand, dim)) * (hi - lo)
+    x = _snap(np.vstack([np.atleast_2d(np.array(pts)), rand]), lo, hi)
+    ya, yb = a.evaluate(x), b.evaluate(x)
+    margin = batch_margin(spec, ya, yb)
+    best = list(np.argsort(-margin)[:keep])
+    found: list[tuple[float, np.ndarray]] = [(float(margin[i]), x[i]) for i in best if margin[i] > 0]
+    # Above this, a float64 margin is not rounding noise, so searching on is pointless. (The
+    # prover still confirms every candidate in exact arithmetic; this only stops the search.)
+    noise = 1e-9 * (1.0 + float(np.max(np.abs(ya))) + float(np.max(np.abs(yb))))
+    if found and found[0][0] > noise:
+        return found[:keep]
+
+    # local search from the best starts
+    cur = x[best].copy()
+    cur_m = margin[best].copy()
+    width = hi - lo
+    step = 0.25
+    while time.monotonic() < deadline and step > 1e-7:
+        ya, yb = a.evaluate(cur), b.evaluate(cur)
+        ca, cb = _objective_weights(spec, ya, yb)
+        g = _vjp(a, cur, ca) + _vjp(b, cur, cb)
+        moved = False
+        for scale in (1.0, 0.5, 0.1):
+            cand = _snap(cur + np.sign(g) * width * step * scale, lo, hi)
+            m = batch_margin(spec, a.evaluate(cand), b.evaluate(cand))
+            better = m > cur_m
+            if np.any(better):
+                cur[better], cur_m[better] = cand[better], m[better]
+                moved = True
+        if not moved:
+            step *= 0.5
+        # also perturb randomly a little to leave flat regions
+        noise = _snap(cur + rng.normal(0, 1, cur.shape) * width * step * 0.1, lo, hi)
+        m = batch_margin(spec, a.evaluate(noise), b.evaluate(noise))
+        better = m > cur_m
+        cur[better], cur_m[better] = noise[better], m[better]
+        if np.any(cur_m > noise):
+            break
+    for m, p in zip(cur_m, cur):
+        if m > 0:
+            found.append((float(m), p))
+    found.sort(key=lambda t: -t[0])
+    return found[:keep]

@@ -1,0 +1,258 @@
+"""The network representation every step of the pipeline shares.
+
+A :class:`Network` is a straight chain of :class:`Layer` objects; each layer is one affine map
+``z = W h + b`` optionally followed by a ReLU. The weights are exactly the values stored in the
+model file: float32 or float64 numbers held in float64 arrays (every float32 is exactly a float64).
+Where importing had to combine two affine operations and the float64 result is not exact (division
+by a normalisation constant, say), the layer also carries the exact rational weights, and every
+exact computation (:meth:`Network.evaluate_exact`, the solver encoding) uses those.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from functools import cached_property
+from typing import Sequence
+
+import numpy as np
+
+from .errors import ModelValueError, ShapeMismatchError
+
+
+def fraction_array(values: np.ndarray) -> np.ndarray:
+    """Exact rationals of float values, as an object array (``Fraction(float)`` is exact)."""
+    flat = [Fraction(float(v)) for v in np.asarray(values, dtype=np.float64).ravel()]
+    out = np.empty(len(flat), dtype=object)
+    out[:] = flat
+    return out.reshape(np.shape(values))
+
+
+def nearest_float_array(values: np.ndarray) -> np.ndarray:
+    """Nearest float64 of each exact rational."""
+    return np.array([float(v) for v in np.asarray(values).ravel()], dtype=np.float64).reshape(
+        np.shape(values)
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class Affine:
+    """``z = weight @ h + bias`` with ``weight`` of shape (out, in).
+
+    ``weight``/``bias`` are float64. ``exact_weight``/``exact_bias`` are object arrays of
+    ``Fraction`` when the float64 values are not the exact ones, else ``None``.
+    """
+
+    weight: np.ndarray
+    bias: np.ndarray
+    exact_weight: np.ndarray | None = None
+    exact_bias: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        w, b = self.weight, self.bias
+        if w.ndim != 2 or b.ndim != 1 or w.shape[0] != b.shape[0]:
+            raise ShapeMismatchError(
+                f"affine layer has weight shape {w.shape} and bias shape {b.shape}"
+            )
+        if not (np.all(np.isfinite(w)) and np.all(np.isfinite(b))):
+            raise ModelValueError("affine layer has NaN or infinite weights")
+
+    @property
+    def in_dim(self) -> int:
+        return int(self.weight.shape[1])
+
+    @property
+    def out_dim(self) -> int:
+        return int(self.weight.shape[0])
+
+    @property
+    def is_exact_float(self) -> bool:
+        """True when the float64 arrays are the exact weights."""
+        return self.exact_weight is None and self.exact_bias is None
+
+    def rational_weight(self) -> np.ndarray:
+        """Exact weights as an object array of ``Fraction``."""
+        return self.exact_weight if self.exact_weight is not None else fraction_array(self.weight)
+
+    def rational_bias(self) -> np.ndarray:
+        """Exact bias as an object array of ``Fraction``."""
+        return self.exact_bias if self.exact_bias is not None else fraction_array(self.bias)
+
+    def same_as(self, other: "Affine") -> bool:
+        """True when both maps have exactly the same weights and biases."""
+        if self.weight.shape != other.weight.shape:
+            return False
+        if self.is_exact_float and other.is_exact_float:
+            return bool(
+                np.array_equal(self.weight, other.weight) and np.array_equal(self.bias, other.bias)
+            )
+        if not (
+            np.array_equal(self.weight, other.weight) and np.array_equal(self.bias, other.bias)
+        ):
+            return False  # the nearest floats already differ
+        return bool(
+            np.all(self.rational_weight() == other.rational_weight())
+            and np.all(self.rational_bias() == other.rational_bias())
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class Layer:
+    """One affine map, then a ReLU when ``relu`` is true. ``name`` names the source node(s)."""
+
+    affine: Affine
+    relu: bool
+    name: str = ""
+
+    @property
+    def weight(self) -> np.ndarray:
+        return self.affine.weight
+
+    @property
+    def bias(self) -> np.ndarray:
+        return self.affine.bias
+
+    @property
+    def out_dim(self) -> int:
+        return self.affine.out_dim
+
+    @property
+    def in_dim(self) -> int:
+        return self.affine.in_dim
+
+
+@dataclass(frozen=True, eq=False)
+class Network:
+    """A straight-chain ReLU network over a flat input vector.
+
+    ``input_shape``/``output_shape`` are the tensor shapes of the source model (symbolic
+    dimensions as -1); the network itself maps a flat vector of ``in_dim`` values to a flat
+    vector of ``out_dim`` values in C order. ``notes`` record anything the import could not
+    keep exact (for example a BatchNormalization folded in float64).
+    """
+
+    layers: tuple[Layer, ...]
+    input_name: str = "input"
+    input_shape: tuple[int, ...] = ()
+    input_dtype: str = "float32"
+    output_name: str = "output"
+    output_shape: tuple[int, ...] = ()
+    source: str = "<memory>"
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if not self.layers:
+            raise ShapeMismatchError(f"{self.source}: the network has no affine layer")
+        for k in range(1, len(self.layers)):
+            prev, cur = self.layers[k - 1], self.layers[k]
+            if prev.out_dim != cur.in_dim:
+                raise ShapeMismatchError(
+                    f"{self.source}: layer {k} ({cur.name}) takes {cur.in_dim} inputs but "
+                    f"layer {k - 1} ({prev.name}) gives {prev.out_dim}"
+                )
+
+    @property
+    def in_dim(self) -> int:
+        return self.layers[0].in_dim
+
+    @property
+    def out_dim(self) -> int:
+        return self.layers[-1].out_dim
+
+    @property
+    def hidden_widths(self) -> tuple[int, ...]:
+        """Widths of the layers followed by a ReLU."""
+        return tuple(layer.out_dim for layer in self.layers if layer.relu)
+
+    @property
+    def num_relus(self) -> int:
+        return sum(self.hidden_widths)
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(layer.weight.size + layer.bias.size for layer in self.layers)
+
+    def evaluate(self, x: np.ndarray) -> np.ndarray:
+        """Float64 outputs for a flat input (shape ``(in_dim,)``) or a batch ``(n, in_dim)``."""
+        h = np.asarray(x, dtype=np.float64)
+        single = h.ndim == 1
+        if single:
+            h = h[None, :]
+        for layer in self.layers:
+            h = h @ layer.weight.T + layer.bias
+            if layer.relu:
+                h = np.maximum(h, 0.0)
+        return h[0] if single else h
+
+    def pre_activations(self, x: np.ndarray) -> list[np.ndarray]:
+        """Float64 pre-activation values of every layer for a batch ``(n, in_dim)``."""
+        h = np.atleast_2d(np.asarray(x, dtype=np.float64))
+        out = []
+        for layer in self.layers:
+            z = h @ layer.weight.T + layer.bias
+            out.append(z)
+            h = np.maximum(z, 0.0) if layer.relu else z
+        return out
+
+    def evaluate_exact(self, x: Sequence[Fraction | float | int]) -> list[Fraction]:
+        """Outputs in exact rational arithmetic on the stored weights, for one flat input."""
+        h = np.empty(len(x), dtype=object)
+        h[:] = [Fraction(v) for v in x]
+        if len(h) != self.in_dim:
+            raise ShapeMismatchError(f"{self.source}: input has {len(h)} values, expected {self.in_dim}")
+        for layer in self.layers:
+            h = _exact_matvec(layer.affine, h)
+            if layer.relu:
+                h = np.array([v if v > 0 else Fraction(0) for v in h], dtype=object)
+        return list(h)
+
+    def with_layers(self, layers: Sequence[Layer], note: str | None = None) -> "Network":
+        """The same model interface with other layers (used by transformations)."""
+        notes = self.notes + ((note,) if note else ())
+        return Network(
+            layers=tuple(layers),
+            input_name=self.input_name,
+            input_shape=self.input_shape,
+            input_dtype=self.input_dtype,
+            output_name=self.output_name,
+            output_shape=self.output_shape,
+            source=self.source,
+            notes=notes,
+        )
+
+    @cached_property
+    def description(self) -> str:
+        widths = [self.in_dim] + [layer.out_dim for layer in self.layers]
+        return "-".join(str(w) for w in widths)
+
+
+def _exact_matvec(affine: Affine, h: np.ndarray) -> np.ndarray:
+    """Exact ``W h + b`` in rational arithmetic.
+
+    Float weights are dyadic rationals. When the input is dyadic too, everything is scaled to
+    integers by the largest power-of-two denominator and summed with Python's exact integers,
+    which is much faster than summing ``Fraction`` objects.
+    """
+    w_exact = affine.rational_weight()
+    b_exact = affine.rational_bias()
+    h_den = _pow2_common_denominator(h)
+    w_den = _pow2_common_denominator(w_exact.ravel())
+    if h_den and w_den:
+        w_int = np.array([int(v * w_den) for v in w_exact.ravel()], dtype=object)
+        h_int = np.array([int(v * h_den) for v in h], dtype=object)
+        acc = w_int.reshape(w_exact.shape).dot(h_int)
+        den = w_den * h_den
+        return np.array([Fraction(int(a), den) + b for a, b in zip(acc, b_exact)], dtype=object)
+    return w_exact.dot(h) + b_exact
+
+
+def _pow2_common_denominator(values) -> int:
+    """The common denominator when every denominator is a power of two, else 0."""
+    den = 1
+    for v in values:
+        d = v.denominator
+        if d & (d - 1):
+            return 0
+        if d > den:
+            den = d
+    return den
