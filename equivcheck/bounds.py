@@ -81,3 +81,17 @@ def interval_bounds(net: Network, lo: np.ndarray, hi: np.ndarray) -> list[LayerB
         else:
             h_lo, h_hi = z_lo, z_hi
     return out
+
+
+BOUND_METHODS = ("interval",)
+
+
+def sound_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, method: str = "interval") -> list[LayerBounds]:
+    """Rigorous pre-activation bounds of every layer over the float box ``[lo, hi]``.
+
+    ``method`` names how hard to work ("interval" is the cheapest). Every method returns bounds
+    that enclose the exact values, so the prover may rely on them.
+    """
+    if method == "interval":
+        return interval_bounds(net, lo, hi)
+    raise ValueError(f"unknown bound method {method!r} (one of {', '.join(BOUND_METHODS)})")

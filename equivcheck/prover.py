@@ -12,7 +12,7 @@ from fractions import Fraction
 import numpy as np
 
 from . import falsify
-from .bounds import LayerBounds, Stability, interval_bounds
+from .bounds import LayerBounds, Stability, sound_bounds
 from .domain import Box, Domain, parse_domain
 from .encode import encode_disagreement, shared_prefix
 from .errors import ShapeMismatchError
@@ -89,6 +89,7 @@ def prove(
     timeout: float = DEFAULT_TIMEOUT,
     falsify_seconds: float | None = None,
     seed: int = 0,
+    bounds: str = "interval",
 ) -> ProofResult:
     """Decide whether models ``a`` and ``b`` agree on every input of ``domain``.
 
@@ -101,6 +102,7 @@ def prove(
       says whether it also shows in float64 and in onnxruntime on the original files;
     * UNKNOWN: the time ran out or the solver gave up; ``reason`` says which.
 
+    ``bounds`` chooses the (always sound) bound method that classifies ReLUs before encoding.
     Raises an :class:`~equivcheck.errors.InputError` for bad models or domains.
     """
     start = time.monotonic()
@@ -112,7 +114,7 @@ def prove(
     box_results: list[BoxResult] = []
     cex: Counterexample | None = None
     for index, box in enumerate(dom.boxes):
-        res, found = _prove_box(models, spec, box, index, deadline, runner, falsify_seconds, seed)
+        res, found = _prove_box(models, spec, box, index, deadline, runner, falsify_seconds, seed, bounds)
         box_results.append(res)
         if found is not None:
             cex = found
@@ -149,11 +151,12 @@ def _prove_box(
     runner: OrtRunner | None,
     falsify_seconds: float | None,
     seed: int,
+    bound_method: str,
 ) -> tuple[BoxResult, Counterexample | None]:
     t0 = time.monotonic()
     a, b = models.net_a, models.net_b
     lo, hi = box.lower_float(), box.upper_float()
-    ba, bb = interval_bounds(a, lo, hi), interval_bounds(b, lo, hi)
+    ba, bb = sound_bounds(a, lo, hi, bound_method), sound_bounds(b, lo, hi, bound_method)
     k = shared_prefix(a, b)
     stab = tuple(stability_table(a, "a", ba, k) + stability_table(b, "b", bb, k))
 

@@ -1,0 +1,56 @@
+"""The ``equivcheck`` command line: thin commands over the library API.
+
+Each subcommand lives in its own module and registers itself on :data:`app`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from .. import __version__
+
+app = typer.Typer(
+    name="equivcheck",
+    help="Formal equivalence checking of ReLU networks stored as ONNX.",
+    no_args_is_help=True,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"equivcheck {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        Optional[bool],
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit."),
+    ] = None,
+) -> None:
+    """Prove two ReLU networks equivalent on an input domain, or find where they differ."""
+
+
+def _register() -> None:
+    import importlib
+
+    for name in ("prove", "compress", "audit", "regions"):
+        try:
+            importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+
+
+_register()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
