@@ -49,13 +49,18 @@ class Encoding:
     text: str
     inputs: tuple[str, ...]
     unstable: int
-    shared_layers: int
+    shared_units: int  # units of network b encoded by a unit of network a
+    same_outputs: bool  # both networks' outputs are the same expressions: nothing to solve
 
 
 class _Writer:
+    """Writes declarations and assertions; units with the same expression are written once."""
+
     def __init__(self) -> None:
         self.lines: list[str] = []
         self.unstable = 0
+        self.shared = 0
+        self._units: dict[tuple[str, bool], str | None] = {}
 
     def declare(self, name: str) -> None:
         self.lines.append(f"(declare-const {name} Real)")
@@ -65,26 +70,39 @@ class _Writer:
         self.lines.append(f"(assert (<= {name} {num(hi)}))")
 
     def layer(self, prefix: str, layer, h_in: list[str | None], bounds: LayerBounds) -> list[str | None]:
-        """Encode one layer; returns the output names (``None`` for a constant 0)."""
+        """Encode one layer; returns the output names (``None`` for a constant 0).
+
+        A unit whose pre-activation is the same linear expression (same input variables, same
+        exact coefficients) as a unit already written, and with the same activation, *is* that
+        unit: it reuses its variable (or its constant 0). This shares identical prefixes, units
+        permuted between the networks, and units left unchanged by removing others.
+        """
         w = layer.affine.rational_weight() if not layer.affine.is_exact_float else layer.weight
         b = layer.affine.rational_bias() if not layer.affine.is_exact_float else layer.bias
         live = [j for j, h in enumerate(h_in) if h is not None]
         stab = bounds.stability() if layer.relu else np.full(layer.out_dim, Stability.ACTIVE)
         out: list[str | None] = []
         for i in range(layer.out_dim):
+            row = w[i]
+            pairs = sorted((h_in[j], num(row[j])) for j in live if row[j] != 0)
+            terms = [f"(* {c} {v})" for v, c in pairs] + [num(b[i])]
+            expr = terms[0] if len(terms) == 1 else "(+ " + " ".join(terms) + ")"
+            key = (expr, layer.relu)
+            if key in self._units:
+                out.append(self._units[key])
+                self.shared += 1
+                continue
             if layer.relu and stab[i] == Stability.INACTIVE:
+                self._units[key] = None
                 out.append(None)
                 continue
-            row = w[i]
-            terms = [f"(* {num(row[j])} {h_in[j]})" for j in live if row[j] != 0]
-            terms.append(num(b[i]))
-            expr = terms[0] if len(terms) == 1 else "(+ " + " ".join(terms) + ")"
             lo, hi = bounds.lower[i], bounds.upper[i]
             if not layer.relu or stab[i] == Stability.ACTIVE:
                 name = f"{prefix}_{i}"
                 self.declare(name)
                 self.lines.append(f"(assert (= {name} {expr}))")
                 self.bound(name, lo, hi)
+                self._units[key] = name
                 out.append(name)
                 continue
             z, h = f"z{prefix}_{i}", f"{prefix}_{i}"
@@ -97,6 +115,7 @@ class _Writer:
             self.lines.append(f"(assert (<= {h} {num(max(hi, 0.0))}))")
             self.lines.append(f"(assert (or (<= {h} 0) (<= {h} {z})))")
             self.unstable += 1
+            self._units[key] = h
             out.append(h)
         return out
 
@@ -123,17 +142,15 @@ def encode_disagreement(
     for name, lo, hi in zip(inputs, box.lower, box.upper):
         wr.declare(name)
         wr.bound(name, lo, hi)
-    k = shared_prefix(a, b)
-    h: list[str | None] = list(inputs)
-    for li in range(k):
-        h = wr.layer(f"s{li}", a.layers[li], h, bounds_a[li])
-    ha, hb = h, h
-    for li in range(k, len(a.layers)):
-        ha = wr.layer(f"a{li}", a.layers[li], ha, bounds_a[li])
-    for li in range(k, len(b.layers)):
-        hb = wr.layer(f"b{li}", b.layers[li], hb, bounds_b[li])
+    ha: list[str | None] = list(inputs)
+    for li, layer in enumerate(a.layers):
+        ha = wr.layer(f"a{li}", layer, ha, bounds_a[li])
+    wr.shared = 0
+    hb: list[str | None] = list(inputs)
+    for li, layer in enumerate(b.layers):
+        hb = wr.layer(f"b{li}", layer, hb, bounds_b[li])
     wr.lines.append(_negated_spec([_ref(v) for v in ha], [_ref(v) for v in hb], spec, wr))
-    return Encoding("\n".join(wr.lines) + "\n", inputs, wr.unstable, k)
+    return Encoding("\n".join(wr.lines) + "\n", inputs, wr.unstable, wr.shared, ha == hb)
 
 
 def _negated_spec(ya: list[str], yb: list[str], spec: Spec, wr: _Writer) -> str:

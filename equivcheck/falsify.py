@@ -155,10 +155,10 @@ def search(
         if not moved:
             step *= 0.5
         # also perturb randomly a little to leave flat regions
-        noise = _snap(cur + rng.normal(0, 1, cur.shape) * width * step * 0.1, lo, hi)
-        m = batch_margin(spec, a.evaluate(noise), b.evaluate(noise))
+        jitter = _snap(cur + rng.normal(0, 1, cur.shape) * width * step * 0.1, lo, hi)
+        m = batch_margin(spec, a.evaluate(jitter), b.evaluate(jitter))
         better = m > cur_m
-        cur[better], cur_m[better] = noise[better], m[better]
+        cur[better], cur_m[better] = jitter[better], m[better]
         if np.any(cur_m > noise):
             break
     for m, p in zip(cur_m, cur):

@@ -160,8 +160,9 @@ def _prove_box(
     k = shared_prefix(a, b)
     stab = tuple(stability_table(a, "a", ba, k) + stability_table(b, "b", bb, k))
 
-    def done(verdict, reason, unstable=0, cex=None):
-        return BoxResult(index, verdict, reason, stab, unstable, k, time.monotonic() - t0), cex
+    def done(verdict, reason, enc=None, cex=None):
+        unstable, shared = (enc.unstable, enc.shared_units) if enc is not None else (0, 0)
+        return BoxResult(index, verdict, reason, stab, unstable, k, shared, time.monotonic() - t0), cex
 
     if k == len(a.layers) == len(b.layers):
         return done(Verdict.PROVED, "the networks are identical after canonicalisation (no search needed)")
@@ -180,21 +181,28 @@ def _prove_box(
     if remaining <= 0:
         return done(Verdict.UNKNOWN, "timeout: no time left for the solver")
     enc = encode_disagreement(a, b, box, ba, bb, spec)
+    if enc.same_outputs:
+        return done(
+            Verdict.PROVED,
+            f"both networks compute their outputs through the same units ({enc.shared_units} units of b "
+            "are units of a); no search needed",
+            enc,
+        )
     remaining = deadline - time.monotonic()
     if remaining <= 0:
-        return done(Verdict.UNKNOWN, "timeout: no time left for the solver", enc.unstable)
+        return done(Verdict.UNKNOWN, "timeout: no time left for the solver", enc)
     out = solve(enc.text, enc.inputs, remaining)
     if out.status == "unsat":
-        return done(Verdict.PROVED, f"solver: no input in the box violates the spec ({enc.unstable} unstable ReLUs encoded)", enc.unstable)
+        return done(Verdict.PROVED, f"solver: no input in the box violates the spec ({enc.unstable} unstable ReLUs encoded)", enc)
     if out.status == "timeout":
-        return done(Verdict.UNKNOWN, f"timeout: {out.reason}", enc.unstable)
+        return done(Verdict.UNKNOWN, f"timeout: {out.reason}", enc)
     if out.status == "unknown":
-        return done(Verdict.UNKNOWN, f"solver gave up: {out.reason}", enc.unstable)
+        return done(Verdict.UNKNOWN, f"solver gave up: {out.reason}", enc)
     # sat: check the model exactly, then look for a float32 point that shows it
     x_q = [out.model[name] for name in enc.inputs]
     ex = exact_evaluation(a, b, spec, x_q)
     if not ex.violated or not box.contains(x_q):
-        return done(Verdict.UNKNOWN, "solver returned a model that does not check exactly (please report)", enc.unstable)
+        return done(Verdict.UNKNOWN, "solver returned a model that does not check exactly (please report)", enc)
     cex = _float_counterexample(models, spec, box, index, x_q, runner, seed)
     if cex is None:
         x_near = [float(v) for v in x_q]
@@ -204,7 +212,7 @@ def _prove_box(
             + "); no float point near it shows the violation"
         )
         cex = build_counterexample(a, b, spec, x_near, index, "solver", runner, models.proto_a, models.proto_b, ex, note)
-    return done(Verdict.REFUTED, "solver found an input that violates the spec", enc.unstable, cex)
+    return done(Verdict.REFUTED, "solver found an input that violates the spec", enc, cex)
 
 
 def _float_counterexample(models, spec, box, index, x_q, runner, seed) -> Counterexample | None:

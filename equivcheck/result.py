@@ -116,6 +116,7 @@ class BoxResult:
     stability: tuple[LayerStability, ...] = ()
     unstable_encoded: int = 0
     shared_layers: int = 0
+    shared_units: int = 0
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
@@ -126,6 +127,7 @@ class BoxResult:
             "stability": [s.to_dict() for s in self.stability],
             "unstable_encoded": self.unstable_encoded,
             "shared_layers": self.shared_layers,
+            "shared_units": self.shared_units,
             "seconds": round(self.seconds, 4),
         }
 

@@ -1,0 +1,220 @@
+"""The `equivcheck prove` command line: exit codes, JSON, counterexample files, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+from typer.testing import CliRunner
+
+from equivcheck import __version__
+from equivcheck.cli import app
+
+from .onnx_builders import make_model, mlp
+
+runner = CliRunner()
+
+W1 = np.array([[1.0, -1.0], [0.5, 0.25], [-1.0, 2.0]])
+B1 = np.array([0.0, -0.5, 0.25])
+W2 = np.array([[1.0, 0.5, -0.25]])
+B2 = np.array([0.125])
+
+
+@pytest.fixture
+def pair(tmp_path):
+    """(a, same function, perturbed) as ONNX files."""
+    a = tmp_path / "a.onnx"
+    same = tmp_path / "same.onnx"
+    other = tmp_path / "other.onnx"
+    onnx.save(mlp([W1, W2], [B1, B2]), a)
+    # the same function with the hidden units permuted
+    perm = [2, 0, 1]
+    onnx.save(mlp([W1[perm], W2[:, perm]], [B1[perm], B2]), same)
+    onnx.save(mlp([W1, W2 * 1.5], [B1, B2]), other)
+    return a, same, other
+
+
+def run(*args):
+    result = runner.invoke(app, [str(a) for a in args])
+    return result
+
+
+def test_version():
+    r = run("--version")
+    assert r.exit_code == 0
+    assert __version__ in r.stdout
+
+
+def test_proved_exit_0_and_json(pair):
+    a, same, _ = pair
+    r = run("prove", a, same, "--domain", "-1:1", "--json")
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    assert data["verdict"] == "proved"
+    assert data["spec"] == {"mode": "strict"}
+    assert data["counterexample"] is None
+    assert data["domain"]["boxes"][0]["lower"] == [-1.0, -1.0]
+
+
+def test_refuted_exit_1_with_counterexample_files(pair, tmp_path):
+    a, _, other = pair
+    npy = tmp_path / "cex.npy"
+    r = run("prove", a, other, "--domain", "-1:1", "--json", "--counterexample", npy)
+    assert r.exit_code == 1, r.output
+    data = json.loads(r.stdout)
+    assert data["verdict"] == "refuted"
+    cex = data["counterexample"]
+    assert cex["reproduces"] is True
+    assert cex["onnxruntime"]["violated"] is True
+    x = np.load(npy)
+    assert x.dtype == np.float32 and list(x.astype(float)) == cex["input"]
+    js = tmp_path / "cex.json"
+    r2 = run("prove", a, other, "--domain", "-1:1", "--counterexample", js)
+    assert r2.exit_code == 1
+    assert json.loads(js.read_text())["input"]
+    assert "REFUTED" in r2.stderr and "counterexample" in r2.stderr
+
+
+def test_default_domain_is_stated(pair):
+    a, same, _ = pair
+    r = run("prove", a, same)
+    assert r.exit_code == 0
+    assert "default" in r.stderr and "[0, 1]" in r.stderr
+
+
+def test_unknown_exit_3(tmp_path):
+    rng = np.random.default_rng(0)
+    ws = [rng.normal(0, 0.4, (40, 6)), rng.normal(0, 0.2, (40, 40)), rng.normal(0, 0.2, (40, 40)), rng.normal(0, 0.3, (3, 40))]
+    bs = [rng.normal(0, 0.1, 40), rng.normal(0, 0.1, 40), rng.normal(0, 0.1, 40), rng.normal(0, 0.1, 3)]
+    a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    onnx.save(mlp(ws, bs), a)
+    # the same function up to float rounding of a rescaled layer: not identical, hard for the solver
+    ws2 = [w.copy() for w in ws]
+    ws2[1] = ws2[1] * 2
+    bs2 = [x.copy() for x in bs]
+    bs2[1] = bs2[1] * 2
+    ws2[2] = ws2[2] / 2
+    onnx.save(mlp(ws2, bs2), b)
+    r = run("prove", a, b, "--domain", "-1:1", "--mode", "epsilon", "--tolerance", "1e-3", "--timeout", "1", "--json")
+    assert r.exit_code == 3, r.output
+    data = json.loads(r.stdout)
+    assert data["verdict"] == "unknown"
+    assert "timeout" in data["reason"]
+
+
+# ---- bad input: one line, exit code 4, never a traceback or a verdict ------------------------
+
+
+def _one_line_error(r, *needles):
+    assert r.exit_code == 4, (r.exit_code, r.output)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("equivcheck: error:")
+    assert "Traceback" not in r.output
+    assert r.stdout == ""
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def test_missing_file(pair, tmp_path):
+    a, _, _ = pair
+    _one_line_error(run("prove", a, tmp_path / "nope.onnx", "--json"), "nope.onnx", "no such file")
+
+
+def test_corrupt_file(pair, tmp_path):
+    a, _, _ = pair
+    bad = tmp_path / "corrupt.onnx"
+    bad.write_bytes(b"\x0a\x05garbage\x12\xff\xff\xff")
+    _one_line_error(run("prove", a, bad), "corrupt.onnx")
+
+
+def test_unsupported_operator(pair, tmp_path):
+    a, _, _ = pair
+    nodes = [helper.make_node("Gemm", ["x", "W", "B"], ["g"], transB=1, name="fc"),
+             helper.make_node("Softmax", ["g"], ["y"], name="probs")]
+    p = tmp_path / "softmax.onnx"
+    onnx.save(make_model(nodes, {"W": np.ones((1, 2)), "B": B2}, [1, 2], [1, 1]), p)
+    _one_line_error(run("prove", a, p), "probs", "Softmax")
+    p2 = tmp_path / "conv.onnx"
+    onnx.save(make_model([helper.make_node("Gemm", ["x", "W", "B"], ["g"], transB=1),
+                          helper.make_node("LpNormalization", ["g"], ["y"], name="norm1")],
+                         {"W": np.ones((1, 2)), "B": B2}, [1, 2], [1, 1]), p2)
+    _one_line_error(run("prove", a, p2), "norm1", "LpNormalization", "not supported")
+
+
+def test_non_relu_activation(pair, tmp_path):
+    a, _, _ = pair
+    p = tmp_path / "tanh.onnx"
+    onnx.save(make_model([helper.make_node("Gemm", ["x", "W", "B"], ["g"], transB=1),
+                          helper.make_node("Tanh", ["g"], ["y"], name="act0")],
+                         {"W": np.ones((1, 2)), "B": B2}, [1, 2], [1, 1]), p)
+    _one_line_error(run("prove", a, p), "act0", "Tanh")
+
+
+def test_nan_weights(pair, tmp_path):
+    a, _, _ = pair
+    w = W2.copy()
+    w[0, 1] = np.nan
+    p = tmp_path / "nan.onnx"
+    onnx.save(mlp([W1, w], [B1, B2]), p)
+    _one_line_error(run("prove", a, p), "nan.onnx", "W1", "nan")
+
+
+def test_shape_mismatch(pair, tmp_path):
+    a, _, _ = pair
+    p = tmp_path / "three_inputs.onnx"
+    onnx.save(mlp([np.ones((3, 3)), W2], [B1, B2]), p)
+    _one_line_error(run("prove", a, p), "a.onnx takes 2 inputs", "three_inputs.onnx takes 3")
+
+
+@pytest.mark.parametrize(
+    "domain, needle",
+    [("1:0", "inverted"), ("nan:1", "not a finite number"), ("0:inf", "not a finite number"),
+     ("zero:one", "not a number"), ("missing.vnnlib", "no such"), ("missing.json", "no such")],
+)
+def test_bad_domain(pair, domain, needle):
+    a, same, _ = pair
+    _one_line_error(run("prove", a, same, "--domain", domain), needle)
+
+
+def test_empty_vnnlib_box(pair, tmp_path):
+    a, same, _ = pair
+    p = tmp_path / "empty.vnnlib"
+    p.write_text("(declare-const X_0 Real)\n(declare-const X_1 Real)\n"
+                 "(assert (>= X_0 0.5))\n(assert (<= X_0 0.25))\n(assert (>= X_1 0))\n(assert (<= X_1 1))\n")
+    _one_line_error(run("prove", a, same, "--domain", p), "X_0", "empty")
+
+
+def test_json_domain_dimension_mismatch(pair, tmp_path):
+    a, same, _ = pair
+    p = tmp_path / "d.json"
+    p.write_text(json.dumps({"lower": [0, 0, 0], "upper": [1, 1, 1]}))
+    _one_line_error(run("prove", a, same, "--domain", p), "3 inputs", "take 2")
+
+
+def test_json_domain_ok(pair, tmp_path):
+    a, same, _ = pair
+    p = tmp_path / "d.json"
+    p.write_text(json.dumps({"lower": [-0.5, 0.1], "upper": [0.5, 0.3]}))
+    r = run("prove", a, same, "--domain", p, "--json")
+    assert r.exit_code == 0
+    assert json.loads(r.stdout)["domain"]["boxes"][0]["upper"] == [0.5, 0.3]
+
+
+def test_usage_error_is_exit_2(pair):
+    a, _, _ = pair
+    r = run("prove", a)
+    assert r.exit_code == 2
+
+
+def test_bad_mode_is_usage_error(pair):
+    a, same, _ = pair
+    assert run("prove", a, same, "--mode", "fuzzy").exit_code == 2
+
+
+def test_tolerance_without_epsilon_mode(pair):
+    a, same, _ = pair
+    _one_line_error(run("prove", a, same, "--tolerance", "0.1"), "--tolerance")

@@ -1,0 +1,254 @@
+"""The prover on hand-checkable and random pairs, cross-checked by exact sampling."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import equivcheck
+from equivcheck import Verdict
+from equivcheck.network import Affine, Layer, Network
+from equivcheck.onnx_export import to_onnx
+from equivcheck.spec import Spec
+
+
+def f32(a):
+    return np.asarray(a, dtype=np.float32).astype(np.float64)
+
+
+def net(weights, biases, relu_last=False, name="net") -> Network:
+    layers = []
+    for k, (w, b) in enumerate(zip(weights, biases)):
+        last = k == len(weights) - 1
+        layers.append(Layer(Affine(f32(np.atleast_2d(w)), f32(np.atleast_1d(b))), relu=(not last) or relu_last))
+    n_in = layers[0].in_dim
+    return Network(tuple(layers), input_shape=(1, n_in), output_shape=(1, layers[-1].out_dim), source=name)
+
+
+def onnx_of(n: Network):
+    model, exact = to_onnx(n)
+    assert exact
+    return model
+
+
+def random_net(rng, widths):
+    ws = [rng.normal(0, 1 / np.sqrt(widths[i]), (widths[i + 1], widths[i])) for i in range(len(widths) - 1)]
+    bs = [rng.normal(0, 0.3, widths[i + 1]) for i in range(len(widths) - 1)]
+    return net(ws, bs)
+
+
+def permute_hidden(n: Network, layer: int, perm) -> Network:
+    layers = list(n.layers)
+    a, b = layers[layer], layers[layer + 1]
+    layers[layer] = Layer(Affine(a.weight[perm], a.bias[perm]), a.relu)
+    layers[layer + 1] = Layer(Affine(b.weight[:, perm], b.bias), b.relu)
+    return n.with_layers(layers)
+
+
+def exact_sample_check(a: Network, b: Network, spec: Spec, lo, hi, n=30, seed=0) -> bool:
+    """True when no sampled point violates the spec in exact arithmetic."""
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        x = [Fraction(float(v)) for v in rng.uniform(lo, hi, a.in_dim).astype(np.float32)]
+        if not spec.holds(a.evaluate_exact(x), b.evaluate_exact(x)):
+            return False
+    return True
+
+
+# ---- hand-checkable pairs ---------------------------------------------------------------------
+
+RELU_X = net([[1.0], [1.0]], [[0.0], [0.0]], name="relu(x)")          # y = relu(x)
+RELU_HALF = net([[0.5], [1.0]], [[0.0], [0.0]], name="relu(x/2)")     # y = relu(x/2)
+
+
+def test_relu_vs_half_relu_proved_on_negative_inputs():
+    r = equivcheck.prove(onnx_of(RELU_X), onnx_of(RELU_HALF), domain="-1:0")
+    assert r.verdict is Verdict.PROVED
+    assert r.counterexample is None
+
+
+def test_relu_vs_half_relu_refuted_on_positive_inputs():
+    r = equivcheck.prove(onnx_of(RELU_X), onnx_of(RELU_HALF), domain="-1:1")
+    assert r.verdict is Verdict.REFUTED
+    cex = r.counterexample
+    x = cex.input[0]
+    assert 0 < x <= 1
+    assert cex.exact.exact_margin == Fraction(x) / 2  # relu(x) - relu(x/2) = x/2 for x > 0
+    assert cex.reproduces
+
+
+def test_network_against_itself_needs_no_search():
+    a = random_net(np.random.default_rng(0), [4, 8, 8, 3])
+    r = equivcheck.prove(a, a, domain="-1:1")
+    assert r.verdict is Verdict.PROVED
+    assert "identical" in r.reason
+    assert all(s.shared for s in r.stability)
+
+
+def test_permuted_hidden_units_proved():
+    a = random_net(np.random.default_rng(1), [3, 6, 5, 2])
+    b = permute_hidden(a, 0, [5, 3, 1, 0, 2, 4])
+    r = equivcheck.prove(a, b, domain="-1:1", timeout=60)
+    assert r.verdict is Verdict.PROVED, r.reason
+    assert "same units" in r.reason  # units matched through the permutation, no search
+
+
+def test_removing_stably_inactive_unit_proved():
+    rng = np.random.default_rng(2)
+    a = random_net(rng, [3, 6, 2])
+    w0, b0 = a.layers[0].weight.copy(), a.layers[0].bias.copy()
+    w0[4] = f32([0.25, -0.125, 0.5])
+    b0[4] = -3.0  # <= 0.875 - 3 < 0 on [-1, 1]^3: never fires
+    a = a.with_layers([Layer(Affine(w0, b0), True), a.layers[1]])
+    keep = [0, 1, 2, 3, 5]
+    b = a.with_layers([
+        Layer(Affine(w0[keep], b0[keep]), True),
+        Layer(Affine(a.layers[1].weight[:, keep], a.layers[1].bias), False),
+    ])
+    r = equivcheck.prove(onnx_of(a), onnx_of(b), domain="-1:1")
+    assert r.verdict is Verdict.PROVED, r.reason
+    assert r.stability[0].inactive >= 1
+
+
+def test_perturbed_weight_refuted_with_reproducing_counterexample():
+    rng = np.random.default_rng(3)
+    a = random_net(rng, [5, 10, 10, 3])
+    w = a.layers[2].weight.copy()
+    live = int(np.argmax((a.pre_activations(np.random.default_rng(0).random((1000, 5)))[1] > 0).mean(axis=0)))
+    w[1, live] += 0.01  # a weight out of a unit that fires on the domain
+    b = a.with_layers([a.layers[0], a.layers[1], Layer(Affine(f32(w), a.layers[2].bias), False)])
+    r = equivcheck.prove(onnx_of(a), onnx_of(b), domain="0:1")
+    assert r.verdict is Verdict.REFUTED
+    cex = r.counterexample
+    assert cex.exact.violated and cex.exact.exact_margin > 0
+    assert cex.float64.violated and cex.onnxruntime is not None and cex.onnxruntime.violated
+    assert cex.reproduces
+    # the reported outputs are the networks' outputs at the reported input
+    np.testing.assert_allclose(cex.float64.output_a, a.evaluate(np.array(cex.input)))
+
+
+def test_shared_prefix_is_reported():
+    rng = np.random.default_rng(4)
+    a = random_net(rng, [3, 5, 5, 2])
+    last = a.layers[2]
+    b = a.with_layers([a.layers[0], a.layers[1], Layer(Affine(f32(last.weight * 0.5), last.bias), False)])
+    r = equivcheck.prove(a, b, domain="-1:1")
+    assert r.boxes[0].shared_layers == 2
+    assert r.verdict is Verdict.REFUTED
+
+
+# ---- modes --------------------------------------------------------------------------------------
+
+
+def _scaled_output(a: Network, delta: float) -> Network:
+    last = a.layers[-1]
+    return a.with_layers(list(a.layers[:-1]) + [Layer(Affine(last.weight, f32(last.bias + delta)), False)])
+
+
+def test_epsilon_linf_and_l1():
+    a = random_net(np.random.default_rng(5), [3, 6, 3])
+    b = _scaled_output(a, 0.125)  # every output shifted by exactly 1/8
+    assert equivcheck.prove(a, b, domain="-1:1", mode="epsilon", tolerance="0.125").verdict is Verdict.PROVED
+    r = equivcheck.prove(a, b, domain="-1:1", mode="epsilon", tolerance="0.124")
+    assert r.verdict is Verdict.REFUTED
+    # L1: the three shifts add up to 3/8
+    assert equivcheck.prove(a, b, domain="-1:1", mode="epsilon", norm="l1", tolerance="0.375").verdict is Verdict.PROVED
+    r1 = equivcheck.prove(a, b, domain="-1:1", mode="epsilon", norm="l1", tolerance="0.37")
+    assert r1.verdict is Verdict.REFUTED
+    assert r1.counterexample.exact.exact_margin == Fraction(3, 8) - Fraction("0.37")
+
+
+def test_epsilon_solver_proves_what_sampling_cannot_refute():
+    rng = np.random.default_rng(6)
+    a = random_net(rng, [2, 6, 6, 2])
+    b = random_net(np.random.default_rng(6), [2, 6, 6, 2])  # same weights, fresh objects
+    b = b.with_layers([b.layers[0], b.layers[1], Layer(Affine(f32(b.layers[2].weight * (1 + 2**-10)), b.layers[2].bias), False)])
+    r = equivcheck.prove(a, b, domain="-1:1", mode="epsilon", tolerance="0.5")
+    assert r.verdict is Verdict.PROVED
+    assert "solver" in r.reason
+
+
+def test_argmax_mode():
+    a = random_net(np.random.default_rng(7), [3, 6, 4])
+    last = a.layers[-1]
+    # biases on a 2^-10 grid, so that adding 1 below is exact in float32
+    a = a.with_layers([a.layers[0], Layer(Affine(last.weight, np.round(last.bias * 1024) / 1024), False)])
+    b = _scaled_output(a, 1.0)  # adding the same constant to every logit keeps the top-1 class
+    r = equivcheck.prove(a, b, domain="-1:1", mode="argmax")
+    assert r.verdict is Verdict.PROVED, r.reason
+    last = a.layers[-1]
+    bias = last.bias.copy()
+    bias[0] += 3.0
+    c = a.with_layers(list(a.layers[:-1]) + [Layer(Affine(last.weight, bias), False)])
+    r2 = equivcheck.prove(a, c, domain="-1:1", mode="argmax")
+    assert r2.verdict is Verdict.REFUTED
+    ya = a.evaluate(np.array(r2.counterexample.input))
+    yc = c.evaluate(np.array(r2.counterexample.input))
+    assert np.argmax(ya) != np.argmax(yc)
+
+
+def test_argmax_ties_go_to_lowest_index():
+    spec = Spec.make("argmax")
+    assert spec.holds([Fraction(1), Fraction(1)], [Fraction(2), Fraction(1)])  # both pick 0
+    assert not spec.holds([Fraction(1), Fraction(1)], [Fraction(1), Fraction(2)])
+
+
+def test_timeout_gives_unknown_with_reason():
+    a = random_net(np.random.default_rng(8), [6, 40, 40, 40, 3])
+    # layer 1 doubled and layer 2 halved: exactly the same function (powers of two are exact),
+    # but no unit of b is a unit of a, so only the solver can tell
+    l0, l1, l2, l3 = a.layers
+    b = a.with_layers([l0, Layer(Affine(l1.weight * 2, l1.bias * 2), True),
+                       Layer(Affine(l2.weight / 2, l2.bias), True), l3])
+    r = equivcheck.prove(a, b, domain="-1:1", timeout=0.3, falsify_seconds=0.0)
+    assert r.verdict is Verdict.UNKNOWN
+    assert "timeout" in r.reason
+    assert r.seconds < 3.0  # the limit is hard: the solver process is killed
+
+
+# ---- random pairs, cross-checked -----------------------------------------------------------
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 10_000),
+    widths=st.lists(st.integers(1, 5), min_size=1, max_size=2),
+    change=st.sampled_from(["none", "permute", "perturb", "bias"]),
+    mode=st.sampled_from(["strict", "epsilon", "argmax"]),
+)
+def test_random_pairs_agree_with_sampling(seed, widths, change, mode):
+    rng = np.random.default_rng(seed)
+    dims = [2] + widths + [2]
+    a = random_net(rng, dims)
+    if change == "permute":
+        b = permute_hidden(a, 0, list(rng.permutation(dims[1])))
+    elif change == "perturb":
+        w = a.layers[0].weight.copy()
+        w[0, 0] += float(rng.normal(0, 0.3))
+        b = a.with_layers([Layer(Affine(f32(w), a.layers[0].bias), a.layers[0].relu)] + list(a.layers[1:]))
+    elif change == "bias":
+        b = _scaled_output(a, float(rng.choice([0.0, 0.5])))
+    else:
+        b = random_net(np.random.default_rng(seed), dims)
+    tol = "0.25" if mode == "epsilon" else None
+    r = equivcheck.prove(onnx_of(a), onnx_of(b), domain="-1:1", mode=mode, tolerance=tol, timeout=60)
+    spec = Spec.make(mode, tol)
+    assert r.verdict is not Verdict.UNKNOWN, r.reason
+    if r.verdict is Verdict.PROVED:
+        assert exact_sample_check(a, b, spec, -1, 1, seed=seed)
+    else:
+        cex = r.counterexample
+        x = [Fraction(v) for v in cex.input]
+        assert all(-1 <= v <= 1 for v in x)
+        assert not spec.holds(a.evaluate_exact(x), b.evaluate_exact(x))
+
+
+@pytest.mark.parametrize("bad", ["1:0", "nan:1", "0:inf", "abc", "0:", ":1"])
+def test_bad_domains_raise_input_error(bad):
+    a = random_net(np.random.default_rng(0), [2, 3, 1])
+    with pytest.raises(equivcheck.InputError):
+        equivcheck.prove(a, a, domain=bad)
