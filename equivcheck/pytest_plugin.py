@@ -1,0 +1,191 @@
+"""The ``equivcheck`` pytest plugin (registered through the ``pytest11`` entry point).
+
+What it adds:
+
+* options ``--equivcheck-timeout=SECONDS`` and ``--equivcheck-unknown=fail|skip|xfail`` (what an
+  UNKNOWN verdict does), also settable as ini values ``equivcheck_timeout`` /
+  ``equivcheck_unknown``; the command line wins over the ini file;
+* a marker ``@pytest.mark.equivcheck(timeout=..., unknown=..., domain=..., mode=...,
+  tolerance=..., norm=...)`` that sets these for one test (it wins over both);
+* a fixture ``equivcheck`` whose ``assert_equivalent`` (or a plain call) is
+  :func:`equivcheck.testing.assert_equivalent`;
+* an ``equivcheck`` report section on every failed test that ran a check, and a one-line
+  summary of all checks at the end of the run.
+
+The settings apply to :func:`equivcheck.testing.assert_equivalent` whether it is called through
+the fixture or imported directly. Loading this module imports nothing heavy: onnx, numpy, z3 and
+torch are imported only when a check runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from . import testing
+
+UNKNOWN_HELP = "what an UNKNOWN verdict does: fail (default), skip or xfail"
+MARKER_KEYS = ("timeout", "unknown", "domain", "mode", "tolerance", "norm")
+
+
+@dataclass
+class _Settings:
+    """Session-wide settings resolved from the ini file and the command line."""
+
+    timeout: float
+    unknown: str
+    counts: dict[str, int] = field(default_factory=lambda: {"proved": 0, "refuted": 0, "unknown": 0})
+
+
+SETTINGS_KEY = pytest.StashKey[_Settings]()
+RECORDS_KEY = pytest.StashKey[list]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("equivcheck", "equivalence checks of ONNX models (equivcheck)")
+    group.addoption(
+        "--equivcheck-timeout", dest="equivcheck_timeout", type=float, default=None,
+        metavar="SECONDS", help="time limit of each equivcheck check (default 60).",
+    )
+    group.addoption(
+        "--equivcheck-unknown", dest="equivcheck_unknown", default=None,
+        choices=testing.UNKNOWN_ACTIONS, help=UNKNOWN_HELP + ".",
+    )
+    parser.addini("equivcheck_timeout", "time limit in seconds of each equivcheck check",
+                  default=str(testing.DEFAULT_TIMEOUT))
+    parser.addini("equivcheck_unknown", UNKNOWN_HELP, default="fail")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "equivcheck(timeout=None, unknown=None, domain=None, mode=None, tolerance=None, "
+        "norm=None): settings of the equivcheck checks in this test.",
+    )
+    timeout_text = config.getoption("equivcheck_timeout")
+    if timeout_text is None:
+        timeout_text = config.getini("equivcheck_timeout")
+    unknown = config.getoption("equivcheck_unknown") or config.getini("equivcheck_unknown")
+    config.stash[SETTINGS_KEY] = _Settings(
+        timeout=_timeout(timeout_text, "equivcheck_timeout"),
+        unknown=_unknown(unknown, "equivcheck_unknown"),
+    )
+
+
+def _timeout(value: Any, where: str) -> float:
+    try:
+        t = float(value)
+    except (TypeError, ValueError):
+        raise pytest.UsageError(f"{where}: {value!r} is not a number of seconds") from None
+    if not t > 0:
+        raise pytest.UsageError(f"{where}: the timeout must be positive, got {value!r}")
+    return t
+
+
+def _unknown(value: Any, where: str) -> str:
+    if value not in testing.UNKNOWN_ACTIONS:
+        raise pytest.UsageError(
+            f"{where}: {value!r} is not one of {', '.join(testing.UNKNOWN_ACTIONS)}"
+        )
+    return value
+
+
+def _item_defaults(item: pytest.Item, records: list) -> testing.CheckDefaults:
+    """Settings for one test: marker over command line over ini."""
+    settings = item.config.stash[SETTINGS_KEY]
+    values: dict[str, Any] = {"timeout": settings.timeout, "unknown": settings.unknown}
+    # closest marker last, so that a function marker overrides a class/module one
+    for mark in reversed(list(item.iter_markers(name="equivcheck"))):
+        if mark.args:
+            raise pytest.UsageError(
+                f"{item.nodeid}: @pytest.mark.equivcheck takes keyword arguments only "
+                f"({', '.join(MARKER_KEYS)})"
+            )
+        bad = sorted(set(mark.kwargs) - set(MARKER_KEYS))
+        if bad:
+            raise pytest.UsageError(
+                f"{item.nodeid}: @pytest.mark.equivcheck got unknown option(s) {', '.join(bad)} "
+                f"(allowed: {', '.join(MARKER_KEYS)})"
+            )
+        values.update(mark.kwargs)
+    values["timeout"] = _timeout(values["timeout"], f"{item.nodeid}: equivcheck timeout")
+    values["unknown"] = _unknown(values["unknown"], f"{item.nodeid}: equivcheck unknown")
+
+    def record(result, message):
+        settings.counts[result.verdict.label] += 1
+        records.append((result, message))
+
+    return testing.CheckDefaults(record=record, **values)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    records: list = []
+    item.stash[RECORDS_KEY] = records
+    token = testing.use_defaults(_item_defaults(item, records))
+    try:
+        yield
+    finally:
+        testing.reset_defaults(token)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    report = outcome.get_result()
+    if call.when == "call":
+        records = item.stash.get(RECORDS_KEY, [])
+        if records and report.failed:
+            report.sections.append(("equivcheck", _section(records)))
+
+
+def _section(records: list) -> str:
+    """Every check of the test: one line per passed check, the full message for the others."""
+    lines = []
+    for i, (result, message) in enumerate(records, 1):
+        lines.append(
+            f"check {i}: {result.verdict.label.upper()} in {result.seconds:.2f} s "
+            f"({result.model_a} vs {result.model_b})"
+        )
+        if message:
+            lines.extend("  " + line for line in message.splitlines())
+    return "\n".join(lines)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
+    settings = config.stash.get(SETTINGS_KEY, None)
+    if settings is None or not any(settings.counts.values()):
+        return
+    c = settings.counts
+    terminalreporter.write_line(
+        f"equivcheck: {sum(c.values())} check(s): {c['proved']} proved, {c['refuted']} refuted, "
+        f"{c['unknown']} unknown"
+    )
+
+
+class EquivcheckFixture:
+    """What the ``equivcheck`` fixture gives a test: ``assert_equivalent`` with the test's
+    settings (calling the fixture itself does the same)."""
+
+    def __init__(self, request: pytest.FixtureRequest) -> None:
+        self._request = request
+
+    def assert_equivalent(self, a, b, domain=None, mode=None, tolerance=None, timeout=None,
+                          **kwargs):
+        """:func:`equivcheck.testing.assert_equivalent` (see there)."""
+        return testing.assert_equivalent(a, b, domain, mode, tolerance, timeout, **kwargs)
+
+    __call__ = assert_equivalent
+
+    @property
+    def results(self) -> list:
+        """The :class:`~equivcheck.ProofResult` of every check this test ran so far."""
+        return [r for r, _ in self._request.node.stash.get(RECORDS_KEY, [])]
+
+
+@pytest.fixture
+def equivcheck(request: pytest.FixtureRequest) -> EquivcheckFixture:
+    """``equivcheck.assert_equivalent(a, b, domain=..., mode=..., tolerance=..., timeout=...)``."""
+    return EquivcheckFixture(request)
