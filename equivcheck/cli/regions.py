@@ -1,0 +1,160 @@
+"""``equivcheck regions bound`` and ``equivcheck regions count``: thin layers over
+:mod:`equivcheck.regions`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from . import app
+from .common import console, emit_json, fail, guarded
+
+EXIT_LOWER_BOUND = 3  # the count stopped early (cap, timeout, unresolved branch): a lower bound
+
+regions_app = typer.Typer(
+    name="regions",
+    help="Linear regions: Serra et al. upper bounds and exact counting.",
+    no_args_is_help=True,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(regions_app, name="regions")
+
+DomainOpt = Annotated[
+    str | None,
+    typer.Option("--domain", "-d", help="LO:HI, a .vnnlib or a .json file."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+
+
+@regions_app.command("bound")
+@guarded
+def bound_cmd(
+    model: Annotated[Path | None, typer.Argument(help="Network (ONNX).", show_default=False)] = None,
+    widths: Annotated[
+        str | None,
+        typer.Option("--widths", "-w",
+                     help="Instead of a model: IN,H1,...,HL,OUT (e.g. 784,22,10); the last "
+                          "(output) layer has no ReLU and is not counted."),
+    ] = None,
+    domain: DomainOpt = None,
+    as_json: JsonOpt = False,
+) -> int:
+    """Upper bounds on the number of linear regions (exact integers).
+
+    Theorem 1 of Serra, Tjandraatmadja and Ramalingam (2018), the 2^N activation-pattern bound
+    and the bound of one hidden layer with all N units; with --domain also the bound refined by
+    unit stability on the domain and by weight ranks.
+    """
+    from ..regions import bounds_for_widths, network_bounds, parse_widths
+
+    if (model is None) == (widths is None):
+        fail("give either a model or --widths (not both)")
+    if widths is not None:
+        if domain is not None:
+            fail("--domain needs a model (the refined bound reads the weights)")
+        in_dim, hidden, out = parse_widths(widths)
+        result = bounds_for_widths(in_dim, hidden, output_width=out, source=f"--widths {widths}")
+    else:
+        from ..onnx_import import load_network
+
+        net = load_network(model)
+        result = network_bounds(net, domain)
+    if as_json:
+        emit_json(result.to_dict())
+    else:
+        _render_bounds(result)
+    return 0
+
+
+def _render_bounds(b) -> None:
+    from ..regions import scientific
+
+    con = console()
+    units = sum(b.widths)
+    con.print(f"[bold]Linear-region bounds[/bold] for {b.source}")
+    layers = ", ".join(str(w) for w in b.widths) or "none"
+    out = (f"; output layer of {b.output_width} units has no ReLU and is not counted"
+           if b.output_width is not None else "")
+    con.print(f"  input dimension n0 = {b.in_dim}, ReLU layers: {layers} ({units} units){out}")
+    rows = [
+        ("Theorem 1 (Serra et al. 2018)", b.theorem1),
+        (f"one layer of {units} units (shallow)", b.shallow),
+        (f"activation patterns 2^{units}", b.activation_patterns),
+    ]
+    if b.refined is not None:
+        rows.insert(1, ("refined on the domain (stability, ranks)", b.refined.value))
+    for label, value in rows:
+        con.print(f"  {label:<44} {scientific(value):>12}")
+    if b.refined is not None:
+        con.print(f"  domain: {b.refined.domain}")
+        for k, box in enumerate(b.refined.boxes):
+            for i, lr in enumerate(box):
+                note = "" if lr.ranks_exact else " (rank not confirmed: min(rows, cols) used)"
+                con.print(
+                    f"    {'box ' + str(k + 1) + ' ' if len(b.refined.boxes) > 1 else ''}"
+                    f"layer {i + 1}: {lr.unstable} unstable, {lr.stably_active} stably active, "
+                    f"{lr.stably_inactive} stably inactive; ranks {lr.split_rank}/{lr.pass_rank}{note}"
+                )
+    con.print("  exact values:")
+    for label, value in rows:
+        con.print(f"    {label}: {value}", soft_wrap=True)
+
+
+@regions_app.command("count")
+@guarded
+def count_cmd(
+    model: Annotated[Path, typer.Argument(help="Network (ONNX).", show_default=False)],
+    domain: DomainOpt = None,
+    cap: Annotated[int, typer.Option("--cap", help="Stop after this many regions (lower bound).")] = 100_000,
+    timeout: Annotated[float, typer.Option("--timeout", "-t", help="Stop after this many seconds (lower bound).")] = 60.0,
+    as_json: JsonOpt = False,
+) -> int:
+    """Count the linear regions of a small network on a box, exactly.
+
+    Default domain 0:1 on every input. Exit codes: 0 exact count, 3 lower bound only (cap,
+    timeout or an undecided branch), 4 bad input.
+    """
+    from ..onnx_import import load_network
+    from ..regions import count_regions
+
+    if cap < 1:
+        fail(f"--cap must be at least 1, got {cap}")
+    if timeout <= 0:
+        fail(f"--timeout must be positive, got {timeout}")
+    net = load_network(model)
+    show_bar = not as_json and sys.stderr.isatty()
+    if show_bar:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(
+            TextColumn("counting regions"), BarColumn(), TextColumn("{task.percentage:>5.1f}% of patterns"),
+            TextColumn("{task.fields[regions]} regions"), TimeElapsedColumn(),
+            console=console(), transient=True,
+        ) as bar:
+            task = bar.add_task("count", total=1.0, regions=0)
+
+            def progress(done: float, found: int) -> None:
+                bar.update(task, completed=done, regions=found)
+
+            result = count_regions(net, domain, cap=cap, timeout=timeout, progress=progress)
+    else:
+        result = count_regions(net, domain, cap=cap, timeout=timeout)
+    out = result.to_dict()
+    out = {"model": str(model), **out}
+    if as_json:
+        emit_json(out)
+    else:
+        con = console()
+        kind = "exact" if result.exact else f"lower bound: stopped by {result.status.value}"
+        con.print(f"[bold]{model}[/bold] on {result.domain}")
+        plural = "" if result.count == 1 else "s"
+        con.print(f"  {result.count} linear region{plural} ({kind})")
+        refined = f", refined bound {result.refined}" if result.refined is not None else ""
+        con.print(f"  Theorem 1 bound {result.theorem1}{refined}", soft_wrap=True)
+        con.print(f"  search: {result.nodes} nodes, {result.lp_calls} LPs, "
+                  f"{result.unresolved} unresolved branches, {result.elapsed:.2f} s")
+    return 0 if result.exact else EXIT_LOWER_BOUND
