@@ -53,14 +53,18 @@ class Encoding:
     same_outputs: bool  # both networks' outputs are the same expressions: nothing to solve
 
 
+Ref = "tuple[str, Fraction] | None"  # a unit's value: scale * variable, or the constant 0 (None)
+
+
 class _Writer:
-    """Writes declarations and assertions; units with the same expression are written once."""
+    """Writes declarations and assertions; units with proportional expressions are written once."""
 
     def __init__(self) -> None:
         self.lines: list[str] = []
         self.unstable = 0
         self.shared = 0
-        self._units: dict[tuple[str, bool], str | None] = {}
+        # approximate key -> [(ref, norm, vars, coefs, bias)] for exact confirmation
+        self._units: dict[tuple, list[tuple]] = {}
 
     def declare(self, name: str) -> None:
         self.lines.append(f"(declare-const {name} Real)")
@@ -69,31 +73,58 @@ class _Writer:
         self.lines.append(f"(assert (<= {num(lo)} {name}))")
         self.lines.append(f"(assert (<= {name} {num(hi)}))")
 
-    def layer(self, prefix: str, layer, h_in: list[str | None], bounds: LayerBounds) -> list[str | None]:
-        """Encode one layer; returns the output names (``None`` for a constant 0).
+    def _lookup(self, key, norm, names, coefs, bias):
+        for ref, norm0, names0, coefs0, bias0 in self._units.get(key, ()):
+            if names0 != names:
+                continue
+            if _same_ratio(coefs, bias, norm, coefs0, bias0, norm0):
+                if ref is None:
+                    return True, None
+                scale = ref[1] * Fraction(norm) / Fraction(norm0)
+                return True, (ref[0], scale)
+        return False, None
 
-        A unit whose pre-activation is the same linear expression (same input variables, same
-        exact coefficients) as a unit already written, and with the same activation, *is* that
-        unit: it reuses its variable (or its constant 0). This shares identical prefixes, units
-        permuted between the networks, and units left unchanged by removing others.
+    def layer(self, prefix: str, layer, h_in: list, bounds: LayerBounds) -> list:
+        """Encode one layer; returns each unit's value as (variable, positive scale) or None (0).
+
+        A unit whose pre-activation is a positive multiple c of a unit already written (same
+        input variables, exactly proportional coefficients and bias), with the same activation,
+        is c times that unit, because relu(c z) = c relu(z) for c > 0. So identical prefixes,
+        permuted units, positively rescaled units and units left alone by removing others are
+        all encoded once. Proportionality is confirmed in exact arithmetic.
         """
-        w = layer.affine.rational_weight() if not layer.affine.is_exact_float else layer.weight
-        b = layer.affine.rational_bias() if not layer.affine.is_exact_float else layer.bias
-        live = [j for j, h in enumerate(h_in) if h is not None]
+        exact = not layer.affine.is_exact_float
+        w = layer.affine.rational_weight() if exact else layer.weight
+        b = layer.affine.rational_bias() if exact else layer.bias
+        live = sorted((j for j, h in enumerate(h_in) if h is not None), key=lambda j: h_in[j][0])
+        names_all = tuple(h_in[j][0] for j in live)
+        scales = [h_in[j][1] for j in live]
+        unit_scales = all(sc == 1 for sc in scales)
         stab = bounds.stability() if layer.relu else np.full(layer.out_dim, Stability.ACTIVE)
-        out: list[str | None] = []
+        out: list = []
         for i in range(layer.out_dim):
-            row = w[i]
-            pairs = sorted((h_in[j], num(row[j])) for j in live if row[j] != 0)
-            terms = [f"(* {c} {v})" for v, c in pairs] + [num(b[i])]
-            expr = terms[0] if len(terms) == 1 else "(+ " + " ".join(terms) + ")"
-            key = (expr, layer.relu)
-            if key in self._units:
-                out.append(self._units[key])
+            row = w[i][live] if live else w[i][:0]
+            if unit_scales:
+                coefs = row
+            else:
+                coefs = np.array([Fraction(row[k]) * scales[k] for k in range(len(live))], dtype=object)
+            nz = [k for k in range(len(live)) if coefs[k] != 0]
+            names = tuple(names_all[k] for k in nz)
+            cz = [coefs[k] for k in nz]
+            bias = b[i]
+            norm = abs(cz[0]) if cz else (abs(bias) if bias != 0 else 1)
+            fnorm = float(norm)
+            key = (layer.relu, names, tuple(float(c) / fnorm for c in cz), float(bias) / fnorm)
+            hit, ref = self._lookup(key, norm, names, cz, bias)
+            if hit:
+                out.append(ref)
                 self.shared += 1
                 continue
+            terms = [f"(* {num(c)} {v})" for v, c in zip(names, cz)] + [num(bias)]
+            expr = terms[0] if len(terms) == 1 else "(+ " + " ".join(terms) + ")"
+            entry = self._units.setdefault(key, [])
             if layer.relu and stab[i] == Stability.INACTIVE:
-                self._units[key] = None
+                entry.append((None, norm, names, cz, bias))
                 out.append(None)
                 continue
             lo, hi = bounds.lower[i], bounds.upper[i]
@@ -102,26 +133,38 @@ class _Writer:
                 self.declare(name)
                 self.lines.append(f"(assert (= {name} {expr}))")
                 self.bound(name, lo, hi)
-                self._units[key] = name
-                out.append(name)
-                continue
-            z, h = f"z{prefix}_{i}", f"{prefix}_{i}"
-            self.declare(z)
-            self.declare(h)
-            self.lines.append(f"(assert (= {z} {expr}))")
-            self.bound(z, lo, hi)
-            self.lines.append(f"(assert (>= {h} 0))")
-            self.lines.append(f"(assert (>= {h} {z}))")
-            self.lines.append(f"(assert (<= {h} {num(max(hi, 0.0))}))")
-            self.lines.append(f"(assert (or (<= {h} 0) (<= {h} {z})))")
-            self.unstable += 1
-            self._units[key] = h
-            out.append(h)
+            else:
+                z, name = f"z{prefix}_{i}", f"{prefix}_{i}"
+                self.declare(z)
+                self.declare(name)
+                self.lines.append(f"(assert (= {z} {expr}))")
+                self.bound(z, lo, hi)
+                self.lines.append(f"(assert (>= {name} 0))")
+                self.lines.append(f"(assert (>= {name} {z}))")
+                self.lines.append(f"(assert (<= {name} {num(max(hi, 0.0))}))")
+                self.lines.append(f"(assert (or (<= {name} 0) (<= {name} {z})))")
+                self.unstable += 1
+            ref = (name, Fraction(1))
+            entry.append((ref, norm, names, cz, bias))
+            out.append(ref)
         return out
 
 
-def _ref(name: str | None) -> str:
-    return name if name is not None else "0"
+def _same_ratio(c1, b1, n1, c0, b0, n0) -> bool:
+    """Exactly (c1, b1) / n1 == (c0, b0) / n0 (n positive)."""
+    if n1 == n0 and all(x == y for x, y in zip(c1, c0)) and b1 == b0:
+        return True
+    q1, q0 = Fraction(n1), Fraction(n0)
+    if Fraction(b1) * q0 != Fraction(b0) * q1:
+        return False
+    return all(Fraction(x) * q0 == Fraction(y) * q1 for x, y in zip(c1, c0))
+
+
+def _ref(ref) -> str:
+    if ref is None:
+        return "0"
+    name, scale = ref
+    return name if scale == 1 else f"(* {num(scale)} {name})"
 
 
 def encode_disagreement(
@@ -142,11 +185,11 @@ def encode_disagreement(
     for name, lo, hi in zip(inputs, box.lower, box.upper):
         wr.declare(name)
         wr.bound(name, lo, hi)
-    ha: list[str | None] = list(inputs)
+    ha: list = [(x, Fraction(1)) for x in inputs]
     for li, layer in enumerate(a.layers):
         ha = wr.layer(f"a{li}", layer, ha, bounds_a[li])
     wr.shared = 0
-    hb: list[str | None] = list(inputs)
+    hb: list = [(x, Fraction(1)) for x in inputs]
     for li, layer in enumerate(b.layers):
         hb = wr.layer(f"b{li}", layer, hb, bounds_b[li])
     wr.lines.append(_negated_spec([_ref(v) for v in ha], [_ref(v) for v in hb], spec, wr))

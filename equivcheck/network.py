@@ -10,10 +10,10 @@ exact computation (:meth:`Network.evaluate_exact`, the solver encoding) uses tho
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from functools import cached_property
-from typing import Sequence
 
 import numpy as np
 
@@ -71,14 +71,44 @@ class Affine:
         return self.exact_weight is None and self.exact_bias is None
 
     def rational_weight(self) -> np.ndarray:
-        """Exact weights as an object array of ``Fraction``."""
-        return self.exact_weight if self.exact_weight is not None else fraction_array(self.weight)
+        """Exact weights as an object array of ``Fraction`` (computed once)."""
+        return self.exact_weight if self.exact_weight is not None else self._fraction_weight
 
     def rational_bias(self) -> np.ndarray:
-        """Exact bias as an object array of ``Fraction``."""
-        return self.exact_bias if self.exact_bias is not None else fraction_array(self.bias)
+        """Exact bias as an object array of ``Fraction`` (computed once)."""
+        return self.exact_bias if self.exact_bias is not None else self._fraction_bias
 
-    def same_as(self, other: "Affine") -> bool:
+    @cached_property
+    def _fraction_weight(self) -> np.ndarray:
+        return fraction_array(self.weight)
+
+    @cached_property
+    def _fraction_bias(self) -> np.ndarray:
+        return fraction_array(self.bias)
+
+    @cached_property
+    def dyadic_weight(self) -> tuple[np.ndarray, int] | None:
+        """``(M, e)`` with integer matrix M (object array) and W = M * 2**e exactly, or None.
+
+        Only for float weights (every float is a dyadic rational); lets exact evaluation use
+        Python integers instead of ``Fraction`` objects.
+        """
+        if not self.is_exact_float:
+            return None
+        mant, exp = np.frexp(self.weight)
+        ints = (mant * 2.0**53).astype(np.int64)  # exact: a float64 has 53 mantissa bits
+        exps = exp.astype(np.int64) - 53
+        nonzero = ints != 0
+        if not np.any(nonzero):
+            return np.zeros(self.weight.shape, dtype=object), 0
+        emin = int(exps[nonzero].min())
+        shifts = np.where(nonzero, exps - emin, 0)
+        flat = [int(m) << int(sh) for m, sh in zip(ints.ravel(), shifts.ravel())]
+        out = np.empty(len(flat), dtype=object)
+        out[:] = flat
+        return out.reshape(self.weight.shape), emin
+
+    def same_as(self, other: Affine) -> bool:
         """True when both maps have exactly the same weights and biases."""
         if self.weight.shape != other.weight.shape:
             return False
@@ -206,7 +236,7 @@ class Network:
                 h = np.array([v if v > 0 else Fraction(0) for v in h], dtype=object)
         return list(h)
 
-    def with_layers(self, layers: Sequence[Layer], note: str | None = None) -> "Network":
+    def with_layers(self, layers: Sequence[Layer], note: str | None = None) -> Network:
         """The same model interface with other layers (used by transformations)."""
         notes = self.notes + ((note,) if note else ())
         return Network(
@@ -229,21 +259,23 @@ class Network:
 def _exact_matvec(affine: Affine, h: np.ndarray) -> np.ndarray:
     """Exact ``W h + b`` in rational arithmetic.
 
-    Float weights are dyadic rationals. When the input is dyadic too, everything is scaled to
-    integers by the largest power-of-two denominator and summed with Python's exact integers,
-    which is much faster than summing ``Fraction`` objects.
+    Float weights are dyadic rationals. When the input is dyadic too, the product is computed
+    with Python's exact integers (``W = M 2^e``, ``h = H / D``), much faster than summing
+    ``Fraction`` objects; otherwise with ``Fraction`` s.
     """
-    w_exact = affine.rational_weight()
     b_exact = affine.rational_bias()
+    dyadic = affine.dyadic_weight
     h_den = _pow2_common_denominator(h)
-    w_den = _pow2_common_denominator(w_exact.ravel())
-    if h_den and w_den:
-        w_int = np.array([int(v * w_den) for v in w_exact.ravel()], dtype=object)
-        h_int = np.array([int(v * h_den) for v in h], dtype=object)
-        acc = w_int.reshape(w_exact.shape).dot(h_int)
-        den = w_den * h_den
-        return np.array([Fraction(int(a), den) + b for a, b in zip(acc, b_exact)], dtype=object)
-    return w_exact.dot(h) + b_exact
+    if dyadic is not None and h_den:
+        m, e = dyadic
+        h_int = np.empty(len(h), dtype=object)
+        h_int[:] = [int(v * h_den) for v in h]
+        acc = m.dot(h_int) if len(h) else np.zeros(m.shape[0], dtype=object)
+        num_scale, den = (1 << e, h_den) if e >= 0 else (1, h_den << -e)
+        return np.array(
+            [Fraction(int(a) * num_scale, den) + bb for a, bb in zip(acc, b_exact)], dtype=object
+        )
+    return affine.rational_weight().dot(h) + b_exact
 
 
 def _pow2_common_denominator(values) -> int:
@@ -253,6 +285,5 @@ def _pow2_common_denominator(values) -> int:
         d = v.denominator
         if d & (d - 1):
             return 0
-        if d > den:
-            den = d
+        den = max(den, d)
     return den

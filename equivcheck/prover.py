@@ -82,7 +82,7 @@ def stability_table(net: Network, tag: str, bounds: list[LayerBounds], shared: i
 def prove(
     a: ModelLike | Network,
     b: ModelLike | Network,
-    domain: "str | Domain | None" = None,
+    domain: str | Domain | None = None,
     mode: str = "strict",
     tolerance=None,
     norm: str = "linf",

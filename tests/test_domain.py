@@ -11,8 +11,6 @@ import pytest
 from equivcheck.domain import Box, parse_domain, read_vnnlib_domain
 from equivcheck.errors import DomainError, ShapeMismatchError
 
-from .conftest import external_path
-
 
 def test_interval_is_exact_decimal():
     d = parse_domain("-0.1:0.3", 2)

@@ -22,7 +22,7 @@ ACAS_NETS = [f"ACASXU_run2a_{i}_{j}_batch_2000.onnx" for i in range(1, 6) for j 
 @pytest.fixture
 def acas_box(tmp_path):
     p = tmp_path / ACAS_BOX
-    p.write_text('{"lower": [%s], "upper": [%s]}' % (", ".join(ACAS_LOWER), ", ".join(ACAS_UPPER)))
+    p.write_text(f'{{"lower": [{", ".join(ACAS_LOWER)}], "upper": [{", ".join(ACAS_UPPER)}]}}')
     return str(p)
 
 

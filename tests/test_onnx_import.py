@@ -10,7 +10,12 @@ import onnxruntime as ort
 import pytest
 from onnx import helper
 
-from equivcheck.errors import ModelFileError, ModelValueError, ShapeMismatchError, UnsupportedModelError
+from equivcheck.errors import (
+    ModelFileError,
+    ModelValueError,
+    ShapeMismatchError,
+    UnsupportedModelError,
+)
 from equivcheck.onnx_import import load_network
 
 from .onnx_builders import make_model, mlp

@@ -199,12 +199,11 @@ def test_argmax_ties_go_to_lowest_index():
 
 def test_timeout_gives_unknown_with_reason():
     a = random_net(np.random.default_rng(8), [6, 40, 40, 40, 3])
-    # layer 1 doubled and layer 2 halved: exactly the same function (powers of two are exact),
-    # but no unit of b is a unit of a, so only the solver can tell
-    l0, l1, l2, l3 = a.layers
-    b = a.with_layers([l0, Layer(Affine(l1.weight * 2, l1.bias * 2), True),
-                       Layer(Affine(l2.weight / 2, l2.bias), True), l3])
-    r = equivcheck.prove(a, b, domain="-1:1", timeout=0.3, falsify_seconds=0.0)
+    # every first-layer weight nudged by 2^-12: no unit of b is a unit of a, the deviation is far
+    # below the tolerance, and only the solver could show it, over 240 unstable ReLUs
+    l0 = a.layers[0]
+    b = a.with_layers([Layer(Affine(l0.weight + 2.0**-12, l0.bias), True)] + list(a.layers[1:]))
+    r = equivcheck.prove(a, b, domain="-1:1", mode="epsilon", tolerance="0.5", timeout=0.3, falsify_seconds=0.0)
     assert r.verdict is Verdict.UNKNOWN
     assert "timeout" in r.reason
     assert r.seconds < 3.0  # the limit is hard: the solver process is killed
@@ -252,3 +251,27 @@ def test_bad_domains_raise_input_error(bad):
     a = random_net(np.random.default_rng(0), [2, 3, 1])
     with pytest.raises(equivcheck.InputError):
         equivcheck.prove(a, a, domain=bad)
+
+
+def test_positively_rescaled_units_proved_without_search():
+    from equivcheck.network import fraction_array, nearest_float_array
+
+    a = random_net(np.random.default_rng(9), [3, 6, 5, 2])
+    l0, l1, l2 = a.layers
+    c = np.array([3, 1, 2, 5, 1, 7], dtype=float)  # relu(c z) = c relu(z) for c > 0
+    w0 = l0.weight * c[:, None]  # exact in float64: 24-bit mantissas times small integers
+    b0 = l0.bias * c
+    w1q = fraction_array(l1.weight) / np.array([int(v) for v in c], dtype=object)[None, :]
+    b = a.with_layers([
+        Layer(Affine(w0, b0), True),
+        Layer(Affine(nearest_float_array(w1q), l1.bias, exact_weight=w1q, exact_bias=fraction_array(l1.bias)), True),
+        l2,
+    ])
+    r = equivcheck.prove(a, b, domain="-1:1")
+    assert r.verdict is Verdict.PROVED
+    assert "same units" in r.reason
+    # a rescaling by a negative factor is a different function: not shared, and refuted
+    w0n = l0.weight.copy()
+    w0n[0] *= -1
+    c2 = a.with_layers([Layer(Affine(w0n, l0.bias), True), l1, l2])
+    assert equivcheck.prove(a, c2, domain="-1:1").verdict is not Verdict.PROVED
