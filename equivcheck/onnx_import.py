@@ -262,8 +262,8 @@ class _Importer:
                     "(branching graphs are not supported)"
                 )
         try:
-            from onnx.reference import ReferenceEvaluator
             from onnx import helper, numpy_helper
+            from onnx.reference import ReferenceEvaluator
 
             inits = [numpy_helper.from_array(self.consts[n], n) for n in node.input if n]
             graph = helper.make_graph(
