@@ -275,3 +275,36 @@ def test_positively_rescaled_units_proved_without_search():
     w0n[0] *= -1
     c2 = a.with_layers([Layer(Affine(w0n, l0.bias), True), l1, l2])
     assert equivcheck.prove(a, c2, domain="-1:1").verdict is not Verdict.PROVED
+
+
+def _bump(scale_log2: int, heights=(1.0, -2.0, 1.0)) -> Network:
+    """A triangle bump of height 1 on x in (0.5, 0.5 + 2**(1 - scale_log2)), zero elsewhere.
+
+    u = relu(x - 0.5), then relu(s u), relu(s u - 1), relu(s u - 2) with s = 2**scale_log2:
+    every weight and bias is a float32, so the ONNX file stores exactly this function.
+    """
+    s = 2.0**scale_log2
+    return net([[[1.0]], [[s], [s], [s]], [list(heights)]], [[-0.5], [0.0, -1.0, -2.0], [0.0]])
+
+
+def test_solver_finds_a_needle_the_falsifier_misses():
+    a = _bump(20)  # nonzero on (0.5, 0.5 + 2^-19): 31 float32 points
+    b = _bump(20, heights=(0.0, 0.0, 0.0))
+    r = equivcheck.prove(onnx_of(a), onnx_of(b), domain="0:1", falsify_seconds=0.0)
+    assert r.verdict is Verdict.REFUTED
+    cex = r.counterexample
+    assert cex.found_by == "solver"
+    assert 0.5 < cex.input[0] < 0.5 + 2**-19
+    assert cex.reproduces  # a float32 point inside the needle was found and runs in onnxruntime
+
+
+def test_violation_below_float32_resolution_is_labelled():
+    a = _bump(40)  # nonzero only on (0.5, 0.5 + 2^-39): no float32 point there
+    b = _bump(40, heights=(0.0, 0.0, 0.0))
+    r = equivcheck.prove(onnx_of(a), onnx_of(b), domain="0:1", falsify_seconds=0.0)
+    assert r.verdict is Verdict.REFUTED  # true in exact arithmetic on the stored weights
+    cex = r.counterexample
+    assert cex.exact.violated
+    assert not cex.reproduces
+    assert cex.onnxruntime is not None and not cex.onnxruntime.violated
+    assert "DOES NOT REPRODUCE" in cex.note and "onnxruntime" in cex.note
