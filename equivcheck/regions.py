@@ -661,18 +661,32 @@ class _BoxCounter:
         return all(lo < Fraction(float(v)) < hi for v, lo, hi in zip(x, self.lo_q, self.hi_q))
 
     def _certified_empty(self, rows: list[_Row], y: np.ndarray) -> bool:
-        """Exact Farkas check: with y >= 0 (not all 0), sum_r y_r g_r(x) <= 0 on the whole box."""
-        d = len(self.free)
-        y = np.maximum(y, 0.0)
+        """Exact Farkas check of the LP duals ``y``: some multipliers ``q >= 0``, not all 0, with
+        ``sum_r q_r g_r(x) <= 0`` on the whole box prove that no point of the open box satisfies
+        every ``g_r(x) > 0``. The float duals are tried as they are (as exact rationals), then
+        rounded to nearby simple fractions, which repairs the exact certificates of degenerate
+        cases (an optimum of exactly 0) that float duals miss by a rounding error."""
+        y = np.maximum(np.nan_to_num(y, nan=0.0, posinf=0.0), 0.0)
         if not np.any(y > 0):
             return False
-        y = np.where(y > 1e-13 * float(np.max(y)), y, 0.0)
+        y = y / float(np.max(y))
+        y = np.where(y > 1e-12, y, 0.0)
+        if self._farkas_holds(rows, [Fraction(float(v)) for v in y]):
+            return True
+        for den in (10**6, 10**4, 1000, 100, 12, 4, 1):
+            q = [Fraction(float(v)).limit_denominator(den) for v in y]
+            if any(q) and self._farkas_holds(rows, q):
+                return True
+        return False
+
+    def _farkas_holds(self, rows: list[_Row], y: list[Fraction]) -> bool:
+        d = len(self.free)
         coef = [Fraction(0)] * d
         const = Fraction(0)
         for r, yr in zip(rows, y[: len(rows)]):
-            if yr == 0.0:
+            if not yr:
                 continue
-            q = Fraction(float(yr)) * r.sign / r.den
+            q = yr * r.sign / r.den
             for i in range(d):
                 if r.a[i]:
                     coef[i] += q * r.a[i]
@@ -681,14 +695,12 @@ class _BoxCounter:
         yhi = y[len(rows) + d:]
         for i in range(d):
             if ylo[i]:
-                q = Fraction(float(ylo[i]))
-                coef[i] += q
-                const -= q * self.lo_q[i]
+                coef[i] += ylo[i]
+                const -= ylo[i] * self.lo_q[i]
             if yhi[i]:
-                q = Fraction(float(yhi[i]))
-                coef[i] -= q
-                const += q * self.hi_q[i]
-        top = const + sum(ci * (self.hi_q[i] if ci > 0 else self.lo_q[i]) for i, ci in enumerate(coef))
+                coef[i] -= yhi[i]
+                const += yhi[i] * self.hi_q[i]
+        top = const + sum(c * (self.hi_q[i] if c > 0 else self.lo_q[i]) for i, c in enumerate(coef))
         return top <= 0
 
     def _row_sign(self, a, c, xs: np.ndarray, k: int) -> int:

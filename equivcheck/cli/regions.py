@@ -82,7 +82,7 @@ def _render_bounds(b) -> None:
     con.print(f"  input dimension n0 = {b.in_dim}, ReLU layers: {layers} ({units} units){out}")
     rows = [
         ("Theorem 1 (Serra et al. 2018)", b.theorem1),
-        (f"one layer of {units} units (shallow)", b.shallow),
+        (f"shallow net, one layer of {units} units (comparison)", b.shallow),
         (f"activation patterns 2^{units}", b.activation_patterns),
     ]
     if b.refined is not None:
