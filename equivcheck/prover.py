@@ -209,7 +209,7 @@ def _prove_box(
         note = (
             "the solver's point is rational (exact input: "
             + ", ".join(str(v) for v in x_q[:8]) + (", ..." if len(x_q) > 8 else "")
-            + "); no float point near it shows the violation"
+            + "); no float32 point near it shows the violation"
         )
         cex = build_counterexample(a, b, spec, x_near, index, "solver", runner, models.proto_a, models.proto_b, ex, note)
     return done(Verdict.REFUTED, "solver found an input that violates the spec", enc, cex)

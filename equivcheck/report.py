@@ -13,9 +13,22 @@ def _vec(values, limit: int = 8) -> str:
     return f"[{shown}{more}]"
 
 
+def _input_vec(values, limit: int = 8) -> str:
+    """Inputs, each in the shortest text that reads back to the same float32 (or float64)."""
+    import numpy as np
+
+    def one(v: float) -> str:
+        f = np.float32(v)
+        return str(f) if float(f) == v else repr(v)
+
+    shown = ", ".join(one(v) for v in values[:limit])
+    more = f", ... ({len(values)} values)" if len(values) > limit else ""
+    return f"[{shown}{more}]"
+
+
 def counterexample_lines(cex: Counterexample, limit: int = 8) -> list[str]:
     """Plain-text lines describing a counterexample on every backend."""
-    lines = [f"input ({cex.found_by}, box {cex.box_index}): {_vec(cex.input, limit)}"]
+    lines = [f"input ({cex.found_by}, box {cex.box_index}): {_input_vec(cex.input, limit)}"]
     for ev in (cex.exact, cex.float64, cex.onnxruntime):
         if ev is None:
             continue

@@ -105,17 +105,20 @@ def build_counterexample(
     xf = np.array([float(v) for v in x], dtype=np.float64)
     exact = exact or exact_evaluation(a, b, spec, [Fraction(float(v)) for v in xf])
     f64 = float64_evaluation(a, b, spec, xf)
+    notes = [note] if note else []
     ort_ev = None
     if runner is not None and model_a is not None and model_b is not None:
         ort_ev = ort_evaluation(runner, model_a, model_b, a, b, spec, xf)
-        if not np.array_equal(xf.astype(np.float32).astype(np.float64), xf) and a.input_dtype == "float32":
-            note = (note + " " if note else "") + "the point is not float32-representable; onnxruntime saw its rounding"
+        f32_input = np.array_equal(xf.astype(np.float32).astype(np.float64), xf)
+        if not f32_input and a.input_dtype == "float32":
+            notes.append("the point is not float32-representable: onnxruntime ran its rounding")
     if exact.violated and not (f64.violated and ort_ev is not None and ort_ev.violated):
         where = [n for n, ev in (("float64", f64), ("onnxruntime", ort_ev)) if ev is None or not ev.violated]
-        note = (note + " " if note else "") + (
+        notes.append(
             "DOES NOT REPRODUCE in " + " and ".join(where)
-            + f": the exact violation margin {float(exact.exact_margin):.3g} is below float resolution"
+            + f" (exact margin {float(exact.exact_margin):.3g}): the violation does not survive float rounding"
         )
+    note = "; ".join(notes)
     return Counterexample(
         input=tuple(float(v) for v in xf),
         box_index=box_index,
