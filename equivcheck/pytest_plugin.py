@@ -141,16 +141,25 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
             report.sections.append(("equivcheck", _section(records)))
 
 
+KEPT_LINES = ("counterexample x", "reproduces in onnxruntime", "details", "reproduce:")
+
+
 def _section(records: list) -> str:
-    """Every check of the test: one line per passed check, the full message for the others."""
+    """Every check the test ran: its verdict and, for a failed one, where the counterexample
+    is saved, whether it reproduces in onnxruntime and the command that reproduces it."""
     lines = []
     for i, (result, message) in enumerate(records, 1):
+        spec = result.spec["mode"] + (f" {result.spec['tolerance']:g}"
+                                      if "tolerance" in result.spec else "")
         lines.append(
-            f"check {i}: {result.verdict.label.upper()} in {result.seconds:.2f} s "
-            f"({result.model_a} vs {result.model_b})"
+            f"check {i}: {result.verdict.label.upper()} ({spec}) in {result.seconds:.2f} s: "
+            f"{result.model_a} vs {result.model_b}"
         )
-        if message:
-            lines.extend("  " + line for line in message.splitlines())
+        if result.verdict.label != "proved":
+            lines.append(f"  {result.reason}")
+        for line in (message or "").splitlines():
+            if line.strip().startswith(KEPT_LINES):
+                lines.append("  " + line.strip())
     return "\n".join(lines)
 
 

@@ -138,6 +138,7 @@ def assert_equivalent(
     (``"skip"``) or marks it xfail (``"xfail"``). Bad models or domains raise the usual
     :class:`~equivcheck.errors.InputError` (a test *error*, not a failed assertion).
     """
+    __tracebackhide__ = True  # pytest shows the caller's line, not this function
     from .prover import prove
     from .result import Verdict
 
