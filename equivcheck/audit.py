@@ -558,9 +558,11 @@ def _inputs_from(data: Any, in_dim: int) -> np.ndarray:
     if arr.dtype.kind not in "fiu":
         raise InputError(f"{name}: expected numbers, got dtype {arr.dtype}")
     arr = arr.astype(np.float64)
-    if arr.size == 0 or arr.size % in_dim:
+    per_row = int(np.prod(arr.shape[1:])) if arr.ndim > 1 else arr.size
+    if arr.size == 0 or per_row != in_dim:
         raise ShapeMismatchError(
-            f"{name}: shape {arr.shape} cannot be split into inputs of {in_dim} values"
+            f"{name}: shape {arr.shape} cannot be split into inputs of {in_dim} values "
+            f"(expected shape (N, ...) with {in_dim} values per input)"
         )
     arr = arr.reshape(-1, in_dim)
     if not np.all(np.isfinite(arr)):
@@ -799,9 +801,10 @@ class _Auditor:
         if m == 1:
             return
         order = sorted(range(m), key=lambda j: -float(self.upper[j] - self.lower[j]))
+        unknowns = 0  # two UNKNOWN answers in a row: the solver is out of its depth here
         for j in order:
             fa, gb = _slice_output(self.f, j), _slice_output(self.g, j)
-            while self.remaining() > MIN_CALL_SECONDS / 2:
+            while self.remaining() > MIN_CALL_SECONDS / 2 and unknowns < 2:
                 lo, hi = self.lower[j], self.upper[j]
                 if hi - lo <= self.gap * hi or hi == 0:
                     break
@@ -810,13 +813,17 @@ class _Auditor:
                     mid = (lo + hi) / 2
                 res = self.prove("epsilon", mid, fa, gb)
                 if res.verdict is Verdict.UNKNOWN:
+                    unknowns += 1
+                    self.notes.append(f"output {j}: refinement stopped, prove(epsilon="
+                                      f"{float(mid):g}) was unknown ({res.reason})")
                     break
+                unknowns = 0
                 if res.verdict is Verdict.PROVED:
                     self.upper[j] = mid
                     self.upper_method[j] = f"proved at epsilon {float(mid):g}"
                 elif res.counterexample is not None:
                     self.offer_witness(res.counterexample.input, res.counterexample.box_index)
-            if self.remaining() <= MIN_CALL_SECONDS / 2:
+            if self.remaining() <= MIN_CALL_SECONDS / 2 or unknowns >= 2:
                 break
         new_total = max(self.upper)
         if new_total < self.total_upper:
@@ -907,7 +914,10 @@ def audit(
 
 
 def _settle(c: CheckVerdict, au: _Auditor) -> CheckVerdict:
-    if c.verdict is not Verdict.UNKNOWN or c.mode != "epsilon" or c.tolerance is None:
+    """Decide UNKNOWN epsilon verdicts with the final bounds; quote the final bound."""
+    if c.mode != "epsilon" or c.tolerance is None:
+        return c
+    if c.verdict is not Verdict.UNKNOWN and c.method != "certified bound":
         return c
     if c.tolerance >= au.total_upper:
         return CheckVerdict(c.name, c.mode, c.tolerance, Verdict.PROVED,

@@ -1,0 +1,311 @@
+"""equivcheck audit: certified / witnessed deviation bounds, unit classification, data, CLI."""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+from typer.testing import CliRunner
+
+from equivcheck.audit import (
+    audit,
+    certified_difference,
+    difference_network,
+    differential_interval,
+    exact_deviation,
+    unit_changes,
+)
+from equivcheck.audit_report import to_html, to_markdown, write_report
+from equivcheck.cli import app
+from equivcheck.domain import parse_domain
+from equivcheck.errors import InputError
+from equivcheck.network import Affine, Layer, Network
+from equivcheck.onnx_export import export_network
+from equivcheck.result import Verdict
+
+from .conftest import external_path
+
+runner = CliRunner()
+
+
+def mlp(weights, biases) -> Network:
+    layers = tuple(
+        Layer(Affine(np.asarray(w, float), np.asarray(b, float)), k < len(weights) - 1, f"l{k}")
+        for k, (w, b) in enumerate(zip(weights, biases))
+    )
+    return Network(layers, input_name="x", input_shape=(1, layers[0].in_dim), output_name="y",
+                   output_shape=(1, layers[-1].out_dim))
+
+
+def random_net(seed: int, dims=(3, 8, 8, 2)) -> Network:
+    rng = np.random.default_rng(seed)
+    ws = [rng.normal(size=(dims[k + 1], dims[k])).astype(np.float32).astype(float)
+          for k in range(len(dims) - 1)]
+    bs = [rng.normal(size=dims[k + 1]).astype(np.float32).astype(float) * 0.5
+          for k in range(len(dims) - 1)]
+    return mlp(ws, bs)
+
+
+def magnitude_prune(net: Network, fraction: float) -> Network:
+    """Zero the smallest-magnitude ``fraction`` of each layer's weights."""
+    layers = []
+    for layer in net.layers:
+        w = layer.weight.copy()
+        k = int(round(fraction * w.size))
+        w.ravel()[np.argsort(np.abs(w), axis=None)[:k]] = 0.0
+        layers.append(Layer(Affine(w, layer.bias.copy()), layer.relu, layer.name))
+    return net.with_layers(layers)
+
+
+# --------------------------------------------------------------------------------------------
+# hand-made: unit 1 is stably inactive on [0, 1]^2 (weights <= 0, bias -1), unit 0 is live
+
+W1 = np.array([[1.0, 1.0], [-1.0, -0.5], [0.5, -1.0]])
+B1 = np.array([0.25, -1.0, 0.25])
+W2 = np.array([[1.0, 2.0, -1.0], [0.5, -1.0, 1.0]])
+B2 = np.array([0.0, 0.5])
+
+
+def hand_pair(remove: list[int], change: list[int] = ()) -> tuple[Network, Network]:
+    w1 = W1.copy()
+    w1[remove] = 0.0
+    for i in change:
+        w1[i, 0] += 0.25
+    return mlp([W1, W2], [B1, B2]), mlp([w1, W2], [B1, B2])
+
+
+def test_removed_units_are_classified_harmless_or_live():
+    f, g = hand_pair(remove=[1])
+    layers, units, note = unit_changes(f, g, parse_domain("0:1", 2))
+    assert note is None
+    assert [(u.layer, u.unit, u.kind, u.original, u.harmless) for u in units] == [
+        (0, 1, "removed", "inactive", True)
+    ]
+    assert layers[0].weights_zeroed == 2 and layers[0].units_removed_harmless == 1
+    f, g = hand_pair(remove=[0, 1], change=[2])
+    _, units, _ = unit_changes(f, g, parse_domain("0:1", 2))
+    got = {(u.unit, u.kind): (u.original, u.harmless) for u in units}
+    assert got == {(0, "removed"): ("active", False), (1, "removed"): ("inactive", True),
+                   (2, "changed"): ("unstable", False)}
+
+
+def test_a_removed_unit_whose_bias_fires_is_not_harmless():
+    # incoming weights of the inactive unit gone, but its bias made positive: it now outputs 1
+    f = mlp([W1, W2], [B1, B2])
+    w1, b1 = W1.copy(), B1.copy()
+    w1[1] = 0.0
+    b1[1] = 1.0
+    _, units, _ = unit_changes(f, mlp([w1, W2], [b1, B2]), parse_domain("0:1", 2))
+    assert [(u.unit, u.original, u.harmless) for u in units] == [(1, "inactive", False)]
+
+
+def test_removing_only_inactive_units_is_proved_lossless():
+    f, g = hand_pair(remove=[1])
+    r = audit(f, g, "0:1", timeout=30, samples=200)
+    assert r.check("strict").verdict is Verdict.PROVED
+    assert r.check("argmax").verdict is Verdict.PROVED
+    assert all(c.verdict is Verdict.PROVED for c in r.checks)
+    assert r.deviation.upper == 0 and r.deviation.lower == 0 and r.converged
+    assert r.samples.deviation_max == 0.0 and r.samples.top1_agreement == 100.0
+
+
+def test_removing_a_live_unit_is_refuted_with_exact_witness():
+    f, g = hand_pair(remove=[0])
+    r = audit(f, g, "0:1", timeout=30, samples=500)
+    strict = r.check("strict")
+    assert strict.verdict is Verdict.REFUTED and strict.counterexample is not None
+    assert strict.counterexample.exact.violated
+    d = r.deviation
+    # unit 0 is relu(x0 + x1 + 1/4), pruned to the constant 1/4; with outgoing weights 1 and
+    # 0.5 the worst deviation is 2 (output 0) at (1, 1)
+    assert d.lower == 2 and d.witness == (1.0, 1.0)
+    assert d.upper - 2 < Fraction(1, 10**9)  # the certified bound is tight here
+    assert max(exact_deviation(f, g, d.witness)) == d.lower
+    assert d.lower <= d.upper
+    assert r.check("epsilon 10").verdict is Verdict.PROVED
+    assert r.check("epsilon 1").verdict is Verdict.REFUTED
+    assert [u.harmless for u in r.units] == [False]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_certified_upper_bound_is_never_below_a_seen_deviation(seed):
+    f = random_net(seed)
+    g = magnitude_prune(f, 0.3)
+    r = audit(f, g, "-1:1", timeout=8, samples=3000, seed=seed)
+    d = r.deviation
+    assert d.lower <= d.upper
+    # the witness attains the lower bound exactly
+    if d.witness is not None:
+        assert max(exact_deviation(f, g, d.witness)) == d.lower
+    # no random point deviates more than the certified bound (the largest checked exactly)
+    x = np.random.default_rng(100 + seed).uniform(-1, 1, (20000, 3))
+    dev = np.max(np.abs(f.evaluate(x) - g.evaluate(x)), axis=1)
+    worst = x[np.argmax(dev)]
+    assert max(exact_deviation(f, g, worst)) <= d.upper
+    assert float(r.samples.deviation_max) <= float(d.upper)
+    for o in r.per_output:
+        assert o.lower <= o.upper
+        assert float(np.max(np.abs(f.evaluate(x)[:, o.output] - g.evaluate(x)[:, o.output]))) \
+            <= float(o.upper) * (1 + 1e-12)
+        if o.witness is not None:
+            assert exact_deviation(f, g, o.witness)[o.output] == o.lower
+    # every verdict agrees with the bounds
+    for c in r.checks:
+        if c.mode == "epsilon" and c.verdict is Verdict.PROVED:
+            assert c.tolerance >= d.lower
+        if c.mode == "epsilon" and c.verdict is Verdict.REFUTED:
+            assert c.tolerance < d.upper
+            assert c.counterexample.exact.exact_margin > 0
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_difference_bounds_enclose_sampled_differences(seed):
+    rng = np.random.default_rng(seed)
+    f = random_net(seed, dims=(4, 10, 6, 3))
+    g = magnitude_prune(f, 0.2 + 0.1 * (seed % 3))
+    lo = rng.uniform(-1, 0, 4)
+    hi = lo + rng.uniform(0, 1.5, 4)
+    box = parse_domain("0:1", 4).boxes[0].__class__(
+        tuple(Fraction(v) for v in lo), tuple(Fraction(v) for v in hi))
+    x = lo + rng.random((5000, 4)) * (hi - lo)
+    diff = f.evaluate(x) - g.evaluate(x)
+    dlo, dhi = differential_interval(f, g, box.lower_float(), box.upper_float())
+    assert np.all(diff >= dlo) and np.all(diff <= dhi)
+    ub, _ = certified_difference(f, g, box)
+    assert np.all(np.abs(diff) <= ub)
+    # the difference network computes f - g exactly
+    dn = difference_network(f, g)
+    q = [Fraction(v) for v in x[0]]
+    assert dn.evaluate_exact(q) == [a - b for a, b in zip(f.evaluate_exact(q), g.evaluate_exact(q))]
+
+
+def test_data_agreement_and_distribution(tmp_path):
+    f, g = hand_pair(remove=[0])
+    x = np.random.default_rng(0).uniform(0, 1, (400, 2))
+    x[:10] += 5  # outside the domain
+    np.save(tmp_path / "samples.npy", x.astype(np.float32))
+    r = audit(f, g, "0:1", data=tmp_path / "samples.npy", timeout=20, samples=100)
+    xs = np.load(tmp_path / "samples.npy").astype(float)
+    ya, yb = f.evaluate(xs), g.evaluate(xs)
+    agree = 100 * np.mean(np.argmax(ya, 1) == np.argmax(yb, 1))
+    assert r.data.count == 400 and r.data.inside_domain == 390
+    assert r.data.top1_agreement == pytest.approx(agree)
+    assert r.data.deviation_max == pytest.approx(np.max(np.abs(ya - yb)))
+    assert sum(r.data.histogram_counts) == 400
+    # inside the domain, no data point beats the certified bound
+    assert np.max(r.data.deviations_inside) <= float(r.deviation.upper)
+
+
+def test_bad_data_and_arguments(tmp_path):
+    f, g = hand_pair(remove=[0])
+    np.save(tmp_path / "bad.npy", np.zeros((4, 3)))
+    with pytest.raises(InputError, match="cannot be split into inputs of 2"):
+        audit(f, g, "0:1", data=tmp_path / "bad.npy", timeout=5)
+    np.save(tmp_path / "nan.npy", np.array([[0.5, np.nan]]))
+    with pytest.raises(InputError, match="NaN"):
+        audit(f, g, "0:1", data=tmp_path / "nan.npy", timeout=5)
+    with pytest.raises(InputError, match="epsilon"):
+        audit(f, g, "0:1", epsilons=("-1",), timeout=5)
+    with pytest.raises(InputError, match="no such data file"):
+        audit(f, g, "0:1", data=tmp_path / "missing.npy", timeout=5)
+
+
+def test_reports_carry_the_same_content(tmp_path):
+    f, g = hand_pair(remove=[0, 1])
+    r = audit(f, g, "0:1", timeout=20, samples=300)
+    html = to_html(r)
+    assert "data:image/png;base64," in html and "<table>" in html
+    md = to_markdown(r)
+    for text in (html, md):
+        assert "certified" in text and "witnessed" in text
+        for c in r.checks:
+            assert c.name in text and c.verdict.label.upper() in text
+        assert "stably inactive" in text or "harmless" in text
+    path = write_report(r, tmp_path / "a.json")
+    data = json.loads(path.read_text())
+    assert data["deviation"]["upper_exact"] == str(r.deviation.upper)
+    with pytest.raises(InputError, match="use a .html"):
+        write_report(r, tmp_path / "a.pdf")
+
+
+# --------------------------------------------------------------------------------------------
+# the command line
+
+
+@pytest.fixture
+def files(tmp_path):
+    f, g = hand_pair(remove=[0, 1])
+    export_network(f, tmp_path / "orig.onnx")
+    export_network(g, tmp_path / "pruned.onnx")
+    np.save(tmp_path / "samples.npy", np.random.default_rng(1).uniform(0, 1, (50, 1, 2)))
+    return tmp_path
+
+
+def test_cli_json_and_html_report(files):
+    res = runner.invoke(app, ["audit", str(files / "orig.onnx"), str(files / "pruned.onnx"),
+                              "--domain", "0:1", "--data", str(files / "samples.npy"),
+                              "--report", str(files / "audit.html"), "--json", "-t", "20"])
+    assert res.exit_code == 0, res.stderr
+    data = json.loads(res.stdout)  # exactly one JSON object on stdout
+    assert {c["name"] for c in data["checks"]} >= {"strict", "argmax", "epsilon 0.01"}
+    assert data["data"]["count"] == 50
+    assert float(Fraction(data["deviation"]["lower_exact"])) == data["deviation"]["lower"]
+    # the witness deviates by exactly the lower bound, re-checked in onnxruntime-free exact math
+    assert data["deviation"]["lower"] > 0
+    assert (files / "audit.html").read_text().count("data:image/png;base64,") == 1
+    assert "report written to" in res.stderr
+
+
+def test_cli_human_output_and_markdown(files):
+    res = runner.invoke(app, ["audit", str(files / "orig.onnx"), str(files / "pruned.onnx"),
+                              "-d", "0:1", "--report", str(files / "audit.md"), "-t", "20",
+                              "--epsilons", "0.5,3"])
+    assert res.exit_code == 0, res.stderr
+    assert res.stdout == ""
+    assert "worst-case deviation" in res.stderr and "certified upper bound by" in res.stderr
+    assert "epsilon 0.5" in res.stderr and "epsilon 3" in res.stderr
+    assert "| notion | verdict |" in (files / "audit.md").read_text()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["missing.onnx", "pruned.onnx"], "no such file"),
+    (["orig.onnx", "pruned.onnx", "--report", "x.pdf"], "use a .html"),
+    (["orig.onnx", "pruned.onnx", "--domain", "1:0"], "inverted"),
+    (["orig.onnx", "pruned.onnx", "--data", "nothing.npy"], "no such data file"),
+])
+def test_cli_bad_input_exits_4_with_one_line(files, args, message):
+    args = [str(files / a) if a.endswith((".onnx", ".npy")) else a for a in args]
+    res = runner.invoke(app, ["audit", *args, "-t", "5"])
+    assert res.exit_code == 4
+    assert message in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+# --------------------------------------------------------------------------------------------
+# a real model
+
+
+def test_pruned_acas_xu_on_prop_3(tmp_path):
+    src = external_path("acasxu/ACASXU_run2a_1_1_batch_2000.onnx")
+    prop = external_path("acasxu/prop_3.vnnlib")
+    model = onnx.load(str(src))
+    for init in model.graph.initializer:
+        w = numpy_helper.to_array(init)
+        if w.ndim == 2:
+            w = w.copy()
+            w.ravel()[np.argsort(np.abs(w), axis=None)[: int(0.3 * w.size)]] = 0
+            init.CopyFrom(numpy_helper.from_array(w, init.name))
+    pruned = tmp_path / "pruned.onnx"
+    onnx.save(model, str(pruned))
+    r = audit(src, pruned, str(prop), timeout=15, samples=2000)
+    d = r.deviation
+    assert 0 < d.lower <= d.upper
+    assert r.check("strict").verdict is Verdict.REFUTED
+    assert r.check("strict").counterexample.reproduces
+    dom = parse_domain(str(prop), 5)
+    assert dom.boxes[0].contains(d.witness)
+    assert r.samples.deviation_max <= float(d.upper)
+    assert sum(lc.weights_zeroed for lc in r.layers) > 0.29 * sum(lc.weights for lc in r.layers)
