@@ -677,6 +677,37 @@ class _BoxCounter:
             q = [Fraction(float(v)).limit_denominator(den) for v in y]
             if any(q) and self._farkas_holds(rows, q):
                 return True
+        return self._nullspace_certificate(rows, y)
+
+    def _nullspace_certificate(self, rows: list[_Row], y: np.ndarray) -> bool:
+        """Exact multipliers for a degenerate optimum (the LP's best slack is exactly 0, e.g. two
+        coincident hyperplanes with opposite sides, as a dead unit ``w * z`` with ``w < 0`` gives):
+        on the rows the float duals use, plus the box faces, find exactly ``q >= 0`` with
+        ``sum_r q_r grad g_r = 0``; then ``sum_r q_r g_r`` is a constant, checked to be <= 0."""
+        d = len(self.free)
+        n = len(rows)
+        support = [k for k in range(len(y)) if y[k] > 0]
+        if not support or len(support) > d + 2:
+            return False
+        cols = []
+        for k in support:
+            if k < n:
+                r = rows[k]
+                cols.append([Fraction(int(v) * r.sign, r.den) for v in r.a])
+            elif k < n + d:
+                cols.append([Fraction(int(i == k - n)) for i in range(d)])
+            else:
+                cols.append([Fraction(-int(i == k - n - d)) for i in range(d)])
+        for v in _nullspace([[cols[j][i] for j in range(len(cols))] for i in range(d)], len(cols)):
+            if all(x <= 0 for x in v):
+                v = [-x for x in v]
+            if any(x < 0 for x in v) or not any(v):
+                continue
+            q = [Fraction(0)] * len(y)
+            for k, x in zip(support, v):
+                q[k] = x
+            if self._farkas_holds(rows, q):
+                return True
         return False
 
     def _farkas_holds(self, rows: list[_Row], y: list[Fraction]) -> bool:
@@ -832,6 +863,36 @@ class _BoxCounter:
             self.found[pattern] = Region(pattern, tuple(x))
             if self.cap is not None and len(self.found) >= self.cap:
                 raise _Stop(CountStatus.CAP)
+
+
+def _nullspace(m: list[list[Fraction]], ncols: int) -> list[list[Fraction]]:
+    """A basis of the null space of the rational matrix ``m`` (rows of length ``ncols``)."""
+    a = [row[:] for row in m]
+    pivots: list[int] = []
+    r = 0
+    for c in range(ncols):
+        piv = next((i for i in range(r, len(a)) if a[i][c] != 0), None)
+        if piv is None:
+            continue
+        a[r], a[piv] = a[piv], a[r]
+        p = a[r][c]
+        a[r] = [x / p for x in a[r]]
+        for i in range(len(a)):
+            if i != r and a[i][c] != 0:
+                f = a[i][c]
+                a[i] = [x - f * y for x, y in zip(a[i], a[r])]
+        pivots.append(c)
+        r += 1
+        if r == len(a):
+            break
+    basis = []
+    for free in (c for c in range(ncols) if c not in pivots):
+        v = [Fraction(0)] * ncols
+        v[free] = Fraction(1)
+        for i, pc in enumerate(pivots):
+            v[pc] = -a[i][free]
+        basis.append(v)
+    return basis
 
 
 def _point(x: np.ndarray) -> tuple:

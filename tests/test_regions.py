@@ -234,6 +234,23 @@ def test_dead_unit_does_not_hide_regions():
     assert r2.exact and sorted(r.pattern for r in r2.regions) == [((0,), (0,)), ((1,), (0,)), ((1,), (1,))]
 
 
+def test_coincident_hyperplanes_need_an_exact_certificate():
+    # a trained unit that never fired keeps bias 0: z = -0.7 * relu(z1) has the hyperplane of z1,
+    # so "z1 > 0 and z > 0" is empty with an LP optimum of exactly 0; pruning it needs exact
+    # multipliers (1 and 1/0.123456789), which the float duals only approximate
+    w2 = -0.123456789
+    net = make_net([LINES_W, [[w2, 0, 0, 0]], [[1]]], [LINES_B, [0], [0]])
+    result = count_regions(net, "-10:10")
+    assert result.exact and result.unresolved == 0
+    assert {r.pattern[1][0] for r in result.regions} == {0}
+    assert result.count == 11
+    seen = sampled_patterns(net, -10.0, 10.0, 20000, 0)
+    assert seen <= {flat(r.pattern) for r in result.regions}
+    line = make_net([[[1.0]], [[w2]], [[1]]], [[0.0], [0], [0]])
+    result = count_regions(line, "-1:1")
+    assert result.exact and sorted(r.pattern for r in result.regions) == [((0,), (0,)), ((1,), (0,))]
+
+
 def test_cap_and_timeout_give_lower_bounds():
     net = sawtooth_net(3)
     capped = count_regions(net, "0:7", cap=10)
