@@ -614,6 +614,12 @@ class _BoxCounter:
         self.fixed = [i for i in range(box.dim) if box.lower[i] == box.upper[i]]
         self.lo_q = [box.lower[i] for i in self.free]
         self.hi_q = [box.upper[i] for i in self.free]
+        kden = 1
+        for q in self.lo_q + self.hi_q:
+            kden = kden * q.denominator // math.gcd(kden, q.denominator)
+        self.box_k = kden  # the box corners as integers over kden, for exact range checks
+        self.lo_int = np.array([int(q * kden) for q in self.lo_q] or [0], dtype=object)[: len(self.free)]
+        self.hi_int = np.array([int(q * kden) for q in self.hi_q] or [0], dtype=object)[: len(self.free)]
         self.lo = np.array([float(v) for v in self.lo_q])
         self.hi = np.array([float(v) for v in self.hi_q])
         self.nodes = 0
@@ -734,6 +740,18 @@ class _BoxCounter:
         top = const + sum(c * (self.hi_q[i] if c > 0 else self.lo_q[i]) for i, c in enumerate(coef))
         return top <= 0
 
+    def _box_excludes(self, a, c, sign: int) -> bool:
+        """Exact: ``sign * (a . x + c) <= 0`` on the whole box, so no point of the current region
+        (a subset of the box) is strictly on the ``sign`` side. Costs no LP."""
+        if not len(a):
+            return sign * c <= 0
+        positive = np.array([v > 0 for v in a], dtype=bool)
+        if sign > 0:
+            corner = np.where(positive, self.hi_int, self.lo_int)
+        else:
+            corner = np.where(positive, self.lo_int, self.hi_int)
+        return sign * (a.dot(corner) + c * self.box_k) <= 0
+
     def _row_sign(self, a, c, xs: np.ndarray, k: int) -> int:
         v = (a.dot(xs) if len(xs) else 0) + c * k
         return (v > 0) - (v < 0)
@@ -804,7 +822,8 @@ class _BoxCounter:
                 new_rows = rows + (row,)
                 child_pool = sides[s]
                 if not child_pool:
-                    status, witness = self._decide(new_rows)
+                    status, witness = (("empty", None) if self._box_excludes(arow, crow, s)
+                                       else self._decide(new_rows))
                     if status == "empty":
                         self.done += weight / 2
                         continue

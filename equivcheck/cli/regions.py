@@ -87,8 +87,9 @@ def _render_bounds(b) -> None:
     ]
     if b.refined is not None:
         rows.insert(1, ("refined on the domain (stability, ranks)", b.refined.value))
+    width = max(len(label) for label, _ in rows)
     for label, value in rows:
-        con.print(f"  {label:<44} {scientific(value):>12}")
+        con.print(f"  {label:<{width}}  {scientific(value):>11}")
     if b.refined is not None:
         con.print(f"  domain: {b.refined.domain}")
         for k, box in enumerate(b.refined.boxes):
