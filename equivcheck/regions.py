@@ -770,22 +770,21 @@ class _BoxCounter:
     def _initial_pool(self) -> list[tuple]:
         """The box centre and random points strictly inside the box, with their exact ints."""
         d = len(self.free)
-        pts = [(self.lo + self.hi) / 2.0]
+        pool = [_exact_point([(lo + hi) / 2 for lo, hi in zip(self.lo_q, self.hi_q)])]
         if self.samples and d:
             u = self.rng.uniform(0.0, 1.0, size=(self.samples, d))
-            pts.extend(self.lo + u * (self.hi - self.lo))
-        return [_point(p) for p in pts if self._strictly_inside(p)]
+            pts = self.lo + u * (self.hi - self.lo)
+            pool.extend(_point(p) for p in pts if self._strictly_inside(p))
+        return pool
 
     def run(self) -> None:
         n_relu = len(self.relu_idx)
         if n_relu == 0:
-            self._leaf((), (), (self.lo + self.hi) / 2.0, ())
+            self._leaf((), (), self._initial_pool()[0], ())
             self.done = 1.0
             return
         a, c, den = self._first_map()
         pool = self._initial_pool()
-        if not pool:
-            return
         # stack items: (level, unit, A, c, den, bits (tuple), rows (tuple), pool, weight, consts)
         stack = [(0, 0, a, c, den, (), (), pool, 1.0, ())]
         widths = [self.layers[k].weight.shape[0] for k in self.relu_idx]
@@ -795,7 +794,7 @@ class _BoxCounter:
             level, unit, a, c, den, bits, rows, pool, weight, consts = stack.pop()
             if unit == widths[level]:
                 if level + 1 == n_relu:
-                    self._leaf(self._split_bits(bits, widths), rows, pool[0][0], consts)
+                    self._leaf(self._split_bits(bits, widths), rows, pool[0], consts)
                     self.done += weight
                     continue
                 active = np.array(bits[offsets[level]:], dtype=bool)
@@ -865,14 +864,16 @@ class _BoxCounter:
         xs, k = _as_scaled_ints(x)
         return all(self._row_sign(r.a, r.c, xs, k) == r.sign for r in rows)
 
-    def _leaf(self, pattern, rows, point: np.ndarray, consts) -> None:
+    def _leaf(self, pattern, rows, point: tuple, consts) -> None:
         """Verify the witness with the network's exact evaluation, then count the region."""
         x = [Fraction(0)] * self.box.dim
-        for i, v in zip(self.free, point):
-            x[i] = Fraction(float(v))
+        _, xs, k = point
+        for i, v in zip(self.free, xs):
+            x[i] = Fraction(int(v), k)
         for i in self.fixed:
             x[i] = self.box.lower[i]
-        if not (self.box.contains(x) and self._strictly_inside(point)):
+        inside = all(lo < x[i] < hi for i, lo, hi in zip(self.free, self.lo_q, self.hi_q))
+        if not (self.box.contains(x) and inside):
             self.unresolved += 1
             return
         if not _verify_pattern(self.net, x, pattern, set(consts)):
@@ -915,9 +916,19 @@ def _nullspace(m: list[list[Fraction]], ncols: int) -> list[list[Fraction]]:
 
 
 def _point(x: np.ndarray) -> tuple:
-    """A pool entry: the float point and its exact scaled-integer form."""
+    """A pool entry ``(floats, ints, k)``: the point is exactly ``ints / k``."""
     xs, k = _as_scaled_ints(x)
     return (x, xs, k)
+
+
+def _exact_point(q: list[Fraction]) -> tuple:
+    """A pool entry for an exact rational point (its floats are only approximations)."""
+    k = 1
+    for v in q:
+        k = k * v.denominator // math.gcd(k, v.denominator)
+    xs = np.empty(len(q), dtype=object)
+    xs[:] = [int(v * k) for v in q]
+    return (np.array([float(v) for v in q], dtype=np.float64), xs, k)
 
 
 def _floats(a: np.ndarray, den: int) -> np.ndarray:

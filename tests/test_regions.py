@@ -222,6 +222,16 @@ def test_degenerate_coordinate_and_union_of_boxes():
     assert count_regions(net, halves).count == 11
 
 
+def test_one_ulp_wide_box_and_network_without_relu():
+    # no float lies strictly inside [1, 1 + 2^-52]: the witness is the exact rational midpoint
+    net = make_net([[[1.0]]], [[0.0]], relus=[True])
+    result = count_regions(net, box_domain([1.0], [1.0 + 2.0**-52]))
+    assert result.exact and result.count == 1
+    assert result.regions[0].witness == (1 + Fraction(1, 2**53),)
+    affine = make_net([[[2.0, 1.0]]], [[0.5]], relus=[False])
+    assert count_regions(affine, "0:1").count == 1 == theorem1_bound(2, [])
+
+
 def test_dead_unit_does_not_hide_regions():
     # a fifth unit with zero weights and bias is 0 everywhere: inactive, no split, still 11
     net = make_net([LINES_W + [[0, 0]], [[1, 1, 1, 1, 1]]], [LINES_B + [0], [0]])
