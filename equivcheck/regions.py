@@ -42,7 +42,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from decimal import Decimal
 from fractions import Fraction
 
@@ -254,15 +254,7 @@ class LayerRefinement:
     ranks_exact: bool
 
     def to_dict(self) -> dict:
-        return {
-            "width": self.width,
-            "stably_active": self.stably_active,
-            "stably_inactive": self.stably_inactive,
-            "unstable": self.unstable,
-            "split_rank": self.split_rank,
-            "pass_rank": self.pass_rank,
-            "ranks_exact": self.ranks_exact,
-        }
+        return asdict(self)
 
 
 @dataclass(frozen=True)
