@@ -17,6 +17,7 @@ from fractions import Fraction
 import numpy as np
 
 from .bounds import LayerBounds, Stability
+from .diffbounds import DiffBounds
 from .domain import Box
 from .network import Network
 from .spec import Mode, Norm, Spec
@@ -174,11 +175,13 @@ def encode_disagreement(
     bounds_a: list[LayerBounds],
     bounds_b: list[LayerBounds],
     spec: Spec,
+    diff: list[DiffBounds] | None = None,
 ) -> Encoding:
     """SMT-LIB text that is satisfiable iff some x in ``box`` violates ``spec``.
 
-    Sound as long as ``bounds_a``/``bounds_b`` are sound bounds over ``box`` (they are only
-    used to drop impossible ReLU phases and as implied constraints).
+    Sound as long as ``bounds_a``/``bounds_b`` (and ``diff``, sound bounds of the unit-wise
+    difference of same-shaped networks) are sound over ``box``: they are only used to drop
+    impossible ReLU phases and as implied constraints.
     """
     wr = _Writer()
     inputs = tuple(f"x_{i}" for i in range(box.dim))
@@ -186,12 +189,20 @@ def encode_disagreement(
         wr.declare(name)
         wr.bound(name, lo, hi)
     ha: list = [(x, Fraction(1)) for x in inputs]
+    per_layer_a = []
     for li, layer in enumerate(a.layers):
         ha = wr.layer(f"a{li}", layer, ha, bounds_a[li])
+        per_layer_a.append(ha)
     wr.shared = 0
     hb: list = [(x, Fraction(1)) for x in inputs]
     for li, layer in enumerate(b.layers):
         hb = wr.layer(f"b{li}", layer, hb, bounds_b[li])
+        if diff is not None:
+            for ra, rb, lo, hi in zip(per_layer_a[li], hb, diff[li].post_lower, diff[li].post_upper):
+                if ra != rb:  # implied: the difference of the two units lies within its bounds
+                    d = f"(- {_ref(rb)} {_ref(ra)})"
+                    wr.lines.append(f"(assert (<= {num(lo)} {d}))")
+                    wr.lines.append(f"(assert (<= {d} {num(hi)}))")
     wr.lines.append(_negated_spec([_ref(v) for v in ha], [_ref(v) for v in hb], spec, wr))
     return Encoding("\n".join(wr.lines) + "\n", inputs, wr.unstable, wr.shared, ha == hb)
 

@@ -13,13 +13,14 @@ import numpy as np
 
 from . import falsify
 from .bounds import LayerBounds, Stability, sound_bounds
+from .diffbounds import difference_bounds
 from .domain import Box, Domain, parse_domain
-from .encode import encode_disagreement, shared_prefix
+from .encode import shared_prefix
 from .errors import ShapeMismatchError
 from .network import Network
 from .onnx_import import ModelLike, load_model, load_network
 from .result import BoxResult, Counterexample, LayerStability, ProofResult, Verdict
-from .solver import solve
+from .search import decide, epsilon_bound
 from .spec import Spec
 from .witness import OrtRunner, build_counterexample, exact_evaluation
 
@@ -160,14 +161,24 @@ def _prove_box(
     k = shared_prefix(a, b)
     stab = tuple(stability_table(a, "a", ba, k) + stability_table(b, "b", bb, k))
 
-    def done(verdict, reason, enc=None, cex=None):
-        unstable, shared = (enc.unstable, enc.shared_units) if enc is not None else (0, 0)
-        return BoxResult(index, verdict, reason, stab, unstable, k, shared, time.monotonic() - t0), cex
+    def done(verdict, reason, dec=None, cex=None):
+        unstable, shared, parts = (dec.unstable, dec.shared_units, dec.parts) if dec is not None else (0, 0, 0)
+        res = BoxResult(index, verdict, reason, stab, unstable, k, shared, parts, time.monotonic() - t0)
+        return res, cex
 
     if k == len(a.layers) == len(b.layers):
         return done(Verdict.PROVED, "the networks are identical after canonicalisation (no search needed)")
 
-    # 1. falsification first
+    # 1. bounds on the difference of same-shaped networks may settle epsilon outright
+    diff = difference_bounds(a, b, lo, hi, ba, bb)
+    eps = epsilon_bound(spec, diff)
+    if eps is not None and eps <= spec.tolerance:
+        return done(
+            Verdict.PROVED,
+            f"difference bounds: ||f(x) - g(x)|| <= {float(eps):.6g} on the whole box (no search needed)",
+        )
+
+    # 2. falsification first
     budget = falsify_seconds if falsify_seconds is not None else min(1.0, max(0.0, (deadline - time.monotonic()) / 4))
     candidates = falsify.search(a, b, spec, box, seconds=budget, seed=seed + index)
     for _, x in candidates[:EXACT_CHECKS]:
@@ -176,33 +187,14 @@ def _prove_box(
             cex = build_counterexample(a, b, spec, x, index, "falsifier", runner, models.proto_a, models.proto_b, ex)
             return done(Verdict.REFUTED, "counterexample found by sampling and local search", cex=cex)
 
-    # 2. the exact query
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        return done(Verdict.UNKNOWN, "timeout: no time left for the solver")
-    enc = encode_disagreement(a, b, box, ba, bb, spec)
-    if enc.same_outputs:
-        return done(
-            Verdict.PROVED,
-            f"both networks compute their outputs through the same units ({enc.shared_units} units of b "
-            "are units of a); no search needed",
-            enc,
-        )
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        return done(Verdict.UNKNOWN, "timeout: no time left for the solver", enc)
-    out = solve(enc.text, enc.inputs, remaining)
-    if out.status == "unsat":
-        return done(Verdict.PROVED, f"solver: no input in the box violates the spec ({enc.unstable} unstable ReLUs encoded)", enc)
-    if out.status == "timeout":
-        return done(Verdict.UNKNOWN, f"timeout: {out.reason}", enc)
-    if out.status == "unknown":
-        return done(Verdict.UNKNOWN, f"solver gave up: {out.reason}", enc)
-    # sat: check the model exactly, then look for a float32 point that shows it
-    x_q = [out.model[name] for name in enc.inputs]
+    # 3. the exact query: the solver on the box, or on parts of it
+    dec = decide(a, b, spec, box, ba, bb, diff, deadline, bound_method)
+    if dec.status == "proved":
+        return done(Verdict.PROVED, dec.reason, dec)
+    if dec.status == "unknown":
+        return done(Verdict.UNKNOWN, dec.reason, dec)
+    x_q = list(dec.point)
     ex = exact_evaluation(a, b, spec, x_q)
-    if not ex.violated or not box.contains(x_q):
-        return done(Verdict.UNKNOWN, "solver returned a model that does not check exactly (please report)", enc)
     cex = _float_counterexample(models, spec, box, index, x_q, runner, seed)
     if cex is None:
         x_near = [float(v) for v in x_q]
@@ -212,7 +204,7 @@ def _prove_box(
             + "); no float32 point near it shows the violation"
         )
         cex = build_counterexample(a, b, spec, x_near, index, "solver", runner, models.proto_a, models.proto_b, ex, note)
-    return done(Verdict.REFUTED, "solver found an input that violates the spec", enc, cex)
+    return done(Verdict.REFUTED, dec.reason, dec, cex)
 
 
 def _float_counterexample(models, spec, box, index, x_q, runner, seed) -> Counterexample | None:

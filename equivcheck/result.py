@@ -117,6 +117,7 @@ class BoxResult:
     unstable_encoded: int = 0
     shared_layers: int = 0
     shared_units: int = 0
+    parts: int = 0  # sub-boxes examined by the exact search (0: none needed, 1: no splitting)
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
@@ -128,6 +129,7 @@ class BoxResult:
             "unstable_encoded": self.unstable_encoded,
             "shared_layers": self.shared_layers,
             "shared_units": self.shared_units,
+            "parts": self.parts,
             "seconds": round(self.seconds, 4),
         }
 

@@ -59,6 +59,8 @@ def solve(text: str, names: tuple[str, ...], timeout: float) -> SolveOutcome:
     and the outcome is then "timeout".
     """
     start = time.monotonic()
+    import z3  # noqa: F401  (loaded once here, so forked children start with it)
+
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
     parent, child = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child, args=(child, text, names, int(timeout * 1000)), daemon=True)

@@ -49,6 +49,19 @@ def permute_hidden(n: Network, layer: int, perm) -> Network:
     return n.with_layers(layers)
 
 
+def with_extra_unit(n: Network, layer: int) -> Network:
+    """The same function with one more hidden unit in ``layer`` whose outgoing weights are 0.
+
+    Changes the shape, so unit-by-unit difference bounds do not apply.
+    """
+    layers = list(n.layers)
+    cur, nxt = layers[layer], layers[layer + 1]
+    w = np.vstack([cur.weight, np.full((1, cur.in_dim), 0.5)])
+    layers[layer] = Layer(Affine(w, np.append(cur.bias, 0.25)), cur.relu)
+    layers[layer + 1] = Layer(Affine(np.hstack([nxt.weight, np.zeros((nxt.out_dim, 1))]), nxt.bias), nxt.relu)
+    return n.with_layers(layers)
+
+
 def exact_sample_check(a: Network, b: Network, spec: Spec, lo, hi, n=30, seed=0) -> bool:
     """True when no sampled point violates the spec in exact arithmetic."""
     rng = np.random.default_rng(seed)
@@ -167,9 +180,10 @@ def test_epsilon_solver_proves_what_sampling_cannot_refute():
     a = random_net(rng, [2, 6, 6, 2])
     b = random_net(np.random.default_rng(6), [2, 6, 6, 2])  # same weights, fresh objects
     b = b.with_layers([b.layers[0], b.layers[1], Layer(Affine(f32(b.layers[2].weight * (1 + 2**-10)), b.layers[2].bias), False)])
+    b = with_extra_unit(b, 1)  # a different shape: no unit-wise difference bounds
     r = equivcheck.prove(a, b, domain="-1:1", mode="epsilon", tolerance="0.5")
     assert r.verdict is Verdict.PROVED
-    assert "solver" in r.reason
+    assert "solver" in r.reason or "split" in r.reason
 
 
 def test_argmax_mode():
@@ -203,6 +217,7 @@ def test_timeout_gives_unknown_with_reason():
     # below the tolerance, and only the solver could show it, over 240 unstable ReLUs
     l0 = a.layers[0]
     b = a.with_layers([Layer(Affine(l0.weight + 2.0**-12, l0.bias), True)] + list(a.layers[1:]))
+    b = with_extra_unit(b, 1)  # a different shape: no unit-wise difference bounds
     r = equivcheck.prove(a, b, domain="-1:1", mode="epsilon", tolerance="0.5", timeout=0.3, falsify_seconds=0.0)
     assert r.verdict is Verdict.UNKNOWN
     assert "timeout" in r.reason
@@ -308,3 +323,69 @@ def test_violation_below_float32_resolution_is_labelled():
     assert not cex.reproduces
     assert cex.onnxruntime is not None and not cex.onnxruntime.violated
     assert "DOES NOT REPRODUCE" in cex.note and "onnxruntime" in cex.note
+
+
+def test_difference_bounds_prove_nudged_twins_and_enclose_sampled_deviation():
+    from equivcheck.bounds import interval_bounds
+    from equivcheck.diffbounds import difference_bounds
+
+    a = random_net(np.random.default_rng(11), [6, 30, 30, 3])
+    l0 = a.layers[0]
+    b = a.with_layers([Layer(Affine(l0.weight + 2.0**-12, l0.bias), True)] + list(a.layers[1:]))
+    r = equivcheck.prove(a, b, domain="-1:1", mode="epsilon", tolerance="0.05")
+    assert r.verdict is Verdict.PROVED and "difference bounds" in r.reason
+    lo, hi = -np.ones(6), np.ones(6)
+    diff = difference_bounds(a, b, lo, hi, interval_bounds(a, lo, hi), interval_bounds(b, lo, hi))
+    xs = np.random.default_rng(0).uniform(-1, 1, (200, 6)).astype(np.float32)
+    for x in xs[:20]:
+        xq = [Fraction(float(v)) for v in x]
+        d = [yb - ya for ya, yb in zip(a.evaluate_exact(xq), b.evaluate_exact(xq))]
+        assert all(Fraction(lo_) <= v <= Fraction(hi_) for v, lo_, hi_ in zip(d, diff[-1].post_lower, diff[-1].post_upper))
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), width=st.integers(1, 6), scale=st.sampled_from([2.0**-8, 2.0**-2, 1.0]))
+def test_difference_bounds_enclose_exact_differences(seed, width, scale):
+    from equivcheck.bounds import interval_bounds
+    from equivcheck.diffbounds import difference_bounds
+
+    rng = np.random.default_rng(seed)
+    a = random_net(rng, [3, width, width, 2])
+    b = a.with_layers([
+        Layer(Affine(f32(lay.weight + rng.normal(0, scale, lay.weight.shape)), f32(lay.bias + rng.normal(0, scale, lay.out_dim))), lay.relu)
+        for lay in a.layers
+    ])
+    lo, hi = np.array([-1.0, 0.0, -0.5]), np.array([1.0, 0.5, 0.25])
+    ba, bb = interval_bounds(a, lo, hi), interval_bounds(b, lo, hi)
+    diff = difference_bounds(a, b, lo, hi, ba, bb)
+    for x in rng.uniform(lo, hi, (10, 3)).astype(np.float32):
+        xq = [Fraction(float(v)) for v in x]
+        za, zb = _exact_pre(a, xq), _exact_pre(b, xq)
+        for k, layer in enumerate(a.layers):
+            for i in range(layer.out_dim):
+                dz = zb[k][i] - za[k][i]
+                dh = (max(zb[k][i], 0) - max(za[k][i], 0)) if layer.relu else dz
+                assert Fraction(diff[k].pre_lower[i]) <= dz <= Fraction(diff[k].pre_upper[i])
+                assert Fraction(diff[k].post_lower[i]) <= dh <= Fraction(diff[k].post_upper[i])
+
+
+def _exact_pre(n: Network, x):
+    """Exact pre-activations of every layer."""
+    out, h = [], list(x)
+    for layer in n.layers:
+        w, b = layer.affine.rational_weight(), layer.affine.rational_bias()
+        z = [sum((w[i][j] * h[j] for j in range(len(h))), Fraction(0)) + b[i] for i in range(layer.out_dim)]
+        out.append(z)
+        h = [max(v, Fraction(0)) for v in z] if layer.relu else z
+    return out
+
+
+def test_splitting_proves_what_the_whole_box_cannot():
+    a = random_net(np.random.default_rng(8), [6, 10, 10, 3])
+    l0 = a.layers[0]
+    b = a.with_layers([Layer(Affine(l0.weight + 2.0**-12, l0.bias), True)] + list(a.layers[1:]))
+    # the whole-box difference bound is about 0.011; the true deviation about 0.0015
+    r = equivcheck.prove(a, b, domain="-1:1", mode="epsilon", tolerance="0.006", timeout=120)
+    assert r.verdict is Verdict.PROVED, r.reason
+    assert "split" in r.reason and r.boxes[0].parts > 1
+    assert exact_sample_check(a, b, Spec.make("epsilon", "0.006"), -1, 1)

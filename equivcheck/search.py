@@ -1,0 +1,187 @@
+"""The exact query on a box, and on sub-boxes when the whole box is too hard.
+
+Z3 decides small problems well and large ones badly; how large depends mostly on how many ReLUs
+are unstable. Splitting the input box makes more units stable in each part (and tightens the
+difference bounds), so for low-dimensional inputs a box the solver cannot decide at once is
+split in two, recursively, and each part is closed by bounds or by the solver. Splitting is exact:
+midpoints are rationals and the parts cover the box, so "every part proved" is a proof of the box.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+
+from .bounds import LayerBounds, sound_bounds
+from .diffbounds import DiffBounds, difference_bounds
+from .domain import Box
+from .encode import encode_disagreement
+from .falsify import batch_margin
+from .network import Network
+from .solver import solve
+from .spec import Mode, Norm, Spec
+
+MAX_SPLIT_DIM = 32  # splitting a box of more inputs than this rarely pays
+FIRST_TRY_SECONDS = 2.0  # the whole box gets this long (or an eighth of the time) first
+LEAF_UNSTABLE = 12  # parts with at most this many unstable ReLUs go to the solver
+LEAF_SECONDS = 1.0
+MAX_DEPTH = 60
+
+
+@dataclass(frozen=True)
+class Decision:
+    """How a box was decided: status "proved" / "refuted" / "unknown"."""
+
+    status: str
+    reason: str
+    point: tuple[Fraction, ...] | None = None  # an exact violating input (refuted)
+    unstable: int = 0  # unstable ReLUs in the encoding of the whole box
+    shared_units: int = 0
+    parts: int = 1  # boxes examined (1 = no splitting)
+    solver_calls: int = 0
+
+
+def epsilon_bound(spec: Spec, diff: list[DiffBounds] | None) -> Fraction | None:
+    """The rigorous bound on ||f - g|| that difference bounds give (epsilon mode), else None."""
+    if diff is None or spec.mode is not Mode.EPSILON:
+        return None
+    worst = np.maximum(np.abs(diff[-1].post_lower), np.abs(diff[-1].post_upper))
+    exact = [Fraction(float(v)) for v in worst]
+    return max(exact) if spec.norm is Norm.LINF else sum(exact, Fraction(0))
+
+
+def decide(
+    a: Network,
+    b: Network,
+    spec: Spec,
+    box: Box,
+    bounds_a: list[LayerBounds],
+    bounds_b: list[LayerBounds],
+    diff: list[DiffBounds] | None,
+    deadline: float,
+    bound_method: str = "interval",
+) -> Decision:
+    """Decide whether some input of ``box`` violates ``spec``, by ``deadline`` (monotonic time).
+
+    "proved" only when every part of the box was closed by sound bounds or an unsat answer;
+    "refuted" only with a point whose violation was confirmed in exact arithmetic.
+    """
+    enc = encode_disagreement(a, b, box, bounds_a, bounds_b, spec, diff)
+    stats = {"unstable": enc.unstable, "shared_units": enc.shared_units}
+    if enc.same_outputs:
+        return Decision(
+            "proved",
+            f"both networks compute their outputs through the same units ({enc.shared_units} units "
+            "of b are units of a); no search needed",
+            **stats,
+        )
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        return Decision("unknown", "timeout: no time left for the solver", **stats)
+    can_split = box.dim <= MAX_SPLIT_DIM
+    first = remaining if not can_split else min(remaining, max(FIRST_TRY_SECONDS, remaining / 8))
+    out = solve(enc.text, enc.inputs, first)
+    verdict = _verdict(a, b, spec, box, enc.inputs, out)
+    if verdict is not None:
+        status, reason, point = verdict
+        if status == "proved":
+            reason = f"solver: no input in the box violates the spec ({enc.unstable} unstable ReLUs encoded)"
+        return Decision(status, reason, point, **stats, solver_calls=1)
+    if not can_split or deadline - time.monotonic() <= 0:
+        why = out.reason if out.status != "timeout" else f"solver timed out after {first:.3g} s"
+        label = "timeout" if out.status == "timeout" else "solver gave up"
+        return Decision("unknown", f"{label}: {why}", **stats, solver_calls=1)
+    return _split(a, b, spec, box, deadline, bound_method, stats)
+
+
+def _verdict(a, b, spec, box, names, out):
+    """(status, reason, point) for a decisive solver answer, None for timeout/unknown."""
+    if out.status == "unsat":
+        return "proved", "", None
+    if out.status != "sat":
+        return None
+    x_q = tuple(out.model[n] for n in names)
+    ya, yb = a.evaluate_exact(x_q), b.evaluate_exact(x_q)
+    if spec.holds(ya, yb) or not box.contains(x_q):
+        return "unknown", "solver returned a model that does not check exactly (please report)", None
+    return "refuted", "solver found an input that violates the spec", x_q
+
+
+def _split_dim(a: Network, b: Network, box: Box) -> int:
+    """The input whose range most influences the first layers: width x total |weight|."""
+    width = np.array([float(h - lo) for lo, h in zip(box.lower, box.upper)])
+    influence = np.abs(a.layers[0].weight).sum(axis=0) + np.abs(b.layers[0].weight).sum(axis=0)
+    return int(np.argmax(width * (influence + 1e-12)))
+
+
+def _halves(box: Box, dim: int) -> tuple[Box, Box]:
+    mid = (box.lower[dim] + box.upper[dim]) / 2
+    left = Box(box.lower, box.upper[:dim] + (mid,) + box.upper[dim + 1:])
+    right = Box(box.lower[:dim] + (mid,) + box.lower[dim + 1:], box.upper)
+    return left, right
+
+
+def _split(a, b, spec, box, deadline, bound_method, stats) -> Decision:
+    parts = 1
+    calls = 1
+    by_bounds = by_solver = 0
+    stack: list[tuple[Box, int]] = [(p, 1) for p in reversed(_halves(box, _split_dim(a, b, box)))]
+    while stack:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return Decision(
+                "unknown",
+                f"timeout while splitting the box: {parts} parts examined, {len(stack)} left open",
+                **stats, parts=parts, solver_calls=calls,
+            )
+        part, depth = stack.pop()
+        parts += 1
+        lo, hi = part.lower_float(), part.upper_float()
+        ba, bb = sound_bounds(a, lo, hi, bound_method), sound_bounds(b, lo, hi, bound_method)
+        diff = difference_bounds(a, b, lo, hi, ba, bb)
+        eps = epsilon_bound(spec, diff)
+        if eps is not None and eps <= spec.tolerance:
+            by_bounds += 1
+            continue
+        point = _probe(a, b, spec, part)
+        if point is not None:
+            return Decision("refuted", "found while splitting the box", point, **stats, parts=parts, solver_calls=calls)
+        enc = encode_disagreement(a, b, part, ba, bb, spec, diff)
+        if enc.same_outputs:
+            by_bounds += 1
+            continue
+        if enc.unstable <= LEAF_UNSTABLE or depth >= MAX_DEPTH:
+            calls += 1
+            out = solve(enc.text, enc.inputs, min(remaining, LEAF_SECONDS if depth < MAX_DEPTH else remaining))
+            verdict = _verdict(a, b, spec, part, enc.inputs, out)
+            if verdict is not None:
+                status, reason, pt = verdict
+                if status == "proved":
+                    by_solver += 1
+                    continue
+                return Decision(status, reason, pt, **stats, parts=parts, solver_calls=calls)
+            if depth >= MAX_DEPTH:
+                return Decision("unknown", f"solver could not decide a part at depth {depth}: {out.reason}",
+                                **stats, parts=parts, solver_calls=calls)
+        stack.extend((p, depth + 1) for p in reversed(_halves(part, _split_dim(a, b, part))))
+    return Decision(
+        "proved",
+        f"split the box into parts: {by_bounds} closed by bounds, {by_solver} by the solver "
+        f"({parts} boxes examined)",
+        **stats, parts=parts, solver_calls=calls,
+    )
+
+
+def _probe(a: Network, b: Network, spec: Spec, part: Box) -> tuple[Fraction, ...] | None:
+    """The centre of a part, if it violates the spec in exact arithmetic (cheap falsification)."""
+    centre = tuple((lo + hi) / 2 for lo, hi in zip(part.lower, part.upper))
+    xf = np.array([float(v) for v in centre])
+    ya, yb = a.evaluate(xf), b.evaluate(xf)
+    if batch_margin(spec, ya[None, :], yb[None, :])[0] <= 0:
+        return None
+    if spec.holds(a.evaluate_exact(centre), b.evaluate_exact(centre)):
+        return None
+    return centre
