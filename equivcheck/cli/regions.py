@@ -33,12 +33,17 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on 
 @regions_app.command("bound")
 @guarded
 def bound_cmd(
-    model: Annotated[Path | None, typer.Argument(help="Network (ONNX).", show_default=False)] = None,
+    model: Annotated[
+        Path | None, typer.Argument(help="Network (ONNX).", show_default=False)
+    ] = None,
     widths: Annotated[
         str | None,
-        typer.Option("--widths", "-w",
-                     help="Instead of a model: IN,H1,...,HL,OUT (e.g. 784,22,10); the last "
-                          "(output) layer has no ReLU and is not counted."),
+        typer.Option(
+            "--widths",
+            "-w",
+            help="Instead of a model: IN,H1,...,HL,OUT (e.g. 784,22,10); the last "
+            "(output) layer has no ReLU and is not counted.",
+        ),
     ] = None,
     domain: DomainOpt = None,
     as_json: JsonOpt = False,
@@ -77,8 +82,11 @@ def _render_bounds(b) -> None:
     units = sum(b.widths)
     con.print(f"[bold]Linear-region bounds[/bold] for {b.source}")
     layers = ", ".join(str(w) for w in b.widths) or "none"
-    out = (f"; output layer of {b.output_width} units has no ReLU and is not counted"
-           if b.output_width is not None else "")
+    out = (
+        f"; output layer of {b.output_width} units has no ReLU and is not counted"
+        if b.output_width is not None
+        else ""
+    )
     con.print(f"  input dimension n0 = {b.in_dim}, ReLU layers: {layers} ({units} units){out}")
     rows = [
         ("Theorem 1 (Serra et al. 2018)", b.theorem1),
@@ -98,7 +106,8 @@ def _render_bounds(b) -> None:
                 con.print(
                     f"    {'box ' + str(k + 1) + ' ' if len(b.refined.boxes) > 1 else ''}"
                     f"layer {i + 1}: {lr.unstable} unstable, {lr.stably_active} stably active, "
-                    f"{lr.stably_inactive} stably inactive; ranks {lr.split_rank}/{lr.pass_rank}{note}"
+                    f"{lr.stably_inactive} stably inactive; "
+                    f"ranks {lr.split_rank}/{lr.pass_rank}{note}"
                 )
     con.print("  exact values:")
     for label, value in rows:
@@ -110,8 +119,12 @@ def _render_bounds(b) -> None:
 def count_cmd(
     model: Annotated[Path, typer.Argument(help="Network (ONNX).", show_default=False)],
     domain: DomainOpt = None,
-    cap: Annotated[int, typer.Option("--cap", help="Stop after this many regions (lower bound).")] = 100_000,
-    timeout: Annotated[float, typer.Option("--timeout", "-t", help="Stop after this many seconds (lower bound).")] = 60.0,
+    cap: Annotated[
+        int, typer.Option("--cap", help="Stop after this many regions (lower bound).")
+    ] = 100_000,
+    timeout: Annotated[
+        float, typer.Option("--timeout", "-t", help="Stop after this many seconds (lower bound).")
+    ] = 60.0,
     as_json: JsonOpt = False,
 ) -> int:
     """Count the linear regions of a small network on a box, exactly.
@@ -132,9 +145,13 @@ def count_cmd(
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         with Progress(
-            TextColumn("counting regions"), BarColumn(), TextColumn("{task.percentage:>5.1f}% of patterns"),
-            TextColumn("{task.fields[regions]} regions"), TimeElapsedColumn(),
-            console=console(), transient=True,
+            TextColumn("counting regions"),
+            BarColumn(),
+            TextColumn("{task.percentage:>5.1f}% of patterns"),
+            TextColumn("{task.fields[regions]} regions"),
+            TimeElapsedColumn(),
+            console=console(),
+            transient=True,
         ) as bar:
             task = bar.add_task("count", total=1.0, regions=0)
 
@@ -156,6 +173,8 @@ def count_cmd(
         con.print(f"  {result.count} linear region{plural} ({kind})")
         refined = f", refined bound {result.refined}" if result.refined is not None else ""
         con.print(f"  Theorem 1 bound {result.theorem1}{refined}", soft_wrap=True)
-        con.print(f"  search: {result.nodes} nodes, {result.lp_calls} LPs, "
-                  f"{result.unresolved} unresolved branches, {result.elapsed:.2f} s")
+        con.print(
+            f"  search: {result.nodes} nodes, {result.lp_calls} LPs, "
+            f"{result.unresolved} unresolved branches, {result.elapsed:.2f} s"
+        )
     return 0 if result.exact else EXIT_LOWER_BOUND
