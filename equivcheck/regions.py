@@ -343,9 +343,9 @@ def refined_bound(
     so they cut at most ``sum_{j <= min(d, r_l)} C(|U|, j)`` pieces (Zaslavsky); at most
     ``C(|U|, j)`` pieces have exactly ``j`` unstable units inactive (one per sign vector), and such
     a piece is mapped into at most ``min(d, q_l, |A| + |U| - j)`` dimensions. The recursion is
-    non-increasing in ``j``, so filling the small ``j`` first is the worst case. Without a domain every unit counts
-    as unstable and only the ranks refine the bound. Never larger than :func:`theorem1_bound`.
-    A union of boxes gets the sum of the per-box bounds.
+    non-increasing in ``j``, so filling the small ``j`` first is the worst case. Without a domain
+    every unit counts as unstable and only the ranks refine the bound. Never larger than
+    :func:`theorem1_bound`. A union of boxes gets the sum of the per-box bounds.
     """
     if domain is None:
         value, layers = _box_refinement(net, None, method)
