@@ -38,12 +38,14 @@ def summary_lines(r: AuditResult) -> list[str]:
     removed = sum(lc.units_removed for lc in r.layers)
     live = sum(lc.units_removed_live for lc in r.layers)
     changed = sum(lc.units_changed for lc in r.layers if lc.relu)
+    changed_ok = sum(lc.units_changed_harmless for lc in r.layers if lc.relu)
     zeroed = sum(lc.weights_zeroed for lc in r.layers)
     total = sum(lc.weights for lc in r.layers)
     if r.layers:
         lines.append(
             f"pruning: {zeroed} of {total} weights zeroed; hidden units: {removed} removed "
-            f"({removed - live} stably inactive = harmless, {live} live), {changed} changed"
+            f"({removed - live} stably inactive = harmless, {live} live), {changed} changed "
+            f"({changed_ok} of them inactive in both models = harmless)"
         )
     for s in (r.samples, r.data):
         if s is not None:

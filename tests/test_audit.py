@@ -20,6 +20,7 @@ from equivcheck.audit import (
     unit_changes,
 )
 from equivcheck.audit_report import to_html, to_markdown, write_report
+from equivcheck.bounds import BOUND_METHODS
 from equivcheck.cli import app
 from equivcheck.domain import parse_domain
 from equivcheck.errors import InputError
@@ -181,6 +182,43 @@ def test_difference_bounds_enclose_sampled_differences(seed):
     dn = difference_network(f, g)
     q = [Fraction(v) for v in x[0]]
     assert dn.evaluate_exact(q) == [a - b for a, b in zip(f.evaluate_exact(q), g.evaluate_exact(q))]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_differential_symbolic_bounds_are_sound_and_no_looser(seed):
+    rng = np.random.default_rng(1000 + seed)
+    dims = (3, 7, 9, 5, 2) if seed % 2 else (5, 12, 6, 3)
+    f = random_net(seed, dims=dims)
+    if seed % 3 == 0:
+        g = magnitude_prune(f, 0.4)
+    else:
+        # perturbed copies, some with weights of very different magnitudes, so that the float
+        # differences W_f - W_g round (the TwoSum error terms must cover it)
+        scale = 2.0 ** rng.integers(-30, 30, size=3) if seed % 3 == 2 else np.ones(3)
+        layers = []
+        for i, layer in enumerate(f.layers):
+            w = layer.weight + rng.normal(size=layer.weight.shape) * 0.05 * scale[i % 3]
+            layers.append(Layer(Affine(w.astype(np.float32).astype(float), layer.bias + 0.01),
+                                layer.relu, layer.name))
+        g = f.with_layers(layers)
+    lo = rng.uniform(-1, 0.5, dims[0])
+    hi = lo + rng.uniform(0, 1, dims[0])
+    x = np.vstack([lo + rng.random((20000, dims[0])) * (hi - lo),
+                   np.where(rng.random((2000, dims[0])) < 0.5, lo, hi)])
+    diff = f.evaluate(x) - g.evaluate(x)
+    ilo, ihi = differential_interval(f, g, lo, hi)
+    method = "symbolic" if "symbolic" in BOUND_METHODS else "interval"
+    slo, shi = differential_interval(f, g, lo, hi, method, symbolic=True)
+    assert np.all(slo <= ihi) and np.all(shi >= ilo)
+    # sound: every sampled difference inside (the float64 evaluation error is far below the
+    # allowance only when the weights are of moderate size; compare exactly at the extremes)
+    for j in range(dims[-1]):
+        for pick, bound, sign in ((np.argmax(diff[:, j]), shi[j], 1), (np.argmin(diff[:, j]), slo[j], -1)):
+            q = [Fraction(v) for v in x[pick]]
+            exact = f.evaluate_exact(q)[j] - g.evaluate_exact(q)[j]
+            assert sign * exact <= sign * Fraction(float(bound))
+    # and no looser than the interval version
+    assert np.all(shi <= ihi) and np.all(slo >= ilo)
 
 
 def test_data_agreement_and_distribution(tmp_path):
