@@ -112,8 +112,10 @@ def build_counterexample(
         f32_input = np.array_equal(xf.astype(np.float32).astype(np.float64), xf)
         if not f32_input and a.input_dtype == "float32":
             notes.append("the point is not float32-representable: onnxruntime ran its rounding")
-    if exact.violated and not (f64.violated and ort_ev is not None and ort_ev.violated):
-        where = [n for n, ev in (("float64", f64), ("onnxruntime", ort_ev)) if ev is None or not ev.violated]
+    if ort_ev is None:
+        notes.append("onnxruntime was not run: the networks were not given as ONNX models")
+    if exact.violated and not (f64.violated and (ort_ev is None or ort_ev.violated)):
+        where = [n for n, ev in (("float64", f64), ("onnxruntime", ort_ev)) if ev is not None and not ev.violated]
         notes.append(
             "DOES NOT REPRODUCE in " + " and ".join(where)
             + f" (exact margin {float(exact.exact_margin):.3g}): the violation does not survive float rounding"
