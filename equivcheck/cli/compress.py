@@ -1,0 +1,80 @@
+"""``equivcheck compress MODEL.onnx --domain ... -o OUT.onnx``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from . import app
+from .common import console, emit_json, fail, guarded
+
+
+@app.command("compress")
+@guarded
+def compress_cmd(
+    model: Annotated[Path, typer.Argument(help="Model to compress (ONNX).", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the compressed ONNX model.")],
+    domain: Annotated[Optional[str], typer.Option("--domain", "-d", help="LO:HI, a .vnnlib or a .json file; default 0:1 on every input.")] = None,
+    timeout: Annotated[float, typer.Option("--timeout", "-t", help="Seconds for stability analysis (at most half) and proof together.")] = 120.0,
+    no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the equivalence proof of original vs compressed.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+) -> int:
+    """Remove stably inactive units and fold stably active ones, losslessly on the domain.
+
+    Writes the compressed ONNX model, prints a per-layer table and, unless --no-verify, proves
+    the two models equivalent on the domain. Exit codes: 0 compressed and proved (or not
+    verified), 1 the proof found a difference (a bug: please report), 3 proof unknown, 4 bad input.
+    """
+    from ..compress import compress
+
+    if timeout <= 0:
+        fail(f"--timeout must be positive, got {timeout}")
+    if output.suffix.lower() != ".onnx":
+        fail(f"--output {output}: use a .onnx file name")
+    if output.resolve() == model.resolve():
+        fail(f"--output {output}: refusing to overwrite the input model")
+    result = compress(model, domain=domain, output=output, verify=not no_verify, timeout=timeout)
+    if as_json:
+        emit_json(result.to_dict())
+    else:
+        render(result, output)
+    return 0 if result.proof is None else result.proof.exit_code
+
+
+def render(result, output: Path) -> None:
+    """The per-layer table and the proof's verdict, on stderr."""
+    from rich.table import Table
+
+    con = console()
+    table = Table(title=f"equivcheck compress: {result.original.source}")
+    for col in ("layer", "units before", "removed inactive", "folded active", "units after",
+                "params before", "params after", "compression %"):
+        table.add_column(col, justify="right")
+    for r in result.table:
+        pct = 100.0 * (1 - r.params_after / r.params_before) if r.params_before else 0.0
+        name = f"{r.layer}{'' if r.relu else ' (output)'}{' folded' if r.folded_into_next else ''}"
+        table.add_row(name, str(r.units_before), str(r.removed_inactive), str(r.folded_active),
+                      str(r.units_after), f"{r.params_before:,}", f"{r.params_after:,}", f"{pct:.1f}")
+    con.print(table)
+    counts = result.stability.stage_counts()
+    stages = ", ".join(f"{k} {v['stable']}" for k, v in counts.items() if v["stable"])
+    con.print(f"  {result.original.description} -> {result.compressed.description}: "
+              f"{result.hidden_before - result.hidden_after} of {result.hidden_before} hidden units removed "
+              f"({result.unit_compression:.1f}%), parameters {result.original.num_parameters:,} -> "
+              f"{result.compressed.num_parameters:,} ({result.param_compression:.1f}%)")
+    con.print(f"  stable units found by stage: {stages or 'none'}; "
+              f"{len(result.stability.undecided)} undecided (kept); "
+              f"stability analysis {result.stability.seconds:.2f} s")
+    for note in result.notes:
+        con.print(f"  note: {note}")
+    con.print(f"  wrote {output}")
+    if result.proof is None:
+        con.print("  [yellow]not verified[/] (--no-verify)")
+        return
+    p = result.proof
+    what = "strictly equal" if result.epsilon is None else f"equal within epsilon = {result.epsilon} (linf, {float(result.epsilon):.3g})"
+    colour = {"proved": "green", "refuted": "red", "unknown": "yellow"}[p.verdict.label]
+    con.print(f"  proof: [{colour}]{p.verdict.label.upper()}[/] {what} on {p.domain_text} "
+              f"({p.seconds:.2f} s): {p.reason}")
