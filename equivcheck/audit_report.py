@@ -82,12 +82,22 @@ def plot_png(r: AuditResult) -> bytes:
         if len(s.deviations):
             ax1.hist(s.deviations, bins=40, range=(0, top * 1.02), alpha=0.6, color=color,
                      label=label)
+    spread = max((float(s.deviations.max()) - float(s.deviations.min()) for s, _, _ in series
+                  if len(s.deviations)), default=0.0)
+    if 0 < spread < 0.1 * top:
+        # the samples crowd into one bar at this scale: zoom in on them
+        inset = ax1.inset_axes([0.3, 0.45, 0.4, 0.4])
+        for s, _, color in series:
+            if len(s.deviations):
+                inset.hist(s.deviations, bins=40, alpha=0.6, color=color)
+        inset.set_title("zoom on the samples", fontsize=8)
+        inset.tick_params(labelsize=7)
     ax1.axvline(lower, color="#2CA02C", lw=2, label=f"witnessed lower bound {lower:.4g}")
     ax1.axvline(upper, color="#D62728", lw=2, ls="--", label=f"certified upper bound {upper:.4g}")
     ax1.set_xlabel("||f(x) - g(x)||_inf")
     ax1.set_ylabel("inputs")
     ax1.set_title("Deviation distribution and worst-case bounds")
-    ax1.legend(fontsize=8)
+    ax1.legend(fontsize=8, loc="lower right")
     outs = r.per_output
     js = [p.output for p in outs]
     ax2.bar(js, [float(p.upper) for p in outs], color="#F4A6A6", label="certified upper")
