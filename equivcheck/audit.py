@@ -24,6 +24,7 @@ Between them the gap is narrowed by bisection with ``prove(mode="epsilon")`` unt
 
 from __future__ import annotations
 
+import heapq
 import time
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -45,6 +46,7 @@ DEFAULT_TIMEOUT = 120.0
 DEFAULT_GAP = 0.05  # stop refining when upper - lower <= gap * upper
 RANDOM_SAMPLES = 2000  # random domain points whose deviation the report plots
 MIN_CALL_SECONDS = 1.0
+MAX_SPLIT_DIM = 16  # input splitting refines the certified bound only in low dimension
 
 
 # ---------------------------------------------------------------------------------------------
@@ -807,6 +809,75 @@ class _Auditor:
             for x in cands:
                 self.offer_witness(x, bi)
 
+    def split_refine(self, budget: float) -> None:
+        """Tighten the certified bound by splitting the input box (branch and bound).
+
+        The leaves always cover the domain (each split halves a float box at a float midpoint
+        and both halves keep it), so the maximum of the leaves' sound bounds is a certified
+        bound. The leaf with the largest bound is split along its widest side (relative to the
+        domain). The float32 centre of every new leaf is a witness candidate. Stops when the
+        gap target is met or ``budget`` seconds have passed.
+        """
+        deadline = time.monotonic() + budget
+        same = _same_architecture(self.f, self.g)
+        diff = None if same else difference_network(self.f, self.g)
+        if not same and diff is None:
+            return
+
+        def leaf(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+            if same:
+                dl, du = differential_interval(self.f, self.g, lo, hi, self.method, symbolic=True)
+            else:
+                out = _bounds.sound_bounds(diff, lo, hi, self.method)[-1]
+                dl, du = out.lower, out.upper
+            return np.maximum(np.abs(dl), np.abs(du))
+
+        heap: list = []
+        count = 0
+        widths = []
+        for bi, box in enumerate(self.domain.boxes):
+            lo, hi = box.lower_float(), box.upper_float()
+            widths.append(np.where(hi > lo, hi - lo, 1.0))
+            ub = leaf(lo, hi)
+            heapq.heappush(heap, (-float(np.max(ub)), count, bi, lo, hi, ub))
+            count += 1
+        f32 = [box.float32_box() for box in self.domain.boxes]
+        splits = 0
+        while time.monotonic() < deadline:
+            top = -heap[0][0]
+            lower = float(self.total_lower)
+            if top - lower <= self.gap * top or top == 0:
+                break
+            _, _, bi, lo, hi, _ = heapq.heappop(heap)
+            k = int(np.argmax((hi - lo) / widths[bi]))
+            mid = lo[k] + (hi[k] - lo[k]) / 2
+            if not lo[k] < mid < hi[k]:
+                heapq.heappush(heap, (-top, count, bi, lo, hi, leaf(lo, hi)))
+                break  # cannot split further in float64
+            for clo, chi in ((lo, np.where(np.arange(len(hi)) == k, mid, hi)),
+                             (np.where(np.arange(len(lo)) == k, mid, lo), hi)):
+                ub = leaf(clo, chi)
+                count += 1
+                heapq.heappush(heap, (-float(np.max(ub)), count, bi, clo, chi, ub))
+                if f32[bi] is not None:
+                    x = np.clip(((clo + chi) / 2).astype(np.float32).astype(np.float64), *f32[bi])
+                    dev = np.abs(self.f.evaluate(x) - self.g.evaluate(x))
+                    if np.any(dev > np.array([float(v) for v in self.lower]) * (1 + 1e-12)):
+                        self.offer_witness(x, bi)
+            splits += 1
+        if splits == 0:
+            return
+        per_output = np.max(np.vstack([entry[5] for entry in heap]), axis=0)
+        how = f"sound bounds on {len(heap)} sub-boxes (input splitting)"
+        for j in range(len(self.upper)):
+            q = Fraction(float(per_output[j]))
+            if q < self.upper[j]:
+                self.upper[j] = q
+                self.upper_method[j] = how
+        if max(self.upper) < self.total_upper:
+            self.total_upper = max(self.upper)
+            self.total_method = how
+
     def offer_witness(self, x, box_index: int) -> None:
         """Evaluate ``x`` exactly and raise the lower bounds it beats."""
         dev = exact_deviation(self.f, self.g, x)
@@ -1007,6 +1078,8 @@ def audit(
     if note:
         au.notes.append(note)
     au.initial_bounds()
+    if au.f.in_dim <= MAX_SPLIT_DIM and not au.overall().within(gap):
+        au.split_refine(min(au.timeout * 0.25, au.remaining() / 2))
     strict = au.check_strict()
     checks = [strict]
     for eps in sorted(set(au.epsilons)):
