@@ -497,13 +497,50 @@ def lp_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, deadline: float | No
 BOUND_METHODS = ("interval", "symbolic", "lp", "exact")
 
 
+_PROVED_BOUNDS: dict[bytes, list[LayerBounds]] = {}
+_PROVED_BOUNDS_MAX = 64
+
+
+def _bounds_key(net: Network, lo: np.ndarray, hi: np.ndarray) -> bytes:
+    import hashlib
+
+    h = hashlib.sha256()
+    for layer in net.layers:
+        h.update(b"R" if layer.relu else b"L")
+        h.update(np.ascontiguousarray(layer.weight).tobytes())
+        h.update(np.ascontiguousarray(layer.bias).tobytes())
+        if not layer.affine.is_exact_float:
+            h.update(repr(list(layer.affine.rational_weight().ravel())).encode())
+            h.update(repr(list(layer.affine.rational_bias().ravel())).encode())
+    h.update(np.asarray(lo, dtype=np.float64).tobytes())
+    h.update(np.asarray(hi, dtype=np.float64).tobytes())
+    return h.digest()
+
+
+def remember_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, bounds: list[LayerBounds]) -> None:
+    """Record bounds already *proved* for ``net`` over ``[lo, hi]`` (e.g. by the stability
+    analysis of :mod:`equivcheck.compress`), so that ``sound_bounds(..., "exact")`` reuses them.
+
+    Soundness contract: the caller promises every bound is a rigorous enclosure. The key is a
+    digest of the weights (exact ones included) and of the box, so other networks never match.
+    """
+    if len(_PROVED_BOUNDS) >= _PROVED_BOUNDS_MAX:
+        _PROVED_BOUNDS.pop(next(iter(_PROVED_BOUNDS)))
+    _PROVED_BOUNDS[_bounds_key(net, lo, hi)] = [LayerBounds(b.lower.copy(), b.upper.copy()) for b in bounds]
+
+
 def exact_stability_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, timeout: float = 60.0) -> list[LayerBounds]:
     """Symbolic bounds clipped at 0 wherever the exact stability analysis proved a unit stable.
 
     Every clip rests on a rigorous proof (see :mod:`equivcheck.stability`), so the result is
-    still an enclosure; units the analysis left undecided keep their symbolic bounds.
+    still an enclosure; units the analysis left undecided keep their symbolic bounds. Bounds
+    recorded with :func:`remember_bounds` for this network and box are reused (intersected).
     """
     from fractions import Fraction
+
+    known = _PROVED_BOUNDS.get(_bounds_key(net, lo, hi))
+    if known is not None:
+        return [intersect(a, b) for a, b in zip(symbolic_bounds(net, lo, hi), known)]
 
     from .domain import Box, Domain
     from .stability import UnitStatus, analyze_stability
@@ -519,6 +556,7 @@ def exact_stability_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, timeout
             elif s is UnitStatus.ACTIVE:
                 lower[i] = max(lower[i], 0.0)
         bounds[rep.layer] = LayerBounds(lower, upper)
+    remember_bounds(net, lo, hi, bounds)
     return bounds
 
 

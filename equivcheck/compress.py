@@ -339,8 +339,8 @@ def _to_network(net: Network, layers: list[_WLayer]) -> Network:
     return net.with_layers(out, note=None)
 
 
-def _deviation_bound(layers: list[_WLayer], stored: Network, lo: np.ndarray, hi: np.ndarray) -> float:
-    """Rigorous upper bound of max |stored(x) - exact(x)| over the box (linf over outputs).
+def _deviation_bound(layers: list[_WLayer], stored: Network, lo: np.ndarray, hi: np.ndarray) -> list[np.ndarray]:
+    """Per layer, rigorous upper bounds of |stored pre-activation - exact pre-activation|.
 
     ``exact`` is the compressed network with its exact rational weights (equal to the original
     on the domain), ``stored`` the same structure with the weights as stored in the ONNX file.
@@ -349,17 +349,19 @@ def _deviation_bound(layers: list[_WLayer], stored: Network, lo: np.ndarray, hi:
     """
     d = np.zeros(len(lo))
     hmax = np.maximum(np.abs(lo), np.abs(hi))
+    out = []
     for lay, st in zip(layers, stored.layers):
         wq = fraction_array(st.weight)
         bq = fraction_array(st.bias)
         dw = np.abs(nearest_float_array(lay.w - wq)) * (1 + 2**-50)
         db = np.abs(nearest_float_array(lay.b - bq)) * (1 + 2**-50)
         d = (np.abs(st.weight) @ d + dw @ hmax + db) * (1 + 1e-9) + 1e-300
+        out.append(d)
         hmax = np.maximum(np.abs(lay.lower), np.abs(lay.upper))
         if lay.relu:
             hmax = np.maximum(lay.upper, 0.0)
         hmax = hmax + d  # the stored network's values may exceed the exact bounds by d
-    return float(np.max(d)) if d.size else 0.0
+    return out
 
 
 def _round_up_decimal(x: float) -> Fraction:
@@ -373,6 +375,59 @@ def _round_up_decimal(x: float) -> Fraction:
     return q
 
 
+@dataclass
+class _Candidate:
+    layers: list[_WLayer]
+    onnx_model: object
+    stored: Network
+    exact: bool
+    epsilon: Fraction | None
+    deviation: list[np.ndarray]
+    removed: dict[int, int]
+    folded_units: dict[int, int]
+    folded_layers: set[int]
+    collapsed: bool
+
+
+def _build(net: Network, report: StabilityReport, bounds: list[LayerBounds], dom: Domain,
+           fold: bool, notes: list[str]) -> _Candidate:
+    from .onnx_export import to_onnx
+
+    layers = _working(net, report, bounds)
+    removed = _remove_inactive(layers)
+    collapsed_layers = _collapse(layers, net.in_dim)
+    folded_units: dict[int, int] = {}
+    folded_layers: set[int] = set()
+    if collapsed_layers is not None:
+        layers = collapsed_layers
+    elif fold:
+        folded_units = _fold_dependent(layers, notes)
+        layers, folded_layers = _fold_layers(layers)
+    exact_net = _to_network(net, layers)
+    onnx_model, stored_exact = to_onnx(exact_net, graph_name="equivcheck_compressed")
+    stored = load_network(onnx_model, name="<compressed>")
+    exact = stored_exact and not any(lay.recomputed for lay in layers)
+    epsilon, deviation = None, [np.zeros(len(lay.b)) for lay in layers]
+    if not exact:
+        per_box = [_deviation_bound(layers, stored, b.lower_float(), b.upper_float()) for b in dom.boxes]
+        deviation = [np.max(np.array([pb[k] for pb in per_box]), axis=0) for k in range(len(layers))]
+        dev = float(np.max(deviation[-1])) if deviation[-1].size else 0.0
+        epsilon = _round_up_decimal(dev) if dev > 0 else Fraction(0)
+    return _Candidate(layers, onnx_model, stored, exact, epsilon, deviation, removed, folded_units,
+                      folded_layers, collapsed_layers is not None)
+
+
+def _remember(net: Network, dom: Domain, cand: _Candidate) -> None:
+    """Hand the proved bounds of the compressed network (as stored) to the prover."""
+    from .bounds import remember_bounds
+
+    if cand.collapsed:
+        return
+    bounds = [LayerBounds(lay.lower - d, lay.upper + d) for lay, d in zip(cand.layers, cand.deviation)]
+    for box in dom.boxes:
+        remember_bounds(cand.stored, box.lower_float(), box.upper_float(), bounds)
+
+
 def compress(
     model: ModelLike | Network,
     domain: "str | Domain | None" = None,
@@ -384,62 +439,72 @@ def compress(
 ) -> CompressionResult:
     """Compress ``model`` losslessly on ``domain`` and (unless ``verify`` is False) prove it.
 
-    Returns a :class:`CompressionResult`; writes the ONNX file to ``output`` when given. The
-    stability analysis gets at most half of ``timeout``; the proof gets what remains.
-    Raises an :class:`~equivcheck.errors.InputError` for bad models or domains.
+    The stability analysis gets at most half of ``timeout``; the proof what remains. When
+    folding recomputed weights and the epsilon proof does not come back PROVED in time, the
+    folds are dropped and the removal-only network (which keeps the stored weights) is proved
+    strictly instead; the notes say so. The bounds the analysis proved are handed to the prover
+    (``bounds="exact"``), so removed units are constants there too and, thanks to the prover's
+    unit sharing, a removal-only proof is immediate. Writes the ONNX file to ``output`` when
+    given. Raises an :class:`~equivcheck.errors.InputError` for bad models or domains.
     """
+    from .bounds import remember_bounds
+
     start = time.monotonic()
     proto = model if isinstance(model, Network) else load_model(model)
-    net = model if isinstance(model, Network) else load_network(proto, name=str(model) if not hasattr(model, "SerializeToString") else None)
+    label = None if isinstance(model, Network) or hasattr(model, "SerializeToString") else str(model)
+    net = model if isinstance(model, Network) else load_network(proto, name=label)
     dom = parse_domain(domain, net.in_dim)
     report = analyze_stability(net, dom, timeout=timeout / 2, samples=samples)
     bounds = _report_bounds(net, dom, report)
-    layers = _working(net, report, bounds)
+    for box in dom.boxes:
+        remember_bounds(net, box.lower_float(), box.upper_float(), bounds)
     notes: list[str] = []
-    removed = _remove_inactive(layers)
-    collapsed_layers = _collapse(layers, net.in_dim)
-    folded_units: dict[int, int] = {}
-    folded_layers: set[int] = set()
-    if collapsed_layers is not None:
-        layers = collapsed_layers
+    cand = _build(net, report, bounds, dom, fold=True, notes=notes)
+    if cand.collapsed:
         notes.append("a hidden layer is stably inactive on the whole domain: the network is constant")
-    else:
-        folded_units = _fold_dependent(layers, notes)
-        layers, folded_layers = _fold_layers(layers)
-    exact_net = _to_network(net, layers)
-    from .onnx_export import to_onnx
-
-    onnx_model, stored_exact = to_onnx(exact_net, graph_name="equivcheck_compressed")
-    if output is not None:
-        import onnx
-
-        onnx.save(onnx_model, str(output))
-    stored = load_network(onnx_model, name=str(output) if output else "<compressed>")
-    recomputed = any(lay.recomputed for lay in layers)
-    exact = stored_exact and not recomputed
-    epsilon = None
-    if not exact:
-        box_bounds = [(b.lower_float(), b.upper_float()) for b in dom.boxes]
-        dev = max(_deviation_bound(layers, stored, lo, hi) for lo, hi in box_bounds)
-        epsilon = _round_up_decimal(dev) if dev > 0 else Fraction(0)
-    table = _table(net, stored, layers, removed, folded_units, folded_layers, collapsed_layers is not None)
     proof = None
     if verify:
         from .prover import prove
 
-        remaining = max(timeout - (time.monotonic() - start), 10.0)
         src = net if isinstance(model, Network) else proto
-        if epsilon is None or epsilon == 0:
-            proof = prove(src, onnx_model, domain=dom, mode="strict", timeout=remaining, bounds=bounds_method)
+        _remember(net, dom, cand)
+
+        def run(c: _Candidate, budget: float) -> ProofResult:
+            if c.epsilon is None or c.epsilon == 0:
+                return prove(src, c.onnx_model, domain=dom, mode="strict", timeout=budget,
+                             bounds=bounds_method)
+            return prove(src, c.onnx_model, domain=dom, mode="epsilon", tolerance=c.epsilon,
+                         norm="linf", timeout=budget, bounds=bounds_method)
+
+        remaining = max(timeout - (time.monotonic() - start), 10.0)
+        folded = sum(cand.folded_units.values()) + len(cand.folded_layers)
+        if cand.exact or not folded:
+            proof = run(cand, remaining)
         else:
-            proof = prove(src, onnx_model, domain=dom, mode="epsilon", tolerance=epsilon, norm="linf",
-                          timeout=remaining, bounds=bounds_method)
+            proof = run(cand, remaining / 2)
+            if not proof.proved:
+                fallback = _build(net, report, bounds, dom, fold=False, notes=[])
+                _remember(net, dom, fallback)
+                fb_proof = run(fallback, max(timeout - (time.monotonic() - start), 10.0))
+                notes.append(
+                    f"folding {folded} stably active unit(s)/layer(s) changed weights; the epsilon "
+                    f"proof ({cand.epsilon}) came back {proof.verdict.label} ({proof.reason}), so the "
+                    "folds were dropped and the removal-only network was proved instead"
+                )
+                cand, proof = fallback, fb_proof
+    if output is not None:
+        import onnx
+
+        onnx.save(cand.onnx_model, str(output))
+    stored = cand.stored if output is None else load_network(cand.onnx_model, name=str(output))
+    table = _table(net, stored, cand.layers, cand.removed, cand.folded_units, cand.folded_layers,
+                   cand.collapsed)
     if report.undecided:
         notes.append(f"{len(report.undecided)} unit(s) left undecided by the time limit were kept")
     return CompressionResult(
-        original=net, compressed=stored, onnx_model=onnx_model, table=table, stability=report,
-        proof=proof, exact=exact, epsilon=epsilon if not exact else None,
-        collapsed=collapsed_layers is not None, seconds=time.monotonic() - start, notes=tuple(notes),
+        original=net, compressed=stored, onnx_model=cand.onnx_model, table=table, stability=report,
+        proof=proof, exact=cand.exact, epsilon=None if cand.exact else cand.epsilon,
+        collapsed=cand.collapsed, seconds=time.monotonic() - start, notes=tuple(notes),
     )
 
 

@@ -276,6 +276,8 @@ def analyze_stability(
     for box in dom.boxes:
         per_box.append(_analyze_box(net, box, deadline, samples, seed, use_lp, exact, stage_seconds))
     state = per_box[0] if len(per_box) == 1 else _combine(per_box)
+    if len(per_box) > 1:
+        _union_witnesses(net, dom, state, seed)
     layers = tuple(
         LayerStabilityReport(
             layer=k,
@@ -321,6 +323,34 @@ def _combine(states: list[_State]) -> _State:
             out.status[k].append(status)
             out.stage[k].append(stage)
     return out
+
+
+def _union_witnesses(net: Network, dom: Domain, state: _State, seed: int) -> None:
+    """Witnesses for units whose verdicts differ between boxes (e.g. inactive on one box and
+    active on another): the best sampled point of each box per missing sign, checked exactly."""
+    rng = np.random.default_rng(seed)
+    for box in dom.boxes:
+        f32 = box.float32_box()
+        lo, hi = f32 if f32 is not None else (box.lower_float(), box.upper_float())
+        pts = np.vstack([((lo + hi) / 2)[None, :], lo[None, :], hi[None, :],
+                         lo + rng.random((256, len(lo))) * (hi - lo)])
+        zs = net.pre_activations(pts)
+        for k in state.relu_layers:
+            for i, status in enumerate(state.status[k]):
+                if status is not UnitStatus.UNDECIDED:
+                    continue
+                for sign, store in ((1, state.w_pos), (-1, state.w_neg)):
+                    if store[k][i] is not None:
+                        continue
+                    x = pts[int(np.argmax(sign * zs[k][:, i]))]
+                    if not box.contains(x):
+                        continue
+                    z = exact_preactivations(net, [Fraction(float(v)) for v in x])[k][i]
+                    if sign * z > 0:
+                        store[k][i] = len(state.witnesses)
+                        state.witnesses.append(tuple(float(v) for v in x))
+                if state.w_pos[k][i] is not None and state.w_neg[k][i] is not None:
+                    state.status[k][i], state.stage[k][i] = UnitStatus.UNSTABLE, Stage.WITNESS
 
 
 def _stage_rank(stage: Stage) -> int:

@@ -1,0 +1,177 @@
+"""Lossless compression: each transformation on hand-made nets, the proof, ONNX output,
+agreement in onnxruntime, idempotence, the CLI."""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+
+import numpy as np
+import onnx
+import pytest
+from typer.testing import CliRunner
+
+from equivcheck.cli import app
+from equivcheck.compress import compress
+from equivcheck.onnx_import import load_network
+from equivcheck.result import Verdict
+
+from .conftest import MODELS
+from .onnx_builders import mlp
+
+runner = CliRunner()
+
+
+def ort_outputs(model, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    shape = [d if isinstance(d, int) else 1 for d in inp.shape]
+    return np.array([sess.run(None, {inp.name: xi.astype(np.float32).reshape(shape)})[0].ravel() for xi in x])
+
+
+def exact_agree(a, b, points, tol=Fraction(0)):
+    for x in points:
+        ya = a.evaluate_exact([Fraction(float(v)) for v in x])
+        yb = b.evaluate_exact([Fraction(float(v)) for v in x])
+        assert max(abs(p - q) for p, q in zip(ya, yb)) <= tol
+
+
+def grid(n_in, lo=0.0, hi=1.0, n=200, seed=0):
+    rng = np.random.default_rng(seed)
+    pts = lo + rng.random((n, n_in)) * (hi - lo)
+    corners = np.where(rng.random((n, n_in)) < 0.5, lo, hi)
+    return np.vstack([pts, corners]).astype(np.float32).astype(np.float64)
+
+
+def test_removes_stably_inactive_units_and_proves_strictly():
+    w1 = np.array([[1, 1], [-1, -1], [1, -1], [-1, 1]], dtype=float)
+    b1 = np.array([1, -1, 0, 0], dtype=float)
+    w2 = np.array([[1, 2, 3, 4], [0.5, -1, 1, 2]], dtype=float)
+    model = mlp([w1, w2], [b1, np.zeros(2)])
+    res = compress(model, domain="0:1", timeout=60)
+    row = res.table[0]
+    assert (row.units_before, row.removed_inactive, row.folded_active, row.units_after) == (4, 1, 0, 3)
+    assert res.exact and res.epsilon is None
+    assert res.proof.verdict is Verdict.PROVED and res.proof.spec["mode"] == "strict"
+    orig = load_network(model)
+    exact_agree(orig, res.compressed, grid(2))
+    assert res.compressed.num_parameters == orig.num_parameters - 5  # 2 weights + bias + 2 columns
+
+
+def test_folds_linearly_dependent_active_units_with_a_proved_epsilon():
+    third = float(np.float32(1 / 3))
+    w1 = np.array([[1, 1], [third, third], [0, 0], [1, -1]], dtype=float)
+    b1 = np.array([1, third, 3, 0], dtype=float)  # unit 1 = unit 0 / 3, unit 2 = the constant 3
+    w2 = np.array([[0.1, 0.7, 0.3, 1.0]], dtype=float)
+    model = mlp([w1, w2], [b1, np.array([0.2])])
+    res = compress(model, domain="0:1", timeout=60)
+    row = res.table[0]
+    assert (row.removed_inactive, row.folded_active, row.units_after) == (0, 2, 2)
+    assert not res.exact and res.epsilon is not None and 0 < res.epsilon < Fraction(1, 10**5)
+    assert res.proof.verdict is Verdict.PROVED and res.proof.spec["mode"] == "epsilon"
+    assert res.proof.spec["tolerance"] == float(res.epsilon)
+    orig = load_network(model)
+    exact_agree(orig, res.compressed, grid(2), tol=res.epsilon)
+
+
+def test_folds_an_all_active_layer_into_the_next():
+    w1 = np.array([[1.0, 0.0], [0.0, 1.0]])
+    b1 = np.array([2.0, 2.0])  # both always active on [0, 1]^2
+    w2 = np.array([[1.0, -1.0], [-1.0, 1.0], [0.5, 0.5]])
+    b2 = np.array([0.0, 0.0, -2.5])
+    w3 = np.array([[1.0, 2.0, 3.0]])
+    model = mlp([w1, w2, w3], [b1, b2, np.zeros(1)])
+    res = compress(model, domain="0:1", timeout=60)
+    assert res.table[0].folded_into_next
+    assert res.compressed.hidden_widths == (3,)
+    assert res.proof.verdict is Verdict.PROVED
+    exact_agree(load_network(model), res.compressed, grid(2))
+
+
+def test_collapses_to_a_constant_when_a_layer_is_all_inactive():
+    w1 = np.array([[-1.0, -1.0], [-2.0, 0.0]])
+    b1 = np.array([-0.5, 0.0])  # <= 0 on [0, 1]^2 (the second one reaches 0 exactly)
+    w2 = np.array([[1.0, 1.0], [2.0, -1.0]])
+    b2 = np.array([0.75, -1.0])
+    w3 = np.array([[1.0, 1.0]])
+    model = mlp([w1, w2, w3], [b1, b2, np.array([0.125])])
+    res = compress(model, domain="0:1", timeout=60)
+    assert res.collapsed
+    assert res.compressed.hidden_widths == ()
+    assert res.compressed.evaluate(np.zeros(2))[0] == 0.875
+    assert res.proof.verdict is Verdict.PROVED
+    exact_agree(load_network(model), res.compressed, grid(2))
+
+
+def test_onnx_interface_and_onnxruntime_agreement(tmp_path):
+    path = MODELS / "mnist_2x25_l1.onnx"
+    out = tmp_path / "small.onnx"
+    res = compress(path, domain="0:1", output=out, timeout=120)
+    assert res.proof.verdict is Verdict.PROVED
+    a, b = onnx.load(str(path)), onnx.load(str(out))
+    onnx.checker.check_model(b)
+    for xa, xb in ((a.graph.input[0], b.graph.input[0]), (a.graph.output[0], b.graph.output[0])):
+        assert xa.name == xb.name
+        assert xa.type.tensor_type.elem_type == xb.type.tensor_type.elem_type
+        assert [d.dim_value for d in xa.type.tensor_type.shape.dim] == [d.dim_value for d in xb.type.tensor_type.shape.dim]
+    rng = np.random.default_rng(1)
+    x = np.vstack([rng.random((300, 784)), (rng.random((200, 784)) < 0.3)]).astype(np.float32)
+    ya, yb = ort_outputs(a, x), ort_outputs(b, x)
+    assert np.max(np.abs(ya - yb)) <= 1e-5 * (1 + np.max(np.abs(ya)))
+    assert res.compressed.num_parameters < load_network(path).num_parameters
+
+
+def test_compressing_a_compressed_model_removes_nothing():
+    path = MODELS / "mnist_2x25_l1.compressed.onnx"
+    res = compress(path, domain="0:1", timeout=120, verify=False)
+    for row in res.table:
+        assert row.removed_inactive == 0 and row.folded_active == 0 and not row.folded_into_next
+        assert row.units_after == row.units_before
+    assert res.compressed.num_parameters == load_network(path).num_parameters
+
+
+def test_compress_is_idempotent_on_hand_nets():
+    w1 = np.array([[1, 1], [-1, -1], [1, -1], [-1, 1], [2, 2]], dtype=float)
+    b1 = np.array([1, -1, 0, 0, 2], dtype=float)
+    w2 = np.array([[1, 2, 3, 4, 5]], dtype=float)
+    first = compress(mlp([w1, w2], [b1, np.zeros(1)]), domain="0:1", timeout=60)
+    second = compress(first.onnx_model, domain="0:1", timeout=60)
+    assert first.compressed.description != "2-5-1"
+    assert second.compressed.description == first.compressed.description
+    assert all(r.removed_inactive == 0 and r.folded_active == 0 for r in second.table)
+
+
+def test_cli_json_and_table(tmp_path):
+    src = tmp_path / "m.onnx"
+    onnx.save(mlp([np.array([[1.0, 1.0], [-1.0, -1.0], [1.0, -1.0]]), np.array([[1.0, 1.0, 1.0]])],
+                  [np.array([0.5, -0.5, 0.0]), np.zeros(1)]), src)
+    out = tmp_path / "small.onnx"
+    res = runner.invoke(app, ["compress", str(src), "--domain", "0:1", "-o", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["hidden_units_before"] == 3 and data["hidden_units_after"] == 2
+    assert data["proof"]["verdict"] == "proved"
+    assert out.exists()
+    res = runner.invoke(app, ["compress", str(src), "--domain", "0:1", "-o", str(out)])
+    assert res.exit_code == 0
+    assert "removed inactive" in res.stderr.replace("\n", " ") or "removed" in res.stderr
+    assert "PROVED" in res.stderr
+    assert res.stdout == ""
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["compress", "missing.onnx", "-o", "x.onnx"], "no such file"),
+    (["compress", "{src}", "--domain", "1:0", "-o", "{out}"], "inverted"),
+    (["compress", "{src}", "-o", "{src}"], "overwrite"),
+    (["compress", "{src}", "-o", "out.txt"], ".onnx"),
+])
+def test_cli_bad_input_is_one_line_and_exit_4(tmp_path, args, needle):
+    src = tmp_path / "m.onnx"
+    onnx.save(mlp([np.eye(2)], [np.zeros(2)]), src)
+    args = [a.format(src=src, out=tmp_path / "o.onnx") for a in args]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 4
+    assert needle in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
