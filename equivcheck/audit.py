@@ -383,24 +383,6 @@ def differential_interval(f: Network, g: Network, lo: np.ndarray, hi: np.ndarray
     return None  # unreachable: the last layer has no ReLU
 
 
-def _relax_relu(nu: np.ndarray, lower: np.ndarray, upper: np.ndarray):
-    """``nu_i relu(z_i) <= rho_i z_i + r_i`` on ``[l_i, u_i]`` (CROWN's choice of ``rho``; ``r``
-    is the maximum of the difference, attained at l, u or 0). Returns (rho, sum of r, magnitude
-    that bounds the rounding error of computing them)."""
-    act, inact = lower >= 0.0, upper <= 0.0
-    unst = ~(act | inact)
-    den = np.where(unst, upper - lower, 1.0)
-    s = np.where(unst, upper / den, 0.0)
-    alpha = (upper > -lower).astype(np.float64)
-    rho = np.where(act, nu, np.where(inact, 0.0, np.where(nu > 0.0, nu * s, nu * alpha)))
-    r = None
-    for z in (lower, upper, np.clip(0.0, lower, upper)):
-        cand = nu * np.maximum(z, 0.0) - rho * z
-        r = cand if r is None else np.maximum(r, cand)
-    zmax = np.maximum(np.abs(lower), np.abs(upper))
-    return rho, r.sum(axis=1), (np.abs(nu) + np.abs(rho)) @ zmax
-
-
 def _relax_difference(nu: np.ndarray, dl: np.ndarray, du: np.ndarray, both_active: np.ndarray,
                       both_off: np.ndarray):
     """``nu_i delta_i <= rho_i dz_i + r_i`` for ``delta = relu(a) - relu(b)``, ``dz = a - b``.
@@ -433,7 +415,7 @@ def _diff_back_substitute(f: Network, g: Network, k: int, c: np.ndarray, bf, bg,
     Back-substitutes two streams of coefficients, on ``delta_j = h_f,j - h_g,j`` and on
     ``h_f,j``, through ``dz_j = W_g delta_{j-1} + D_j h_f,{j-1} + db_j`` and
     ``z_f,j = W_f h_f,{j-1} + b_f,j``, relaxing each ReLU with :func:`_relax_difference` and
-    :func:`_relax_relu` (from the sound bounds ``pre``/``post`` of the differences and ``bf`` of
+    ``equivcheck.bounds._relax`` (from the sound bounds ``pre``/``post`` of the differences and ``bf`` of
     f). As in :func:`equivcheck.bounds.back_substitute`, every float product and sum is covered
     by ``gamma(N)`` times a magnitude accumulated in ``mag``; the float errors of ``W_f - W_g``
     and ``b_f - b_g`` (exact, from TwoSum) are added as ``slack``. The result holds for the
@@ -465,7 +447,7 @@ def _diff_back_substitute(f: Network, g: Network, k: int, c: np.ndarray, bf, bg,
         both_active = (fb.lower >= 0.0) & (gb.lower >= 0.0)
         both_off = (fb.upper <= 0.0) & (gb.upper <= 0.0)
         rho_d, r_d, m_d = _relax_difference(nu_d, dl, du, both_active, both_off)
-        rho_h, r_h, m_h = _relax_relu(nu_h, fb.lower, fb.upper)
+        rho_h, r_h, m_h = _bounds._relax(nu_h, fb.lower, fb.upper)  # CROWN relaxation
         val += r_d + r_h
         mag += m_d + m_h
         d_w, d_err = _two_diff(fj.weight, gj.weight)
