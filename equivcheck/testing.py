@@ -28,6 +28,7 @@ import itertools
 import json
 import os
 import shlex
+import shutil
 import sys
 import tempfile
 import warnings
@@ -170,7 +171,9 @@ def assert_equivalent(
                 d.record(result, None)
             return result
         outdir = _output_dir(outdir_arg)
-        files = _save_artifacts(result, outdir, ma, mb, dom)
+        exported = {key: m for key, m, src in (("model_a", ma, a), ("model_b", mb, b))
+                    if _is_torch_module(src)}
+        files = _save_artifacts(result, outdir, ma, mb, dom, exported)
     message = failure_message(result, files, timeout=timeout)
     if d.record is not None:
         d.record(result, message)
@@ -284,9 +287,11 @@ def _output_dir(arg: Any) -> Path:
     return path
 
 
-def _save_artifacts(result, outdir: Path, ma, mb, dom) -> dict[str, Path]:
+def _save_artifacts(result, outdir: Path, ma, mb, dom, exported: dict | None = None
+                    ) -> dict[str, Path]:
     """Write what the message refers to: the full counterexample and, for models or domains
-    that exist only in memory, files the reproduce command can name."""
+    that exist only in memory (or in a temporary export of a torch module), files the
+    reproduce command can name."""
     import numpy as np
 
     from .domain import Domain
@@ -300,11 +305,14 @@ def _save_artifacts(result, outdir: Path, ma, mb, dom) -> dict[str, Path]:
         np.save(files["input"], np.array(cex.input, dtype=np.float64))
         files["json"] = outdir / f"{stem}-counterexample.json"
         files["json"].write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
+    exported = exported or {}
     for key, model in (("model_a", ma), ("model_b", mb)):
-        if isinstance(model, (str, os.PathLike)):
-            continue
         path = outdir / f"{stem}-{key[-1]}.onnx"
-        if hasattr(model, "SerializeToString"):
+        if key in exported:
+            shutil.copyfile(model, path)  # the export lives in a temporary directory
+        elif isinstance(model, (str, os.PathLike)):
+            continue
+        elif hasattr(model, "SerializeToString"):
             path.write_bytes(model.SerializeToString())
         else:
             from .onnx_export import export_network
@@ -394,8 +402,8 @@ def failure_message(result, files: dict[str, Path] | None = None, timeout: float
         head = "equivalence could not be decided (UNKNOWN): " + result.reason
     lines = [
         head,
-        f"  a: {result.model_a}",
-        f"  b: {result.model_b}",
+        f"  a: {files.get('model_a') or result.model_a}",
+        f"  b: {files.get('model_b') or result.model_b}",
         f"  mode: {spec_text}",
         f"  domain: {result.domain_text}",
     ]

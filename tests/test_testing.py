@@ -224,6 +224,13 @@ def test_torch_modules_are_exported_and_checked():
     with pytest.raises(NotEquivalentError) as info:
         assert_equivalent(m, changed, domain="-1:1", example_input=x, mode="epsilon",
                           tolerance=0.1)
-    assert "reproduces in onnxruntime: yes" in str(info.value)
+    msg = str(info.value)
+    assert "reproduces in onnxruntime: yes" in msg
+    # the exported files outlive the check: the reproduce command names files that exist
+    saved = [p for p in info.value.files if p.suffix == ".onnx"]
+    assert len(saved) == 2 and all(p.exists() for p in saved)
+    cmd = msg.split("reproduce: ", 1)[1]
+    assert all(str(p) in cmd for p in saved)
+    assert f"a: {saved[0]}" in msg
     with pytest.raises(InputError, match="example_input"):
         assert_equivalent(m, same)
