@@ -77,8 +77,8 @@ def difference_bounds(
                + np.abs(la.bias) + np.abs(lb.bias))
         allowance = 2.0 * gamma(2 * wa.shape[1] + 8) * mag + TINY
         # the two networks' own bounds give another enclosure: intersect
-        z_lo = np.maximum(z_lo - allowance, zb.lower - za.upper - allowance)
-        z_hi = np.minimum(z_hi + allowance, zb.upper - za.lower + allowance)
+        z_lo = np.maximum(z_lo - allowance, _sub_down(zb.lower, za.upper))
+        z_hi = np.minimum(z_hi + allowance, _sub_up(zb.upper, za.lower))
         if la.relu:
             p_lo, p_hi = _relu_difference(z_lo, z_hi, za, zb)
         else:
@@ -89,10 +89,20 @@ def difference_bounds(
     return out
 
 
+def _sub_down(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """A float <= x - y exactly (one rounded subtraction, stepped one ulp down)."""
+    return np.nextafter(x - y, -np.inf)
+
+
+def _sub_up(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """A float >= x - y exactly."""
+    return np.nextafter(x - y, np.inf)
+
+
 def _relu_difference(z_lo, z_hi, za: LayerBounds, zb: LayerBounds) -> tuple[np.ndarray, np.ndarray]:
     """Bounds of relu(z_b) - relu(z_a) from bounds of z_b - z_a, z_a and z_b (no rounding)."""
-    p_lo = np.maximum(np.minimum(z_lo, 0.0), np.maximum(zb.lower, 0) - np.maximum(za.upper, 0))
-    p_hi = np.minimum(np.maximum(z_hi, 0.0), np.maximum(zb.upper, 0) - np.maximum(za.lower, 0))
+    p_lo = np.maximum(np.minimum(z_lo, 0.0), _sub_down(np.maximum(zb.lower, 0), np.maximum(za.upper, 0)))
+    p_hi = np.minimum(np.maximum(z_hi, 0.0), _sub_up(np.maximum(zb.upper, 0), np.maximum(za.lower, 0)))
     a_off, b_off = za.upper <= 0, zb.upper <= 0
     a_on, b_on = za.lower >= 0, zb.lower >= 0
     cases = [
