@@ -194,11 +194,13 @@ def symbolic_layer(net: Network, k: int, bounds: list[LayerBounds], lo, hi) -> L
     return LayerBounds(-ub[n:], ub[:n])
 
 
-def symbolic_bounds(net: Network, lo: np.ndarray, hi: np.ndarray) -> list[LayerBounds]:
-    """CROWN-style bounds of every layer, intersected with interval bounds (rigorous)."""
+def symbolic_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, upto: int | None = None) -> list[LayerBounds]:
+    """CROWN-style bounds of every layer (or of layers ``0..upto``), intersected with interval
+    bounds (rigorous)."""
     lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
     bounds: list[LayerBounds] = []
-    for k in range(len(net.layers)):
+    last = len(net.layers) if upto is None else min(upto + 1, len(net.layers))
+    for k in range(last):
         b = _interval_step(net, k, bounds, lo, hi)
         if k > 0:
             b = intersect(b, symbolic_layer(net, k, bounds, lo, hi))
@@ -498,6 +500,8 @@ BOUND_METHODS = ("interval", "symbolic", "lp", "exact")
 
 
 _PROVED_BOUNDS: dict[bytes, list[LayerBounds]] = {}
+# sound_bounds(..., "exact") on a box nobody proved bounds for: a short stability analysis
+EXACT_METHOD_SECONDS = 0.0  # 0: fall back to the LP bounds (the prover may split boxes)
 _PROVED_BOUNDS_MAX = 64
 
 
@@ -541,6 +545,8 @@ def exact_stability_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, timeout
     known = _PROVED_BOUNDS.get(_bounds_key(net, lo, hi))
     if known is not None:
         return [intersect(a, b) for a, b in zip(symbolic_bounds(net, lo, hi), known)]
+    if timeout <= 0:
+        return lp_bounds(net, lo, hi)
 
     from .domain import Box, Domain
     from .stability import UnitStatus, analyze_stability
@@ -576,5 +582,5 @@ def sound_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, method: str = "in
     if method == "lp":
         return lp_bounds(net, lo, hi)
     if method == "exact":
-        return exact_stability_bounds(net, lo, hi)
+        return exact_stability_bounds(net, lo, hi, timeout=EXACT_METHOD_SECONDS)
     raise ValueError(f"unknown bound method {method!r} (one of {', '.join(BOUND_METHODS)})")

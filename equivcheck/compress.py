@@ -43,6 +43,8 @@ from .stability import StabilityReport, UnitStatus, analyze_stability
 PRIME = 2_147_483_647  # 2^31 - 1
 MAX_EXACT_BASIS = 160  # larger dependent sets are not folded (exact solve too slow)
 DEFAULT_TIMEOUT = 120.0
+FOLD_PROOF_SECONDS = 30.0  # time given to the epsilon proof of folded weights
+FOLD_MAX_RELATIVE_EPSILON = 1e-4  # folds needing a larger epsilon (x output scale) are dropped
 
 
 @dataclass(frozen=True)
@@ -481,15 +483,22 @@ def compress(
         if cand.exact or not folded:
             proof = run(cand, remaining)
         else:
-            proof = run(cand, remaining / 2)
-            if not proof.proved:
+            scale = max(1.0, float(np.max(np.abs(np.concatenate([bounds[-1].lower, bounds[-1].upper])))))
+            if cand.epsilon is not None and cand.epsilon > FOLD_MAX_RELATIVE_EPSILON * scale:
+                why = (f"the rigorous bound on the rounding of the folded weights is {float(cand.epsilon):.3g}, "
+                       f"above {FOLD_MAX_RELATIVE_EPSILON:g} x the output scale {scale:.3g}")
+                proof = None
+            else:
+                proof = run(cand, min(remaining / 2, FOLD_PROOF_SECONDS))
+                why = f"the epsilon proof ({cand.epsilon}) came back {proof.verdict.label} ({proof.reason})"
+            if proof is None or not proof.proved:
                 fallback = _build(net, report, bounds, dom, fold=False, notes=[])
                 _remember(net, dom, fallback)
                 fb_proof = run(fallback, max(timeout - (time.monotonic() - start), 10.0))
                 notes.append(
-                    f"folding {folded} stably active unit(s)/layer(s) changed weights; the epsilon "
-                    f"proof ({cand.epsilon}) came back {proof.verdict.label} ({proof.reason}), so the "
-                    "folds were dropped and the removal-only network was proved instead"
+                    f"folding {folded} stably active unit(s)/layer(s) changed weights; {why}; so the "
+                    "folds were dropped and the removal-only network (stored weights unchanged) "
+                    "was proved instead"
                 )
                 cand, proof = fallback, fb_proof
     if output is not None:

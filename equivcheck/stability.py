@@ -45,7 +45,7 @@ RANDOM_POINTS = 512
 MAX_NODES_PER_QUESTION = 2000
 QUESTION_SECONDS = 5.0
 SPLIT_MAX_INPUTS = 16
-SPLIT_MAX_BOXES = 20000
+SPLIT_BOXES_PER_QUESTION = 3000
 
 
 class UnitStatus(enum.Enum):
@@ -431,7 +431,8 @@ def _analyze_box(net, box, deadline, samples, seed, use_lp, exact, stage_seconds
     # 6. exact: input splitting for low-dimensional inputs, then certified branch and bound
     if exact and net.in_dim <= SPLIT_MAX_INPUTS and st.open_units():
         _input_split(st, bounds)
-    if exact:
+        lap("exact")
+    if exact and net.in_dim > SPLIT_MAX_INPUTS:
         for k in st.relu_layers:
             for i in range(net.layers[k].out_dim):
                 if st.status[k][i] is not UnitStatus.UNDECIDED or st.time_left() <= 0:
@@ -595,9 +596,12 @@ def _input_split(st: _State, bounds: list[LayerBounds]) -> None:
     """Prove stability by bisecting the input box (for few inputs, as ReluVal / nnenum do).
 
     A question "is sign * z_{k,i} > 0 somewhere?" is closed on a sub-box when the rigorous
-    symbolic bounds over that sub-box say no; the unit is proved stable when every sub-box of a
-    cover of the box closes it. Sub-box centres are tried as witnesses. The float sub-boxes
-    share their split points, so together they cover the (outward rounded) box.
+    symbolic bounds over that sub-box (intersected with the proved global bounds) say no; the
+    unit is proved stable when every sub-box of a cover of the box closes it. All questions share
+    one tree of sub-boxes (largest first); a question still open after
+    ``SPLIT_BOXES_PER_QUESTION`` sub-boxes is given up, so hard questions do not starve easy
+    ones. Sub-box centres are tried as witnesses. The float sub-boxes share their split points,
+    so together they cover the (outward rounded) box.
     """
     import heapq
 
@@ -616,42 +620,52 @@ def _input_split(st: _State, bounds: list[LayerBounds]) -> None:
     initial = open_questions()
     if not initial:
         return
-    heap = [(0, 0, st.lo.copy(), st.hi.copy(), frozenset(initial))]
+    given_up: set = set()
+    count: dict = {}
+    heap = [(0.0, 0, st.lo.copy(), st.hi.copy(), frozenset(initial))]
     counter = 1
-    boxes = 0
+    timed_out = False
     while heap:
-        if st.time_left() <= 0 or boxes >= SPLIT_MAX_BOXES:
+        if st.time_left() <= 0:
+            timed_out = True
             break
         _, _, lo, hi, qs = heapq.heappop(heap)
-        live = open_questions()
+        live = open_questions() - given_up
         qs = frozenset(q for q in qs if q in live)
         if not qs:
             continue
-        boxes += 1
-        b = symbolic_bounds(net, lo, hi)
+        upto = max(q[0] for q in qs)
+        b = symbolic_bounds(net, lo, hi, upto=upto)
+        b = [intersect(x, y) for x, y in zip(b, bounds)]
         left = frozenset(q for q in qs if (b[q[0]].upper[q[1]] > 0.0 if q[2] > 0 else b[q[0]].lower[q[1]] < 0.0))
         if not left:
             continue
         st.try_witnesses(((lo + hi) / 2)[None, :])
         live = open_questions()
         left = frozenset(q for q in left if q in live)
+        for q in left:
+            count[q] = count.get(q, 0) + 1
+            if count[q] > SPLIT_BOXES_PER_QUESTION:
+                given_up.add(q)
+        left = left - given_up
         if not left:
             continue
         d = int(np.argmax((hi - lo) / width0))
         mid = (lo[d] + hi[d]) / 2
         if not lo[d] < mid < hi[d]:
-            heapq.heappush(heap, (0, counter, lo, hi, left))  # cannot split: stays open
-            break
+            given_up.update(left)  # cannot split further
+            continue
         for a, c in ((lo[d], mid), (mid, hi[d])):
             nlo, nhi = lo.copy(), hi.copy()
             nlo[d], nhi[d] = a, c
             heapq.heappush(heap, (-float(np.prod((nhi - nlo) / width0)), counter, nlo, nhi, left))
             counter += 1
-    unresolved = set()
-    for item in heap:
-        unresolved.update(item[4])
+    unresolved = set(given_up)
+    if timed_out:
+        for item in heap:
+            unresolved.update(item[4])
     live = open_questions()
-    for (k, i, sign) in initial:
+    for (k, i, sign) in sorted(initial):
         if (k, i, sign) in unresolved or (k, i, sign) not in live:
             continue
         if st.status[k][i] is not UnitStatus.UNDECIDED:

@@ -1,0 +1,87 @@
+"""``equivcheck compress`` on the third-party models, checked as a new user would.
+
+For MNIST 256x2 over ``prop_0_0.03.vnnlib`` and every ACAS Xu network over ``prop_1.vnnlib``'s
+box: compress (stability analysis + transformations + proof), run original and compressed in
+onnxruntime on 10,000 random float32 points of the domain and report the largest difference,
+and (``--idempotence``) compress the compressed model again and count what it removes.
+
+    python benchmarks/compress_external.py [--timeout 40] [--acas-limit 45] [--idempotence K]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+EXTERNAL = ROOT.parent / "shared" / "models" / "external"
+
+
+def ort_run(path: Path, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    shape = [d if isinstance(d, int) else 1 for d in inp.shape]
+    return np.array([sess.run(None, {inp.name: xi.reshape(shape)})[0].ravel() for xi in x])
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--timeout", type=float, default=40.0)
+    ap.add_argument("--acas-limit", type=int, default=45)
+    ap.add_argument("--points", type=int, default=10_000)
+    ap.add_argument("--idempotence", type=int, default=0, metavar="K",
+                    help="compress the first K compressed models again and count what is removed")
+    args = ap.parse_args(argv)
+    from equivcheck.compress import compress
+    from equivcheck.domain import parse_domain
+
+    if not EXTERNAL.exists():
+        print(f"{EXTERNAL} is absent", file=sys.stderr)
+        return 1
+    jobs = [("mnistfc/mnist-net_256x2.onnx", "mnistfc/prop_0_0.03.vnnlib")]
+    acas = sorted((EXTERNAL / "acasxu").glob("ACASXU_run2a_*_batch_2000.onnx"))[: args.acas_limit]
+    jobs += [(f"acasxu/{p.name}", "acasxu/prop_1.vnnlib") for p in acas]
+    tmp = Path(tempfile.mkdtemp(prefix="equivcheck_compress_"))
+    print(f"{'model':<34} {'before':>22} {'after':>22} {'units%':>6} {'undec':>5} {'proof':>8} "
+          f"{'mode':>8} {'secs':>6} {'ort max|diff|':>13} {'again':>5}", flush=True)
+    rng = np.random.default_rng(0)
+    for model, dom_rel in jobs:
+        src, dom_path = EXTERNAL / model, EXTERNAL / dom_rel
+        out = tmp / (Path(model).stem + ".small.onnx")
+        t0 = time.perf_counter()
+        res = compress(src, domain=str(dom_path), output=out, timeout=args.timeout)
+        secs = time.perf_counter() - t0
+        dom = parse_domain(str(dom_path), res.original.in_dim)
+        box = dom.boxes[0]
+        lo, hi = box.float32_box()
+        x = (lo + rng.random((args.points, len(lo))) * (hi - lo)).astype(np.float32)
+        x = np.clip(x, lo.astype(np.float32), hi.astype(np.float32))
+        diff = float(np.max(np.abs(ort_run(src, x) - ort_run(out, x))))
+        again = ""
+        if jobs.index((model, dom_rel)) < args.idempotence:
+            res2 = compress(out, domain=str(dom_path), timeout=args.timeout)
+            again = str(sum(r.removed_inactive + r.folded_active for r in res2.table))
+        mode = "strict" if res.epsilon is None else f"eps={float(res.epsilon):.2g}"
+        verdict = res.proof.verdict.label if res.proof else "-"
+        print(f"{model.split('/')[-1][:34]:<34} {res.original.description[:22]:>22} "
+              f"{res.compressed.description[:22]:>22} {res.unit_compression:6.1f} "
+              f"{len(res.stability.undecided):5d} {verdict:>8} {mode:>8} {secs:6.1f} {diff:13.3g} {again:>5}",
+              flush=True)
+        for note in res.notes:
+            print(f"    note: {note}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
