@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from . import bounds as _bounds
+from .diffbounds import difference_bounds, same_shape
 from .domain import Box, Domain, parse_domain
 from .errors import InputError, ShapeMismatchError
 from .network import Affine, Layer, Network, fraction_array
@@ -305,167 +306,17 @@ def _block(a: np.ndarray, b: np.ndarray, zero) -> np.ndarray:
     return out
 
 
-def _two_diff(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Knuth's TwoSum for ``a - b``: ``(s, err)`` with ``s + err == a - b`` exactly."""
-    nb = -b
-    s = a + nb
-    bp = s - a
-    ap = s - bp
-    return s, (a - ap) + (nb - bp)
-
-
-def _same_architecture(f: Network, g: Network) -> bool:
-    return len(f.layers) == len(g.layers) and all(
-        lf.weight.shape == lg.weight.shape and lf.relu == lg.relu
-        and lf.affine.is_exact_float and lg.affine.is_exact_float
-        for lf, lg in zip(f.layers, g.layers)
-    )
-
-
-def _relu_difference(zl, zu, fb, gb) -> tuple[np.ndarray, np.ndarray]:
-    """Bounds of ``relu(z_f) - relu(z_g)`` from bounds of ``z_f - z_g`` and of each side."""
-    fl, fu, gl, gu = fb.lower, fb.upper, gb.lower, gb.upper
-    nl, nu = np.minimum(zl, 0.0), np.maximum(zu, 0.0)
-    nl = np.maximum(nl, _down(np.maximum(fl, 0.0) - np.maximum(gu, 0.0)))
-    nu = np.minimum(nu, _up(np.maximum(fu, 0.0) - np.maximum(gl, 0.0)))
-    both_active = (fl >= 0.0) & (gl >= 0.0)
-    nl = np.where(both_active, np.maximum(nl, zl), nl)
-    nu = np.where(both_active, np.minimum(nu, zu), nu)
-    both_off = (fu <= 0.0) & (gu <= 0.0)
-    return np.where(both_off, 0.0, nl), np.where(both_off, 0.0, nu)
-
-
 def differential_interval(f: Network, g: Network, lo: np.ndarray, hi: np.ndarray,
                           method: str = "interval", symbolic: bool = False
                           ) -> tuple[np.ndarray, np.ndarray] | None:
-    """Rigorous bounds ``(dlo, dhi)`` on ``f(x) - g(x)`` for ``x`` in the float box ``[lo, hi]``.
-
-    Tracks ``delta = h_f - h_g`` layer by layer: ``z_f - z_g = W_g delta + (W_f - W_g) h_f +
-    (b_f - b_g)`` and, through a ReLU, ``relu(a) - relu(b)`` lies between ``min(a - b, 0)`` and
-    ``max(a - b, 0)`` (and between the differences of the value ranges). Every float sum is
-    rounded outward and every product goes through :func:`equivcheck.bounds.affine_interval`, so
-    the bounds enclose the exact values. Pruning makes ``W_f - W_g`` small, which is what makes
-    this tight. With ``symbolic``, every layer's interval is intersected with a linear
-    back-substitution bound (:func:`_diff_back_substitute`). None when the architectures differ
-    or a layer's weights are not exact floats.
-    """
-    if not _same_architecture(f, g):
-        return None
+    """Rigorous bounds ``(dlo, dhi)`` on ``f(x) - g(x)`` for ``x`` in the float box ``[lo, hi]``
+    (see :func:`equivcheck.diffbounds.difference_bounds`); None when the shapes differ."""
     lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+    if not same_shape(f, g):
+        return None
     bf, bg = _bounds.sound_bounds(f, lo, hi, method), _bounds.sound_bounds(g, lo, hi, method)
-    h_lo, h_hi = lo, hi
-    d_lo = d_hi = np.zeros(len(h_lo))
-    pre: list[tuple[np.ndarray, np.ndarray]] = []
-    post: list[tuple[np.ndarray, np.ndarray]] = []
-    for k, (lf, lg) in enumerate(zip(f.layers, g.layers)):
-        d_w, err = _two_diff(lf.weight, lg.weight)
-        exact_dw = not np.any(err)
-        db = lf.bias - lg.bias
-        zero_b = np.zeros(lf.out_dim)
-        t1l, t1u = _bounds.affine_interval(lg.weight, zero_b, d_lo, d_hi)
-        t2l, t2u = _bounds.affine_interval(d_w, zero_b, h_lo, h_hi, exact_weights=exact_dw)
-        zl = _down(_down(t1l + t2l) + _down(db))
-        zu = _up(_up(t1u + t2u) + _up(db))
-        fl, fu, gl, gu = bf[k].lower, bf[k].upper, bg[k].lower, bg[k].upper
-        zl = np.maximum(zl, _down(fl - gu))
-        zu = np.minimum(zu, _up(fu - gl))
-        if symbolic and k > 0:
-            n = lf.out_dim
-            eye = np.eye(n)
-            ub = _diff_back_substitute(f, g, k, np.vstack([eye, -eye]), bf, bg, pre, post, lo, hi)
-            zl, zu = np.maximum(zl, -ub[n:]), np.minimum(zu, ub[:n])
-        pre.append((zl, zu))
-        if not lf.relu:
-            return zl, zu
-        d_lo, d_hi = _relu_difference(zl, zu, bf[k], bg[k])
-        post.append((d_lo, d_hi))
-        h_lo, h_hi = np.maximum(fl, 0.0), np.maximum(fu, 0.0)
-    return None  # unreachable: the last layer has no ReLU
-
-
-def _relax_difference(nu: np.ndarray, dl: np.ndarray, du: np.ndarray, both_active: np.ndarray,
-                      both_off: np.ndarray):
-    """``nu_i delta_i <= rho_i dz_i + r_i`` for ``delta = relu(a) - relu(b)``, ``dz = a - b``.
-
-    ``delta`` lies between 0 and ``dz`` (relu is monotone and 1-Lipschitz), so (dz, delta) lies
-    in the hull of (dl, dl), (dl, 0), (0, 0), (du, 0), (du, du); ``r`` is the maximum of the
-    linear function ``nu delta - rho dz`` over these points, valid for any ``rho`` (chosen as the
-    chord of ``max(dz, 0)`` or ``min(dz, 0)``). Both units active: ``delta = dz``; both
-    inactive: ``delta = 0``."""
-    unst = (dl < 0.0) & (du > 0.0)
-    den = np.where(unst, du - dl, 1.0)
-    a_up = np.where(dl >= 0.0, 1.0, np.where(du <= 0.0, 0.0, du / den))
-    a_lo = np.where(dl >= 0.0, 0.0, np.where(du <= 0.0, 1.0, -dl / den))
-    rho = np.where(nu > 0.0, nu * a_up, nu * a_lo)
-    rho = np.where(both_active, nu, np.where(both_off, 0.0, rho))
-    zero = np.zeros_like(dl)
-    r = None
-    for dz, d in ((dl, dl), (dl, zero), (zero, zero), (du, zero), (du, du)):
-        cand = nu * d - rho * dz
-        r = cand if r is None else np.maximum(r, cand)
-    r = np.where(both_active | both_off, 0.0, r)
-    dmax = np.maximum(np.abs(dl), np.abs(du))
-    return rho, r.sum(axis=1), (np.abs(nu) + np.abs(rho)) @ dmax
-
-
-def _diff_back_substitute(f: Network, g: Network, k: int, c: np.ndarray, bf, bg, pre, post,
-                          lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Rigorous upper bounds of the rows of ``c @ (z_f,k - z_g,k)`` over ``[lo, hi]``.
-
-    Back-substitutes two streams of coefficients, on ``delta_j = h_f,j - h_g,j`` and on
-    ``h_f,j``, through ``dz_j = W_g delta_{j-1} + D_j h_f,{j-1} + db_j`` and
-    ``z_f,j = W_f h_f,{j-1} + b_f,j``, relaxing each ReLU with :func:`_relax_difference` and
-    ``equivcheck.bounds._relax`` (from the sound bounds ``pre``/``post`` of the differences and ``bf`` of
-    f). As in :func:`equivcheck.bounds.back_substitute`, every float product and sum is covered
-    by ``gamma(N)`` times a magnitude accumulated in ``mag``; the float errors of ``W_f - W_g``
-    and ``b_f - b_g`` (exact, from TwoSum) are added as ``slack``. The result holds for the
-    exact network whatever the float coefficients came out as.
-    """
-    xmax = np.maximum(np.abs(lo), np.abs(hi))
-
-    def hmax(j: int) -> np.ndarray:  # bound of |h_f,j| (j = -1: the input)
-        return xmax if j < 0 else np.maximum(bf[j].upper, 0.0)
-
-    def dmax(j: int) -> np.ndarray:  # bound of |delta_j|
-        return np.zeros_like(xmax) if j < 0 else np.maximum(np.abs(post[j][0]), np.abs(post[j][1]))
-
-    c = np.atleast_2d(np.asarray(c, dtype=np.float64))
-    lf, lg = f.layers[k], g.layers[k]
-    d_w, d_err = _two_diff(lf.weight, lg.weight)
-    d_b, b_err = _two_diff(lf.bias, lg.bias)
-    abs_c = np.abs(c)
-    val = c @ d_b
-    mag = abs_c @ np.abs(d_b)
-    slack = abs_c @ np.abs(b_err) + (abs_c @ np.abs(d_err)) @ hmax(k - 1)
-    nu_d, nu_h = c @ lg.weight, c @ d_w
-    mag += (abs_c @ np.abs(lg.weight)) @ dmax(k - 1) + (abs_c @ np.abs(d_w)) @ hmax(k - 1)
-    ops = 2 * lf.weight.size
-    for j in range(k - 1, -1, -1):
-        fj, gj = f.layers[j], g.layers[j]
-        dl, du = pre[j]
-        fb, gb = bf[j], bg[j]
-        both_active = (fb.lower >= 0.0) & (gb.lower >= 0.0)
-        both_off = (fb.upper <= 0.0) & (gb.upper <= 0.0)
-        rho_d, r_d, m_d = _relax_difference(nu_d, dl, du, both_active, both_off)
-        rho_h, r_h, m_h = _bounds._relax(nu_h, fb.lower, fb.upper)  # CROWN relaxation
-        val += r_d + r_h
-        mag += m_d + m_h
-        d_w, d_err = _two_diff(fj.weight, gj.weight)
-        d_b, b_err = _two_diff(fj.bias, gj.bias)
-        abs_d, abs_h = np.abs(rho_d), np.abs(rho_h)
-        val += rho_d @ d_b + rho_h @ fj.bias
-        mag += abs_d @ np.abs(d_b) + abs_h @ np.abs(fj.bias)
-        slack += abs_d @ np.abs(b_err) + (abs_d @ np.abs(d_err)) @ hmax(j - 1)
-        nu_d = rho_d @ gj.weight
-        nu_h = rho_d @ d_w + rho_h @ fj.weight
-        mag += (abs_d @ np.abs(gj.weight)) @ dmax(j - 1)
-        mag += (abs_d @ np.abs(d_w) + abs_h @ np.abs(fj.weight)) @ hmax(j - 1)
-        ops += 3 * fj.weight.size + 8 * fj.out_dim
-    val += np.maximum(nu_h * lo, nu_h * hi).sum(axis=1)
-    mag += np.abs(nu_h) @ xmax
-    n = max(max(layer.in_dim, layer.out_dim) for layer in f.layers) + 12 * len(f.layers) + 24
-    factor = 4.0 * _bounds.gamma(2 * n)
-    return val + factor * (mag + slack) + slack + 8.0 * (ops + len(lo)) * _bounds.TINY
+    out = difference_bounds(f, g, lo, hi, bf, bg, symbolic=symbolic)[-1]
+    return out.post_lower, out.post_upper
 
 
 def certified_difference(f: Network, g: Network, box: Box, method: str | None = None
@@ -801,7 +652,7 @@ class _Auditor:
         gap target is met or ``budget`` seconds have passed.
         """
         deadline = time.monotonic() + budget
-        same = _same_architecture(self.f, self.g)
+        same = same_shape(self.f, self.g)
         diff = None if same else difference_network(self.f, self.g)
         if not same and diff is None:
             return

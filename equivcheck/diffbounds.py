@@ -1,22 +1,25 @@
-"""Rigorous bounds on the *difference* of two networks of the same shape (ReluDiff-style).
+"""Rigorous bounds on the unit-wise difference of two networks of the same shape.
 
 When ``a`` and ``b`` have the same layer widths (a pruned, quantized or fine-tuned copy), unit i
-of layer l in ``b`` is compared with unit i of layer l in ``a``. Propagating an interval for
-``z_b - z_a`` directly, rather than subtracting two independent intervals, keeps the correlation
-between the networks: two nearly equal networks get nearly zero difference bounds.
+of layer l in ``a`` is compared with unit i of layer l in ``b``. Propagating bounds of
+``delta = h_a - h_b`` directly, rather than subtracting two independent intervals, keeps the
+correlation between the networks: nearly equal networks get nearly zero difference bounds
+(ReluDiff / NeuroDiff style).
 
-Affine step, with ``D = W_b - W_a``::
+Affine step, with ``D = W_a - W_b``::
 
-    z_b - z_a = W_b (h_b - h_a) + D h_a + (b_b - b_a)
+    z_a - z_b = W_b (h_a - h_b) + D h_a + (b_a - b_b)
 
-ReLU step (relu is monotone and 1-Lipschitz)::
+ReLU step: ``relu(z_a) - relu(z_b)`` lies between ``min(0, dz)`` and ``max(0, dz)`` (relu is
+monotone and 1-Lipschitz) and between the differences of the value ranges, with the exact cases
+when both units are stable. With ``symbolic``, every layer is also bounded by back-substituting
+two streams of linear coefficients (on ``delta`` and on ``h_a``) to the input.
 
-    relu(z_b) - relu(z_a) lies between min(0, dz) and max(0, dz), and in
-    [relu(lo_b) - relu(up_a), relu(up_b) - relu(lo_a)],
-
-with exact cases when both units are stable. Every float computation carries the same explicit
-rounding allowance as :mod:`equivcheck.bounds`, so the bounds enclose the exact differences of
-the stored weights over the exact box.
+Every float sum is rounded outward, every product is covered by an explicit ``gamma(n)``
+allowance, and the float errors of ``W_a - W_b`` and ``b_a - b_b`` are carried exactly (TwoSum),
+so the bounds enclose the exact differences of the stored weights over the exact box. Used by
+the prover (epsilon proofs without search, implied constraints in the encoding) and by the audit
+(certified deviation bounds).
 """
 
 from __future__ import annotations
@@ -25,13 +28,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .bounds import TINY, LayerBounds, gamma
+from . import bounds as _bounds
+from .bounds import LayerBounds
 from .network import Network
 
 
 @dataclass(frozen=True, eq=False)
 class DiffBounds:
-    """Bounds of ``z_b - z_a`` (pre-activation) and ``h_b - h_a`` (after the activation)."""
+    """Bounds of ``z_a - z_b`` (pre-activation) and ``h_a - h_b`` (after the activation)."""
 
     pre_lower: np.ndarray
     pre_upper: np.ndarray
@@ -39,11 +43,47 @@ class DiffBounds:
     post_upper: np.ndarray
 
 
+def _down(x: np.ndarray) -> np.ndarray:
+    """One ulp down: below the exact result of the single rounded operation that gave ``x``."""
+    return np.nextafter(x, -np.inf)
+
+
+def _up(x: np.ndarray) -> np.ndarray:
+    return np.nextafter(x, np.inf)
+
+
 def same_shape(a: Network, b: Network) -> bool:
-    """True when unit i of every layer of ``b`` can be compared with unit i of ``a``."""
+    """True when unit i of every layer of ``a`` can be compared with unit i of ``b``.
+
+    Both networks must hold exact float weights (the error of ``W_a - W_b`` is then exact).
+    """
     return len(a.layers) == len(b.layers) and all(
-        la.weight.shape == lb.weight.shape and la.relu == lb.relu for la, lb in zip(a.layers, b.layers)
+        la.weight.shape == lb.weight.shape and la.relu == lb.relu
+        and la.affine.is_exact_float and lb.affine.is_exact_float
+        for la, lb in zip(a.layers, b.layers)
     )
+
+
+def _two_diff(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Knuth's TwoSum for ``a - b``: ``(s, err)`` with ``s + err == a - b`` exactly."""
+    nb = -b
+    s = a + nb
+    bp = s - a
+    ap = s - bp
+    return s, (a - ap) + (nb - bp)
+
+
+def _relu_difference(zl, zu, ba: LayerBounds, bb: LayerBounds) -> tuple[np.ndarray, np.ndarray]:
+    """Bounds of ``relu(z_a) - relu(z_b)`` from bounds of ``z_a - z_b`` and of each side."""
+    al, au, bl, bu = ba.lower, ba.upper, bb.lower, bb.upper
+    nl, nu = np.minimum(zl, 0.0), np.maximum(zu, 0.0)
+    nl = np.maximum(nl, _down(np.maximum(al, 0.0) - np.maximum(bu, 0.0)))
+    nu = np.minimum(nu, _up(np.maximum(au, 0.0) - np.maximum(bl, 0.0)))
+    both_active = (al >= 0.0) & (bl >= 0.0)
+    nl = np.where(both_active, np.maximum(nl, zl), nl)
+    nu = np.where(both_active, np.minimum(nu, zu), nu)
+    both_off = (au <= 0.0) & (bu <= 0.0)
+    return np.where(both_off, 0.0, nl), np.where(both_off, 0.0, nu)
 
 
 def difference_bounds(
@@ -53,65 +93,133 @@ def difference_bounds(
     hi: np.ndarray,
     bounds_a: list[LayerBounds],
     bounds_b: list[LayerBounds],
+    symbolic: bool = False,
 ) -> list[DiffBounds] | None:
-    """Sound bounds of the unit-wise difference of ``b`` and ``a`` on every layer, or None.
+    """Sound bounds of ``z_a - z_b`` and ``h_a - h_b`` on every layer, or None.
 
     ``lo``/``hi`` enclose the input box and ``bounds_a``/``bounds_b`` are sound pre-activation
-    bounds over it. Returns None when the networks do not have the same shape.
+    bounds over it. With ``symbolic``, each layer's interval is intersected with a linear
+    back-substitution bound (tighter, slower). None when the networks do not have the same
+    shape (see :func:`same_shape`).
     """
     if not same_shape(a, b):
         return None
+    lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+    h_lo, h_hi = lo, hi
+    d_lo = d_hi = np.zeros(len(lo))
+    pre: list[tuple[np.ndarray, np.ndarray]] = []
+    post: list[tuple[np.ndarray, np.ndarray]] = []
     out: list[DiffBounds] = []
-    dh_lo, dh_hi = np.zeros(a.in_dim), np.zeros(a.in_dim)  # both networks read the same input
-    ha_lo, ha_hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
-    for la, lb, za, zb in zip(a.layers, b.layers, bounds_a, bounds_b):
-        wa, wb = la.weight, lb.weight
-        d = wb - wa  # rounding here is covered by the (|W_a| + |W_b|) |h_a| term below
-        db = lb.bias - la.bias
-        z_lo = (np.maximum(wb, 0) @ dh_lo + np.minimum(wb, 0) @ dh_hi
-                + np.maximum(d, 0) @ ha_lo + np.minimum(d, 0) @ ha_hi + db)
-        z_hi = (np.maximum(wb, 0) @ dh_hi + np.minimum(wb, 0) @ dh_lo
-                + np.maximum(d, 0) @ ha_hi + np.minimum(d, 0) @ ha_lo + db)
-        mag = (np.abs(wb) @ np.maximum(np.abs(dh_lo), np.abs(dh_hi))
-               + (np.abs(wa) + np.abs(wb)) @ np.maximum(np.abs(ha_lo), np.abs(ha_hi))
-               + np.abs(la.bias) + np.abs(lb.bias))
-        allowance = 2.0 * gamma(2 * wa.shape[1] + 8) * mag + TINY
-        # the two networks' own bounds give another enclosure: intersect
-        z_lo = np.maximum(z_lo - allowance, _sub_down(zb.lower, za.upper))
-        z_hi = np.minimum(z_hi + allowance, _sub_up(zb.upper, za.lower))
+    for k, (la, lb) in enumerate(zip(a.layers, b.layers)):
+        d_w, err = _two_diff(la.weight, lb.weight)
+        exact_dw = not np.any(err)
+        db = la.bias - lb.bias
+        zero_b = np.zeros(la.out_dim)
+        t1l, t1u = _bounds.affine_interval(lb.weight, zero_b, d_lo, d_hi)
+        t2l, t2u = _bounds.affine_interval(d_w, zero_b, h_lo, h_hi, exact_weights=exact_dw)
+        zl = _down(_down(t1l + t2l) + _down(db))
+        zu = _up(_up(t1u + t2u) + _up(db))
+        ba, bb = bounds_a[k], bounds_b[k]
+        zl = np.maximum(zl, _down(ba.lower - bb.upper))
+        zu = np.minimum(zu, _up(ba.upper - bb.lower))
+        if symbolic and k > 0:
+            n = la.out_dim
+            eye = np.eye(n)
+            ub = _diff_back_substitute(a, b, k, np.vstack([eye, -eye]), bounds_a, bounds_b, pre, post, lo, hi)
+            zl, zu = np.maximum(zl, -ub[n:]), np.minimum(zu, ub[:n])
+        pre.append((zl, zu))
         if la.relu:
-            p_lo, p_hi = _relu_difference(z_lo, z_hi, za, zb)
+            d_lo, d_hi = _relu_difference(zl, zu, ba, bb)
         else:
-            p_lo, p_hi = z_lo, z_hi
-        out.append(DiffBounds(z_lo, z_hi, p_lo, p_hi))
-        dh_lo, dh_hi = p_lo, p_hi
-        ha_lo, ha_hi = (np.maximum(za.lower, 0.0), np.maximum(za.upper, 0.0)) if la.relu else (za.lower, za.upper)
+            d_lo, d_hi = zl, zu
+        post.append((d_lo, d_hi))
+        out.append(DiffBounds(zl, zu, d_lo, d_hi))
+        h_lo, h_hi = (np.maximum(ba.lower, 0.0), np.maximum(ba.upper, 0.0)) if la.relu else (ba.lower, ba.upper)
     return out
 
 
-def _sub_down(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """A float <= x - y exactly (one rounded subtraction, stepped one ulp down)."""
-    return np.nextafter(x - y, -np.inf)
+def _relax_difference(nu: np.ndarray, dl: np.ndarray, du: np.ndarray, both_active: np.ndarray,
+                      both_off: np.ndarray):
+    """``nu_i delta_i <= rho_i dz_i + r_i`` for ``delta = relu(a) - relu(b)``, ``dz = a - b``.
+
+    ``delta`` lies between 0 and ``dz`` (relu is monotone and 1-Lipschitz), so (dz, delta) lies
+    in the hull of (dl, dl), (dl, 0), (0, 0), (du, 0), (du, du); ``r`` is the maximum of the
+    linear function ``nu delta - rho dz`` over these points, valid for any ``rho`` (chosen as the
+    chord of ``max(dz, 0)`` or ``min(dz, 0)``). Both units active: ``delta = dz``; both
+    inactive: ``delta = 0``."""
+    unst = (dl < 0.0) & (du > 0.0)
+    den = np.where(unst, du - dl, 1.0)
+    a_up = np.where(dl >= 0.0, 1.0, np.where(du <= 0.0, 0.0, du / den))
+    a_lo = np.where(dl >= 0.0, 0.0, np.where(du <= 0.0, 1.0, -dl / den))
+    rho = np.where(nu > 0.0, nu * a_up, nu * a_lo)
+    rho = np.where(both_active, nu, np.where(both_off, 0.0, rho))
+    zero = np.zeros_like(dl)
+    r = None
+    for dz, d in ((dl, dl), (dl, zero), (zero, zero), (du, zero), (du, du)):
+        cand = nu * d - rho * dz
+        r = cand if r is None else np.maximum(r, cand)
+    r = np.where(both_active | both_off, 0.0, r)
+    dmax = np.maximum(np.abs(dl), np.abs(du))
+    return rho, r.sum(axis=1), (np.abs(nu) + np.abs(rho)) @ dmax
 
 
-def _sub_up(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """A float >= x - y exactly."""
-    return np.nextafter(x - y, np.inf)
+def _diff_back_substitute(f: Network, g: Network, k: int, c: np.ndarray, bf, bg, pre, post,
+                          lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Rigorous upper bounds of the rows of ``c @ (z_f,k - z_g,k)`` over ``[lo, hi]``.
+
+    Back-substitutes two streams of coefficients, on ``delta_j = h_f,j - h_g,j`` and on
+    ``h_f,j``, through ``dz_j = W_g delta_{j-1} + D_j h_f,{j-1} + db_j`` and
+    ``z_f,j = W_f h_f,{j-1} + b_f,j``, relaxing each ReLU with :func:`_relax_difference` and
+    ``equivcheck.bounds._relax`` (from the sound bounds ``pre``/``post`` of the differences and ``bf`` of
+    f). As in :func:`equivcheck.bounds.back_substitute`, every float product and sum is covered
+    by ``gamma(N)`` times a magnitude accumulated in ``mag``; the float errors of ``W_f - W_g``
+    and ``b_f - b_g`` (exact, from TwoSum) are added as ``slack``. The result holds for the
+    exact network whatever the float coefficients came out as.
+    """
+    xmax = np.maximum(np.abs(lo), np.abs(hi))
+
+    def hmax(j: int) -> np.ndarray:  # bound of |h_f,j| (j = -1: the input)
+        return xmax if j < 0 else np.maximum(bf[j].upper, 0.0)
+
+    def dmax(j: int) -> np.ndarray:  # bound of |delta_j|
+        return np.zeros_like(xmax) if j < 0 else np.maximum(np.abs(post[j][0]), np.abs(post[j][1]))
+
+    c = np.atleast_2d(np.asarray(c, dtype=np.float64))
+    lf, lg = f.layers[k], g.layers[k]
+    d_w, d_err = _two_diff(lf.weight, lg.weight)
+    d_b, b_err = _two_diff(lf.bias, lg.bias)
+    abs_c = np.abs(c)
+    val = c @ d_b
+    mag = abs_c @ np.abs(d_b)
+    slack = abs_c @ np.abs(b_err) + (abs_c @ np.abs(d_err)) @ hmax(k - 1)
+    nu_d, nu_h = c @ lg.weight, c @ d_w
+    mag += (abs_c @ np.abs(lg.weight)) @ dmax(k - 1) + (abs_c @ np.abs(d_w)) @ hmax(k - 1)
+    ops = 2 * lf.weight.size
+    for j in range(k - 1, -1, -1):
+        fj, gj = f.layers[j], g.layers[j]
+        dl, du = pre[j]
+        fb, gb = bf[j], bg[j]
+        both_active = (fb.lower >= 0.0) & (gb.lower >= 0.0)
+        both_off = (fb.upper <= 0.0) & (gb.upper <= 0.0)
+        rho_d, r_d, m_d = _relax_difference(nu_d, dl, du, both_active, both_off)
+        rho_h, r_h, m_h = _bounds._relax(nu_h, fb.lower, fb.upper)  # CROWN relaxation
+        val += r_d + r_h
+        mag += m_d + m_h
+        d_w, d_err = _two_diff(fj.weight, gj.weight)
+        d_b, b_err = _two_diff(fj.bias, gj.bias)
+        abs_d, abs_h = np.abs(rho_d), np.abs(rho_h)
+        val += rho_d @ d_b + rho_h @ fj.bias
+        mag += abs_d @ np.abs(d_b) + abs_h @ np.abs(fj.bias)
+        slack += abs_d @ np.abs(b_err) + (abs_d @ np.abs(d_err)) @ hmax(j - 1)
+        nu_d = rho_d @ gj.weight
+        nu_h = rho_d @ d_w + rho_h @ fj.weight
+        mag += (abs_d @ np.abs(gj.weight)) @ dmax(j - 1)
+        mag += (abs_d @ np.abs(d_w) + abs_h @ np.abs(fj.weight)) @ hmax(j - 1)
+        ops += 3 * fj.weight.size + 8 * fj.out_dim
+    val += np.maximum(nu_h * lo, nu_h * hi).sum(axis=1)
+    mag += np.abs(nu_h) @ xmax
+    n = max(max(layer.in_dim, layer.out_dim) for layer in f.layers) + 12 * len(f.layers) + 24
+    factor = 4.0 * _bounds.gamma(2 * n)
+    return val + factor * (mag + slack) + slack + 8.0 * (ops + len(lo)) * _bounds.TINY
 
 
-def _relu_difference(z_lo, z_hi, za: LayerBounds, zb: LayerBounds) -> tuple[np.ndarray, np.ndarray]:
-    """Bounds of relu(z_b) - relu(z_a) from bounds of z_b - z_a, z_a and z_b (no rounding)."""
-    p_lo = np.maximum(np.minimum(z_lo, 0.0), _sub_down(np.maximum(zb.lower, 0), np.maximum(za.upper, 0)))
-    p_hi = np.minimum(np.maximum(z_hi, 0.0), _sub_up(np.maximum(zb.upper, 0), np.maximum(za.lower, 0)))
-    a_off, b_off = za.upper <= 0, zb.upper <= 0
-    a_on, b_on = za.lower >= 0, zb.lower >= 0
-    cases = [
-        (a_off & b_off, 0.0, 0.0),
-        (a_on & b_on, z_lo, z_hi),
-        (a_off & b_on, zb.lower, zb.upper),
-        (a_on & b_off, -za.upper, -za.lower),
-    ]
-    for mask, lo, hi in cases:
-        p_lo = np.where(mask, lo, p_lo)
-        p_hi = np.where(mask, hi, p_hi)
-    return p_lo, p_hi

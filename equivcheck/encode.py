@@ -200,7 +200,7 @@ def encode_disagreement(
         if diff is not None:
             for ra, rb, lo, hi in zip(per_layer_a[li], hb, diff[li].post_lower, diff[li].post_upper):
                 if ra != rb:  # implied: the difference of the two units lies within its bounds
-                    d = f"(- {_ref(rb)} {_ref(ra)})"
+                    d = f"(- {_ref(ra)} {_ref(rb)})"
                     wr.lines.append(f"(assert (<= {num(lo)} {d}))")
                     wr.lines.append(f"(assert (<= {d} {num(hi)}))")
     wr.lines.append(_negated_spec([_ref(v) for v in ha], [_ref(v) for v in hb], spec, wr))

@@ -170,7 +170,7 @@ def _prove_box(
         return done(Verdict.PROVED, "the networks are identical after canonicalisation (no search needed)")
 
     # 1. bounds on the difference of same-shaped networks may settle epsilon outright
-    diff = difference_bounds(a, b, lo, hi, ba, bb)
+    diff = difference_bounds(a, b, lo, hi, ba, bb, symbolic=True)
     eps = epsilon_bound(spec, diff)
     if eps is not None and eps <= spec.tolerance:
         return done(

@@ -141,7 +141,7 @@ def _split(a, b, spec, box, deadline, bound_method, stats) -> Decision:
         parts += 1
         lo, hi = part.lower_float(), part.upper_float()
         ba, bb = sound_bounds(a, lo, hi, bound_method), sound_bounds(b, lo, hi, bound_method)
-        diff = difference_bounds(a, b, lo, hi, ba, bb)
+        diff = difference_bounds(a, b, lo, hi, ba, bb, symbolic=True)
         eps = epsilon_bound(spec, diff)
         if eps is not None and eps <= spec.tolerance:
             by_bounds += 1

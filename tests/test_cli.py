@@ -91,11 +91,15 @@ def test_unknown_exit_3(tmp_path):
     bs = [rng.normal(0, 0.1, 40), rng.normal(0, 0.1, 40), rng.normal(0, 0.1, 40), rng.normal(0, 0.1, 3)]
     a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
     onnx.save(mlp(ws, bs), a)
-    # first-layer weights nudged by 2^-12: within the tolerance, but no unit is shared, so only
-    # the solver could prove it, and not within a second
+    # first-layer weights nudged by 2^-12 and one more hidden unit whose outgoing weights are 0:
+    # within the tolerance, but no unit is shared and the shapes differ (no difference bounds),
+    # so only the solver could prove it, and not within a second
     ws2 = [w.copy() for w in ws]
-    ws2[0] = ws2[0] + 2.0**-12
-    onnx.save(mlp(ws2, bs), b)
+    bs2 = [x.copy() for x in bs]
+    ws2[0] = np.vstack([ws2[0] + 2.0**-12, np.full((1, 6), 0.5)])
+    bs2[0] = np.append(bs2[0], 0.25)
+    ws2[1] = np.hstack([ws2[1], np.zeros((40, 1))])
+    onnx.save(mlp(ws2, bs2), b)
     r = run("prove", a, b, "--domain", "-1:1", "--mode", "epsilon", "--tolerance", "0.5", "--timeout", "1", "--json")
     assert r.exit_code == 3, r.output
     data = json.loads(r.stdout)
