@@ -104,16 +104,21 @@ def main(argv: list[str] | None = None) -> int:
                   f"{comps[-1]:.1f}% of units ({params[-1]:.1f}% of parameters)  {times[-1]:.2f} s  "
                   f"proof {verdicts[-1]}  undecided {len(res.stability.undecided)}", flush=True)
         stage_tot = {k: sum(s[k]["stable"] for s in stages) / len(stages) for k in stages[0]}
+        stage_tot["witnessed unstable"] = sum(s["witness"]["unstable"] + s["exact"]["unstable"]
+                                              for s in stages) / len(stages)
+        stage_tot["undecided"] = sum(s["timeout"]["undecided"] for s in stages) / len(stages)
         results.append((width, l1, s_acc, s_comp, s_time, mean_se(accs), mean_se(comps),
                         mean_se(times), stage_tot, verdicts))
     print()
     head = (f"{'width':>5} {'L1':>8} | {'accuracy % (ours)':>17} {'(seed)':>14} | "
             f"{'compression % (ours)':>20} {'(seed)':>11} | {'runtime s (ours)':>16} {'(seed)':>11} "
-            f"{'target':>6} | stable units per net by stage: interval / symbolic / lp / witness / exact | proofs")
+            f"{'target':>6} | stable units per net by stage: interval / symbolic / lp / exact "
+            f"(unstable: witnessed / undecided) | proofs")
     print(head)
     print("-" * len(head))
     for width, l1, s_acc, s_comp, s_time, acc, comp, rt, st, verdicts in results:
-        stage_txt = " / ".join(f"{st[k]:.1f}" for k in ("interval", "symbolic", "lp", "witness", "exact"))
+        stage_txt = " / ".join(f"{st[k]:.1f}" for k in ("interval", "symbolic", "lp", "exact"))
+        stage_txt += f" ({st['witnessed unstable']:.1f} / {st['undecided']:.1f})"
         proofs = f"{verdicts.count('proved')}/{len(verdicts)} proved"
         print(f"{width:>5} {l1:>8g} | {fmt(acc):>17} {fmt(s_acc):>14} | {fmt(comp, 1):>20} "
               f"{fmt(s_comp, 1):>11} | {fmt(rt, 2):>16} {fmt(s_time, 1):>11} {TARGET[width]:>6} | "

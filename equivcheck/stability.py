@@ -122,11 +122,14 @@ class StabilityReport:
                      if s is UnitStatus.UNDECIDED)
 
     def stage_counts(self) -> dict[str, dict[str, int]]:
-        """How many units each stage decided, split into stable and unstable."""
-        out: dict[str, dict[str, int]] = {s.value: {"stable": 0, "unstable": 0} for s in Stage}
+        """How many units each stage decided, split into stable and unstable ("timeout" counts
+        the undecided units)."""
+        out: dict[str, dict[str, int]] = {
+            s.value: {"stable": 0, "unstable": 0, "undecided": 0} for s in Stage
+        }
         for r in self.layers:
             for st, sg in zip(r.status, r.stage):
-                key = "stable" if st.stable else "unstable"
+                key = "stable" if st.stable else st.value
                 out[sg.value][key] += 1
         return out
 
