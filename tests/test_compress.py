@@ -175,3 +175,37 @@ def test_cli_bad_input_is_one_line_and_exit_4(tmp_path, args, needle):
     assert res.exit_code == 4
     assert needle in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_folds_are_dropped_when_their_epsilon_cannot_be_proved(monkeypatch):
+    import equivcheck.compress as cmod
+
+    monkeypatch.setattr(cmod, "FOLD_MAX_RELATIVE_EPSILON", 0.0)  # no epsilon is small enough
+    third = float(np.float32(1 / 3))
+    w1 = np.array([[1, 1], [third, third], [1, -1]], dtype=float)
+    b1 = np.array([1, third, 0], dtype=float)
+    w2 = np.array([[0.1, 0.7, 1.0]], dtype=float)
+    model = mlp([w1, w2], [b1, np.array([0.2])])
+    res = compress(model, domain="0:1", timeout=60)
+    assert res.table[0].folded_active == 0 and res.table[0].units_after == 3
+    assert res.exact and res.epsilon is None
+    assert res.proof.verdict is Verdict.PROVED and res.proof.spec["mode"] == "strict"
+    assert any("folds were dropped" in n for n in res.notes)
+
+
+def test_acas_network_over_a_small_box(external):
+    src = external("acasxu/ACASXU_run2a_1_1_batch_2000.onnx")
+    # a small box inside prop_1's region: analysis and proof finish quickly
+    from equivcheck.domain import box_domain
+
+    lo = [0.62, -0.05, -0.05, 0.46, -0.49]
+    hi = [0.64, 0.05, 0.05, 0.48, -0.47]
+    res = compress(src, domain=box_domain(lo, hi), timeout=20)
+    assert res.proof.verdict is Verdict.PROVED
+    assert res.hidden_after < res.hidden_before
+    rng = np.random.default_rng(0)
+    x = (np.array(lo) + rng.random((500, 5)) * (np.array(hi) - np.array(lo))).astype(np.float32)
+    ya = ort_outputs(onnx.load(str(src)), x)
+    yb = ort_outputs(res.onnx_model, x)
+    tol = 0.0 if res.epsilon is None else float(res.epsilon)
+    assert np.max(np.abs(ya - yb)) <= tol + 1e-5 * (1 + np.max(np.abs(ya)))
