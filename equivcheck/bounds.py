@@ -194,14 +194,18 @@ def symbolic_layer(net: Network, k: int, bounds: list[LayerBounds], lo, hi) -> L
     return LayerBounds(-ub[n:], ub[:n])
 
 
-def symbolic_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, upto: int | None = None) -> list[LayerBounds]:
+def symbolic_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, upto: int | None = None,
+                    base: list[LayerBounds] | None = None) -> list[LayerBounds]:
     """CROWN-style bounds of every layer (or of layers ``0..upto``), intersected with interval
-    bounds (rigorous)."""
+    bounds (rigorous). ``base``: sound bounds already known for a superset of the box (e.g. the
+    whole domain); each layer is intersected with them before the next layer uses it."""
     lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
     bounds: list[LayerBounds] = []
     last = len(net.layers) if upto is None else min(upto + 1, len(net.layers))
     for k in range(last):
         b = _interval_step(net, k, bounds, lo, hi)
+        if base is not None:
+            b = intersect(b, base[k])
         if k > 0:
             b = intersect(b, symbolic_layer(net, k, bounds, lo, hi))
         bounds.append(b)

@@ -45,7 +45,7 @@ RANDOM_POINTS = 512
 MAX_NODES_PER_QUESTION = 2000
 QUESTION_SECONDS = 5.0
 SPLIT_MAX_INPUTS = 16
-SPLIT_BOXES_PER_QUESTION = 3000
+SPLIT_BUDGETS = (30, 300, 3000, 30000)  # sub-boxes per question, pass by pass
 
 
 class UnitStatus(enum.Enum):
@@ -596,13 +596,22 @@ def _branch_and_bound(st: _State, bounds: list[LayerBounds], k: int, i: int, sig
 
 
 def _input_split(st: _State, bounds: list[LayerBounds]) -> None:
+    """Input splitting with growing per-question budgets, so that easy questions are settled
+    before the hard ones use up the time (see :func:`_input_split_pass`)."""
+    for budget in SPLIT_BUDGETS:
+        if st.time_left() <= 0 or st.open_units() == 0:
+            return
+        _input_split_pass(st, bounds, budget)
+
+
+def _input_split_pass(st: _State, bounds: list[LayerBounds], budget: int) -> None:
     """Prove stability by bisecting the input box (for few inputs, as ReluVal / nnenum do).
 
     A question "is sign * z_{k,i} > 0 somewhere?" is closed on a sub-box when the rigorous
     symbolic bounds over that sub-box (intersected with the proved global bounds) say no; the
     unit is proved stable when every sub-box of a cover of the box closes it. All questions share
     one tree of sub-boxes (largest first); a question still open after
-    ``SPLIT_BOXES_PER_QUESTION`` sub-boxes is given up, so hard questions do not starve easy
+    ``budget`` sub-boxes is given up, so hard questions do not starve easy
     ones. Sub-box centres are tried as witnesses. The float sub-boxes share their split points,
     so together they cover the (outward rounded) box.
     """
@@ -638,8 +647,7 @@ def _input_split(st: _State, bounds: list[LayerBounds]) -> None:
         if not qs:
             continue
         upto = max(q[0] for q in qs)
-        b = symbolic_bounds(net, lo, hi, upto=upto)
-        b = [intersect(x, y) for x, y in zip(b, bounds)]
+        b = symbolic_bounds(net, lo, hi, upto=upto, base=bounds)
         left = frozenset(q for q in qs if (b[q[0]].upper[q[1]] > 0.0 if q[2] > 0 else b[q[0]].lower[q[1]] < 0.0))
         if not left:
             continue
@@ -648,7 +656,7 @@ def _input_split(st: _State, bounds: list[LayerBounds]) -> None:
         left = frozenset(q for q in left if q in live)
         for q in left:
             count[q] = count.get(q, 0) + 1
-            if count[q] > SPLIT_BOXES_PER_QUESTION:
+            if count[q] > budget:
                 given_up.add(q)
         left = left - given_up
         if not left:
