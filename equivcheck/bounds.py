@@ -553,19 +553,11 @@ def exact_stability_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, timeout
         return lp_bounds(net, lo, hi)
 
     from .domain import Box, Domain
-    from .stability import UnitStatus, analyze_stability
+    from .stability import analyze_stability
 
     box = Box(tuple(Fraction(float(v)) for v in lo), tuple(Fraction(float(v)) for v in hi))
     report = analyze_stability(net, Domain((box,), "<bounds>"), timeout=timeout)
-    bounds = symbolic_bounds(net, lo, hi)
-    for rep in report.layers:
-        lower, upper = bounds[rep.layer].lower.copy(), bounds[rep.layer].upper.copy()
-        for i, s in enumerate(rep.status):
-            if s is UnitStatus.INACTIVE:
-                upper[i] = min(upper[i], 0.0)
-            elif s is UnitStatus.ACTIVE:
-                lower[i] = max(lower[i], 0.0)
-        bounds[rep.layer] = LayerBounds(lower, upper)
+    bounds = report.clip(symbolic_bounds(net, lo, hi))
     remember_bounds(net, lo, hi, bounds)
     return bounds
 

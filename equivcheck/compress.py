@@ -528,16 +528,7 @@ def _report_bounds(net: Network, dom: Domain, report: StabilityReport) -> list[L
             LayerBounds(np.minimum(x.lower, y.lower), np.maximum(x.upper, y.upper)) for x, y in zip(out, b)
         ]
     # units proved stable by later stages: the proof, not these bounds, is what makes them so
-    for rep in report.layers:
-        lb = out[rep.layer]
-        lower, upper = lb.lower.copy(), lb.upper.copy()
-        for i, s in enumerate(rep.status):
-            if s is UnitStatus.INACTIVE:
-                upper[i] = min(upper[i], 0.0)
-            elif s is UnitStatus.ACTIVE:
-                lower[i] = max(lower[i], 0.0)
-        out[rep.layer] = LayerBounds(lower, upper)
-    return out
+    return report.clip(out)
 
 
 def _table(net, stored, layers, removed, folded_units, folded_layers, collapsed) -> tuple[LayerCompression, ...]:

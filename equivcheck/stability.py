@@ -115,6 +115,19 @@ class StabilityReport:
                 return rep
         return None
 
+    def clip(self, bounds: list[LayerBounds]) -> list[LayerBounds]:
+        """``bounds`` with every unit proved stable clipped at 0 (still sound if they were)."""
+        out = list(bounds)
+        for rep in self.layers:
+            lower, upper = out[rep.layer].lower.copy(), out[rep.layer].upper.copy()
+            for i, s in enumerate(rep.status):
+                if s is UnitStatus.INACTIVE:
+                    upper[i] = min(upper[i], 0.0)
+                elif s is UnitStatus.ACTIVE:
+                    lower[i] = max(lower[i], 0.0)
+            out[rep.layer] = LayerBounds(lower, upper)
+        return out
+
     @property
     def undecided(self) -> tuple[tuple[int, int], ...]:
         """(layer, unit) of every unit the time limit left undecided."""
@@ -187,6 +200,18 @@ class _State:
                     self.status[k][i], self.stage[k][i] = UnitStatus.ACTIVE, stage
                 elif s < 0:
                     self.status[k][i], self.stage[k][i] = UnitStatus.INACTIVE, stage
+
+    def proved_stable(self, bounds: list[LayerBounds], k: int, i: int, sign: int) -> None:
+        """Record that ``sign * z_{k,i} <= 0`` was proved by the exact stage, and clip the bounds
+        (later questions may rely on the fact)."""
+        lower, upper = bounds[k].lower.copy(), bounds[k].upper.copy()
+        if sign > 0:
+            self.status[k][i], self.stage[k][i] = UnitStatus.INACTIVE, Stage.EXACT
+            upper[i] = min(upper[i], 0.0)
+        else:
+            self.status[k][i], self.stage[k][i] = UnitStatus.ACTIVE, Stage.EXACT
+            lower[i] = max(lower[i], 0.0)
+        bounds[k] = LayerBounds(lower, upper)
 
     def needs(self) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         """Per layer: masks of units still lacking a positive / a negative witness."""
@@ -585,14 +610,7 @@ def _branch_and_bound(st: _State, bounds: list[LayerBounds], k: int, i: int, sig
             child = dict(phase)
             child[best] = ph
             stack.append(child)
-    lower, upper = bounds[k].lower.copy(), bounds[k].upper.copy()
-    if sign > 0:
-        st.status[k][i], st.stage[k][i] = UnitStatus.INACTIVE, Stage.EXACT
-        upper[i] = min(upper[i], 0.0)
-    else:
-        st.status[k][i], st.stage[k][i] = UnitStatus.ACTIVE, Stage.EXACT
-        lower[i] = max(lower[i], 0.0)
-    bounds[k] = LayerBounds(lower, upper)  # proved: later questions may rely on it
+    st.proved_stable(bounds, k, i, sign)
 
 
 def _input_split(st: _State, bounds: list[LayerBounds]) -> None:
@@ -679,16 +697,8 @@ def _input_split_pass(st: _State, bounds: list[LayerBounds], budget: int) -> Non
     for (k, i, sign) in sorted(initial):
         if (k, i, sign) in unresolved or (k, i, sign) not in live:
             continue
-        if st.status[k][i] is not UnitStatus.UNDECIDED:
-            continue
-        lower, upper = bounds[k].lower.copy(), bounds[k].upper.copy()
-        if sign > 0:
-            st.status[k][i], st.stage[k][i] = UnitStatus.INACTIVE, Stage.EXACT
-            upper[i] = min(upper[i], 0.0)
-        else:
-            st.status[k][i], st.stage[k][i] = UnitStatus.ACTIVE, Stage.EXACT
-            lower[i] = max(lower[i], 0.0)
-        bounds[k] = LayerBounds(lower, upper)
+        if st.status[k][i] is UnitStatus.UNDECIDED:
+            st.proved_stable(bounds, k, i, sign)
 
 
 def _phase_bounds(net, bounds, phase, k, lo, hi) -> list[LayerBounds] | None:
