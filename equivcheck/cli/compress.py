@@ -23,9 +23,9 @@ def compress_cmd(
 ) -> int:
     """Remove stably inactive units and fold stably active ones, losslessly on the domain.
 
-    Writes the compressed ONNX model, prints a per-layer table and, unless --no-verify, proves
-    the two models equivalent on the domain. Exit codes: 0 compressed and proved (or not
-    verified), 1 the proof found a difference (a bug: please report), 3 proof unknown, 4 bad input.
+    Writes the compressed ONNX model, prints a per-layer table and, unless --no-verify, proves the two models equivalent on the domain.
+
+    Exit codes: 0 compressed and proved (or not verified), 1 the proof found a difference (a bug: please report it), 3 proof unknown, 4 bad input.
     """
     from ..compress import compress
 
