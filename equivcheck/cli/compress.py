@@ -49,12 +49,12 @@ def render(result, output: Path) -> None:
 
     con = console()
     table = Table(title=f"equivcheck compress: {result.original.source}")
-    for col in ("layer", "units before", "removed inactive", "folded active", "units after",
-                "params before", "params after", "compression %"):
+    for col in ("layer", "units", "inactive removed", "active folded", "units kept",
+                "params", "params kept", "saved %"):
         table.add_column(col, justify="right")
     for r in result.table:
         pct = 100.0 * (1 - r.params_after / r.params_before) if r.params_before else 0.0
-        name = f"{r.layer}{'' if r.relu else ' (output)'}{' folded' if r.folded_into_next else ''}"
+        name = f"{r.layer}{'' if r.relu else ' out'}{' folded' if r.folded_into_next else ''}"
         table.add_row(name, str(r.units_before), str(r.removed_inactive), str(r.folded_active),
                       str(r.units_after), f"{r.params_before:,}", f"{r.params_after:,}", f"{pct:.1f}")
     con.print(table)
