@@ -567,9 +567,12 @@ def sound_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, method: str = "in
 
     ``method`` names how hard to work: "interval" (cheapest), "symbolic" (CROWN-style
     back-substitution, intersected with intervals), "lp" (symbolic, then every unstable unit
-    tightened by an LP whose bound is certified from its dual), "exact" (symbolic bounds clipped
-    by the exact stability analysis of :mod:`equivcheck.stability`). Every method returns bounds that
-    enclose the exact values, so the prover may rely on them.
+    tightened by an LP whose bound is certified from its dual), "exact" (the bounds an exact
+    stability analysis proved for this network and box, as registered by :func:`remember_bounds`
+    — ``compress`` does so before its proof — intersected with symbolic bounds; for a network
+    and box nobody registered, the "lp" bounds, or a stability analysis of
+    ``EXACT_METHOD_SECONDS`` when that is positive). Every method returns bounds that enclose the
+    exact values, so the prover may rely on them.
     """
     if method == "interval":
         return interval_bounds(net, lo, hi)
