@@ -589,21 +589,23 @@ def _branch_and_bound(st: _State, bounds: list[LayerBounds], k: int, i: int, sig
         have = st.w_pos[k][i] if sign > 0 else st.w_neg[k][i]
         if have is not None:
             return
-        # branch on the unstable unit whose relaxation is most violated at the LP point
+        # branch on the unstable unit whose relaxation gap at the LP point, weighted by how much
+        # the unit can move the objective (|w| propagated back through |W|), is largest
         best, best_viol = None, 0.0
-        for j in range(k):
-            if not net.layers[j].relu:
-                continue
-            lj, uj = nb[j].lower, nb[j].upper
-            zc = relax.z_cols[j]
-            hc = zc + net.layers[j].out_dim
-            viol = v[hc] - np.maximum(v[zc], 0.0)
-            for u in np.flatnonzero((lj < 0) & (uj > 0)):
-                if (j, int(u)) in phase:
-                    continue
-                score = viol[u] + 1e-12 * min(-lj[u], uj[u])
-                if score > best_viol:
-                    best, best_viol = (j, int(u)), score
+        influence = np.abs(layer.weight[i])
+        for j in range(k - 1, -1, -1):
+            if net.layers[j].relu:
+                lj, uj = nb[j].lower, nb[j].upper
+                zc = relax.z_cols[j]
+                hc = zc + net.layers[j].out_dim
+                viol = (v[hc] - np.maximum(v[zc], 0.0)) * influence
+                for u in np.flatnonzero((lj < 0) & (uj > 0)):
+                    if (j, int(u)) in phase:
+                        continue
+                    score = viol[u] + 1e-12 * min(-lj[u], uj[u])
+                    if score > best_viol:
+                        best, best_viol = (j, int(u)), score
+            influence = influence @ np.abs(net.layers[j].weight)
         if best is None:
             return  # nothing left to split: the point did not check exactly; leave undecided
         for ph in (-1, 1):
