@@ -652,6 +652,13 @@ def _input_split_pass(st: _State, bounds: list[LayerBounds], budget: int) -> Non
     initial = open_questions()
     if not initial:
         return
+    # how strongly each input can move each questioned unit (|w| through |W|): split there
+    sens = {}
+    for q in initial:
+        g = np.abs(net.layers[q[0]].weight[q[1]])
+        for j in range(q[0] - 1, -1, -1):
+            g = g @ np.abs(net.layers[j].weight)
+        sens[q] = g
     given_up: set = set()
     count: dict = {}
     heap = [(0.0, 0, st.lo.copy(), st.hi.copy(), frozenset(initial))]
@@ -681,7 +688,8 @@ def _input_split_pass(st: _State, bounds: list[LayerBounds], budget: int) -> Non
         left = left - given_up
         if not left:
             continue
-        d = int(np.argmax((hi - lo) / width0))
+        smear = sum(sens[q] for q in left) * (hi - lo)
+        d = int(np.argmax(smear)) if np.any(smear > 0) else int(np.argmax((hi - lo) / width0))
         mid = (lo[d] + hi[d]) / 2
         if not lo[d] < mid < hi[d]:
             given_up.update(left)  # cannot split further
