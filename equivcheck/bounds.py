@@ -112,7 +112,7 @@ def _post_max(bounds: list[LayerBounds], net: Network, j: int, xmax: np.ndarray)
     return np.maximum(np.abs(lb.lower), np.abs(lb.upper))
 
 
-def _relax(nu: np.ndarray, lower: np.ndarray, upper: np.ndarray):
+def relu_relaxation(nu: np.ndarray, lower: np.ndarray, upper: np.ndarray):
     """Coefficients rho and constants r with nu_i relu(z) <= rho_i z + r_i on [l_i, u_i].
 
     rho is CROWN's adaptive choice (any choice would be valid); r is the maximum of the
@@ -152,7 +152,7 @@ def back_substitute(net: Network, k: int, c: np.ndarray, bounds: list[LayerBound
     for j in range(k - 1, -1, -1):
         lj = net.layers[j]
         if lj.relu:
-            rho, rsum, rmag = _relax(nu, bounds[j].lower, bounds[j].upper)
+            rho, rsum, rmag = relu_relaxation(nu, bounds[j].lower, bounds[j].upper)
             val += rsum
             mag += rmag
         else:

@@ -170,7 +170,7 @@ def _diff_back_substitute(f: Network, g: Network, k: int, c: np.ndarray, bf, bg,
     Back-substitutes two streams of coefficients, on ``delta_j = h_f,j - h_g,j`` and on
     ``h_f,j``, through ``dz_j = W_g delta_{j-1} + D_j h_f,{j-1} + db_j`` and
     ``z_f,j = W_f h_f,{j-1} + b_f,j``, relaxing each ReLU with :func:`_relax_difference` and
-    ``equivcheck.bounds._relax`` (from the sound bounds ``pre``/``post`` of the differences and ``bf`` of
+    ``equivcheck.bounds.relu_relaxation`` (from the sound bounds ``pre``/``post`` of the differences and ``bf`` of
     f). As in :func:`equivcheck.bounds.back_substitute`, every float product and sum is covered
     by ``gamma(N)`` times a magnitude accumulated in ``mag``; the float errors of ``W_f - W_g``
     and ``b_f - b_g`` (exact, from TwoSum) are added as ``slack``. The result holds for the
@@ -202,7 +202,7 @@ def _diff_back_substitute(f: Network, g: Network, k: int, c: np.ndarray, bf, bg,
         both_active = (fb.lower >= 0.0) & (gb.lower >= 0.0)
         both_off = (fb.upper <= 0.0) & (gb.upper <= 0.0)
         rho_d, r_d, m_d = _relax_difference(nu_d, dl, du, both_active, both_off)
-        rho_h, r_h, m_h = _bounds._relax(nu_h, fb.lower, fb.upper)  # CROWN relaxation
+        rho_h, r_h, m_h = _bounds.relu_relaxation(nu_h, fb.lower, fb.upper)  # CROWN relaxation
         val += r_d + r_h
         mag += m_d + m_h
         d_w, d_err = _two_diff(fj.weight, gj.weight)

@@ -220,3 +220,20 @@ def test_bad_mode_is_usage_error(pair):
 def test_tolerance_without_epsilon_mode(pair):
     a, same, _ = pair
     _one_line_error(run("prove", a, same, "--tolerance", "0.1"), "--tolerance")
+
+
+def test_bounds_option(pair):
+    a, same, _ = pair
+    for method in ("interval", "symbolic", "lp", "exact"):
+        r = run("prove", a, same, "--domain", "-1:1", "--bounds", method, "--json")
+        assert r.exit_code == 0, (method, r.output)
+    _one_line_error(run("prove", a, same, "--bounds", "magic"), "--bounds", "interval")
+
+
+def test_compressed_example_reproves_with_exact_bounds():
+    from .conftest import MODELS
+
+    src, small = MODELS / "mnist_2x25_l1.onnx", MODELS / "mnist_2x25_l1.compressed.onnx"
+    r = run("prove", src, small, "--domain", "0:1", "--bounds", "exact", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["verdict"] == "proved"

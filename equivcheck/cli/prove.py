@@ -24,6 +24,7 @@ def prove_cmd(
     tolerance: Annotated[Optional[str], typer.Option("--tolerance", "-e", help="EPS for --mode epsilon (default 1e-6), read exactly.")] = None,
     norm: Annotated[Norm, typer.Option("--norm", help="Norm for --mode epsilon.")] = Norm.LINF,
     timeout: Annotated[float, typer.Option("--timeout", "-t", help="Hard limit in seconds for the whole check.")] = 60.0,
+    bounds: Annotated[str, typer.Option("--bounds", help="Bound method that classifies ReLUs: interval, symbolic, lp, exact (stability analysis); all rigorous.")] = "interval",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
     counterexample: Annotated[Optional[Path], typer.Option("--counterexample", "-o", help="Write the counterexample input to PATH (.npy or .json).")] = None,
 ) -> int:
@@ -31,13 +32,16 @@ def prove_cmd(
 
     Exit codes: 0 proved, 1 refuted, 3 unknown, 4 bad input.
     """
+    from ..bounds import BOUND_METHODS
     from ..prover import prove
 
+    if bounds not in BOUND_METHODS:
+        fail(f"--bounds {bounds!r}: use one of {', '.join(BOUND_METHODS)}")
     if timeout <= 0:
         fail(f"--timeout must be positive, got {timeout}")
     if counterexample is not None and counterexample.suffix.lower() not in (".npy", ".json"):
         fail(f"--counterexample {counterexample}: use a .npy or .json file name")
-    result = prove(model_a, model_b, domain=domain, mode=mode.value, tolerance=tolerance, norm=norm.value, timeout=timeout)
+    result = prove(model_a, model_b, domain=domain, mode=mode.value, tolerance=tolerance, norm=norm.value, timeout=timeout, bounds=bounds)
     if counterexample is not None and result.counterexample is not None:
         _write_counterexample(counterexample, result)
     if as_json:
