@@ -37,6 +37,7 @@ from . import bounds as _bounds
 from .diffbounds import difference_bounds, same_shape
 from .domain import Box, Domain, parse_domain
 from .errors import InputError, ShapeMismatchError
+from .falsify import vjp
 from .network import Affine, Layer, Network, fraction_array
 from .onnx_import import ModelLike
 from .result import Counterexample, ProofResult, Verdict
@@ -349,32 +350,12 @@ def certified_difference(f: Network, g: Network, box: Box, method: str | None = 
 # witnesses: inputs that deviate a lot, checked exactly
 
 
-def _grad(net: Network, x: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """Rows of ``c . d net(x) / dx`` inside the linear regions of the points ``x``."""
-    masks, h = [], x
-    for layer in net.layers:
-        z = h @ layer.weight.T + layer.bias
-        m = z > 0 if layer.relu else None
-        masks.append(m)
-        h = np.where(m, z, 0.0) if layer.relu else z
-    gr = c
-    for layer, m in zip(reversed(net.layers), reversed(masks)):
-        if m is not None:
-            gr = gr * m
-        gr = gr @ layer.weight
-    return gr
-
-
-def _float32_box(box: Box) -> tuple[np.ndarray, np.ndarray] | None:
-    return box.float32_box()
-
-
 def search_witnesses(f: Network, g: Network, box: Box, seconds: float, seed: int = 0,
                      starts: int = 4, samples: int = 512) -> np.ndarray:
     """Candidate points of ``box`` (float32-representable) that maximise ``|f_j - g_j|``, one
     per output j (rows), by signed-gradient ascent from the best random samples. Candidates
     only: callers evaluate them exactly."""
-    got = _float32_box(box)
+    got = box.float32_box()
     if got is None:
         return np.zeros((0, box.dim))
     lo, hi = got
@@ -399,7 +380,7 @@ def search_witnesses(f: Network, g: Network, box: Box, seconds: float, seed: int
     step = 0.25
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline and step > 1e-6:
-        gr = _grad(f, x, c) - _grad(g, x, c)
+        gr = vjp(f, x, c) - vjp(g, x, c)
         moved = False
         for scale in (1.0, 0.3, 0.1):
             cand = np.clip((x + np.sign(gr) * width * step * scale).astype(np.float32)

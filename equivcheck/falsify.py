@@ -61,7 +61,7 @@ def _objective_weights(spec: Spec, ya: np.ndarray, yb: np.ndarray) -> tuple[np.n
     return ca, -ca
 
 
-def _vjp(net: Network, x: np.ndarray, c: np.ndarray) -> np.ndarray:
+def vjp(net: Network, x: np.ndarray, c: np.ndarray) -> np.ndarray:
     """Rows of c^T J(x): gradients of c . net(x) with respect to x (inside linear regions)."""
     masks = []
     h = x
@@ -143,7 +143,7 @@ def search(
     while time.monotonic() < deadline and step > 1e-7:
         ya, yb = a.evaluate(cur), b.evaluate(cur)
         ca, cb = _objective_weights(spec, ya, yb)
-        g = _vjp(a, cur, ca) + _vjp(b, cur, cb)
+        g = vjp(a, cur, ca) + vjp(b, cur, cb)
         moved = False
         for scale in (1.0, 0.5, 0.1):
             cand = _snap(cur + np.sign(g) * width * step * scale, lo, hi)
