@@ -6,6 +6,23 @@ model file: float32 or float64 numbers held in float64 arrays (every float32 is 
 Where importing had to combine two affine operations and the float64 result is not exact (division
 by a normalisation constant, say), the layer also carries the exact rational weights, and every
 exact computation (:meth:`Network.evaluate_exact`, the solver encoding) uses those.
+
+Size and magnitude limits (enforced by the importer before anything dense is allocated; other
+builders of networks may check against them with :func:`check_dense_size`):
+
+* ``MAX_WIDTH``: at most 100,000 values in the input or in any layer. Exact verification of a
+  ReLU network this wide is far out of reach, and memory runs out first: before this limit,
+  ``prove`` on a 5-200,000-5 network (2 million weights) used 12.7 GB.
+* ``MAX_LAYER_ENTRIES``: at most 10,000,000 weights in one dense layer, ``MAX_NETWORK_ENTRIES``:
+  50,000,000 in the whole network. Exact arithmetic keeps a Python rational or integer of
+  50-100 bytes per weight; past these the import or the proof runs out of memory.
+  (The largest model in the test corpus, mnist 256x6, has 200,704 weights in its largest layer.)
+* ``MAX_ABS_WEIGHT``: every weight and bias has magnitude at most 1e30. That is below float32's
+  largest value (3.4e38), so an accepted network exported as float32 keeps finite weights, and it
+  leaves float64 bounds room for (width x 1e30)^depth growth over several layers: two consecutive
+  layers of 1e30 weights prove and refute in every mode and bound method, while two of 1e200
+  overflowed float64 (1e400) and crashed the bounds. Trained networks are many orders of
+  magnitude below it (the largest weight in the test corpus is 32.2).
 """
 
 from __future__ import annotations
@@ -17,7 +34,29 @@ from functools import cached_property
 
 import numpy as np
 
-from .errors import ModelValueError, ShapeMismatchError
+from .errors import ModelValueError, ShapeMismatchError, UnsupportedModelError
+
+MAX_WIDTH = 100_000
+MAX_LAYER_ENTRIES = 10_000_000
+MAX_NETWORK_ENTRIES = 50_000_000
+MAX_ABS_WEIGHT = 1e30
+
+
+def check_dense_size(rows: int, cols: int, where: str) -> None:
+    """Raise :class:`UnsupportedModelError` naming ``where`` when a dense ``rows x cols`` layer
+    would exceed ``MAX_WIDTH`` or ``MAX_LAYER_ENTRIES``; call it *before* allocating the matrix.
+    """
+    rows, cols = int(rows), int(cols)
+    if rows > MAX_WIDTH or cols > MAX_WIDTH:
+        raise UnsupportedModelError(
+            f"{where}: a layer of width {max(rows, cols):,} is too large "
+            f"(equivcheck handles widths up to {MAX_WIDTH:,})"
+        )
+    if rows * cols > MAX_LAYER_ENTRIES:
+        raise UnsupportedModelError(
+            f"{where}: a dense {rows:,} x {cols:,} layer ({rows * cols:,} weights) is too large "
+            f"(equivcheck handles up to {MAX_LAYER_ENTRIES:,} weights per layer)"
+        )
 
 
 def fraction_array(values: np.ndarray) -> np.ndarray:

@@ -12,45 +12,65 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import ModelValueError
 from .network import Network
 
 OPSET = 17
 
 
 def to_onnx(net: Network, graph_name: str = "equivcheck") -> tuple["onnx.ModelProto", bool]:  # noqa: F821
-    """(model, exact): the network as ONNX; ``exact`` is False when weights had to be rounded."""
+    """(model, exact): the network as ONNX; ``exact`` is False when weights had to be rounded.
+
+    The graph's input and output keep the network's names; every internal tensor and node name
+    (``W0``, ``B0``, ``relu0``, ...) is made unique against them, so any names export.
+    """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
+    if net.input_name == net.output_name:
+        raise ModelValueError(
+            f"{net.source}: input and output are both named '{net.input_name}'; an ONNX graph "
+            "cannot compute one from the other under the same name"
+        )
+    fresh = _NameAllocator({net.input_name, net.output_name})
     dtype = np.float64 if net.input_dtype == "float64" else np.float32
     elem = TensorProto.DOUBLE if dtype == np.float64 else TensorProto.FLOAT
     in_shape = [d if d > 0 else "N" for d in net.input_shape] or [net.in_dim]
     out_shape = [d if d > 0 else "N" for d in net.output_shape] or [net.out_dim]
     nodes, inits = [], []
     exact = True
-    cur = net.input_name
-    flat = "flat_input"
-    nodes.append(helper.make_node("Reshape", [cur, "flat_shape"], [flat], name="flatten_input"))
-    inits.append(numpy_helper.from_array(np.array([1, net.in_dim], dtype=np.int64), "flat_shape"))
+    flat, flat_shape = fresh("flat_input"), fresh("flat_shape")
+    nodes.append(helper.make_node("Reshape", [net.input_name, flat_shape], [flat], name=fresh("flatten_input")))
+    inits.append(numpy_helper.from_array(np.array([1, net.in_dim], dtype=np.int64), flat_shape))
     cur = flat
     for k, layer in enumerate(net.layers):
-        w = layer.weight.astype(dtype)
-        b = layer.bias.astype(dtype)
+        with np.errstate(over="ignore"):
+            w = layer.weight.astype(dtype)
+            b = layer.bias.astype(dtype)
+        if not (np.all(np.isfinite(w)) and np.all(np.isfinite(b))):
+            raise ModelValueError(
+                f"{net.source}: layer {k} ({layer.name}) has weights beyond the range of "
+                f"{np.dtype(dtype).name}; it cannot be stored in this model's element type"
+            )
         if not layer.affine.is_exact_float or not (
             np.array_equal(w.astype(np.float64), layer.weight) and np.array_equal(b.astype(np.float64), layer.bias)
         ):
             exact = False
-        inits.append(numpy_helper.from_array(w, f"W{k}"))
-        inits.append(numpy_helper.from_array(b, f"B{k}"))
-        out = f"gemm{k}"
-        nodes.append(helper.make_node("Gemm", [cur, f"W{k}", f"B{k}"], [out], name=f"gemm_{k}", transB=1))
+        w_name, b_name, out = fresh(f"W{k}"), fresh(f"B{k}"), fresh(f"gemm{k}")
+        inits.append(numpy_helper.from_array(w, w_name))
+        inits.append(numpy_helper.from_array(b, b_name))
+        nodes.append(helper.make_node("Gemm", [cur, w_name, b_name], [out], name=fresh(f"gemm_{k}"), transB=1))
         cur = out
         if layer.relu:
-            nodes.append(helper.make_node("Relu", [cur], [f"relu{k}"], name=f"relu_{k}"))
-            cur = f"relu{k}"
+            relu_out = fresh(f"relu{k}")
+            nodes.append(helper.make_node("Relu", [cur], [relu_out], name=fresh(f"relu_{k}")))
+            cur = relu_out
     out_dims = [d if isinstance(d, int) else 1 for d in out_shape]
-    inits.append(numpy_helper.from_array(np.array(out_dims, dtype=np.int64), "out_shape"))
-    nodes.append(helper.make_node("Reshape", [cur, "out_shape"], [net.output_name], name="reshape_output"))
+    out_shape_name = fresh("out_shape")
+    inits.append(numpy_helper.from_array(np.array(out_dims, dtype=np.int64), out_shape_name))
+    nodes.append(
+        helper.make_node("Reshape", [cur, out_shape_name], [net.output_name], name=fresh("reshape_output"))
+    )
     graph = helper.make_graph(
         nodes,
         graph_name,
@@ -62,6 +82,21 @@ def to_onnx(net: Network, graph_name: str = "equivcheck") -> tuple["onnx.ModelPr
     model.ir_version = 8
     onnx.checker.check_model(model)
     return model, exact
+
+
+class _NameAllocator:
+    """Hands out names not used before: ``base``, else ``base_1``, ``base_2``, ..."""
+
+    def __init__(self, reserved: set[str]) -> None:
+        self.used = set(reserved)
+
+    def __call__(self, base: str) -> str:
+        name, k = base, 0
+        while name in self.used:
+            k += 1
+            name = f"{base}_{k}"
+        self.used.add(name)
+        return name
 
 
 def export_network(net: Network, path: str | Path, graph_name: str = "equivcheck") -> bool:
