@@ -34,12 +34,14 @@ from typing import Any
 import numpy as np
 
 from . import bounds as _bounds
+from .deadline import Deadline
 from .diffbounds import difference_bounds, same_shape
 from .domain import Box, Domain, parse_domain
 from .errors import InputError, ShapeMismatchError
 from .falsify import vjp
 from .network import Affine, Layer, Network, fraction_array
 from .onnx_import import ModelLike
+from .rational import float_up
 from .result import Counterexample, ProofResult, Verdict
 from .spec import Spec
 
@@ -48,6 +50,9 @@ DEFAULT_TIMEOUT = 120.0
 DEFAULT_GAP = 0.05  # stop refining when upper - lower <= gap * upper
 RANDOM_SAMPLES = 2000  # random domain points whose deviation the report plots
 MIN_CALL_SECONDS = 1.0
+CALL_SHARE = 1 / 8  # each prover call gets at most this share of the audit's time (or 1 s)
+SPLIT_SHARE = 1 / 4  # input splitting gets this share of the audit's time (and half of what is left)
+WITNESS_SHARE = 1 / 20  # the witness search gets this share (at least 0.5 s, a quarter of what is left)
 MAX_SPLIT_DIM = 16  # input splitting refines the certified bound only in low dimension
 
 
@@ -92,8 +97,11 @@ class DeviationBound:
     """``lower <= max_x |f(x) - g(x)| <= upper`` over the domain (``output`` None: all outputs,
     the L-infinity norm).
 
-    ``lower`` is exact: the deviation at ``witness`` computed in rational arithmetic. ``upper``
-    is certified by ``upper_method``.
+    ``lower`` is exact: the deviation at ``witness`` computed in rational arithmetic (at
+    ``witness_exact`` when the witness is a rational point that is not a float vector, as in a
+    domain holding no float32 point; ``witness`` is then its nearest floats). ``upper`` is
+    certified by ``upper_method``; it is always a float value (rounded up where needed), so no
+    bound grows huge denominators.
     """
 
     output: int | None
@@ -102,6 +110,7 @@ class DeviationBound:
     witness: tuple[float, ...] | None
     upper_method: str
     witness_output: int | None = None
+    witness_exact: tuple[Fraction, ...] | None = None  # set when the witness is not a float point
 
     @property
     def gap(self) -> float:
@@ -119,6 +128,7 @@ class DeviationBound:
             "upper_exact": str(self.upper),
             "upper_method": self.upper_method,
             "witness": list(self.witness) if self.witness is not None else None,
+            "witness_exact": [str(v) for v in self.witness_exact] if self.witness_exact else None,
             "witness_output": self.witness_output,
         }
 
@@ -308,39 +318,45 @@ def _block(a: np.ndarray, b: np.ndarray, zero) -> np.ndarray:
 
 
 def differential_interval(f: Network, g: Network, lo: np.ndarray, hi: np.ndarray,
-                          method: str = "interval", symbolic: bool = False
+                          method: str = "interval", symbolic: bool = False,
+                          deadline: Deadline | None = None
                           ) -> tuple[np.ndarray, np.ndarray] | None:
     """Rigorous bounds ``(dlo, dhi)`` on ``f(x) - g(x)`` for ``x`` in the float box ``[lo, hi]``
     (see :func:`equivcheck.diffbounds.difference_bounds`); None when the shapes differ."""
     lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
     if not same_shape(f, g):
         return None
-    bf, bg = _bounds.sound_bounds(f, lo, hi, method), _bounds.sound_bounds(g, lo, hi, method)
-    out = difference_bounds(f, g, lo, hi, bf, bg, symbolic=symbolic)[-1]
+    bf = _bounds.sound_bounds(f, lo, hi, method, deadline)
+    bg = _bounds.sound_bounds(g, lo, hi, method, deadline)
+    out = difference_bounds(f, g, lo, hi, bf, bg, symbolic=symbolic, deadline=deadline)[-1]
     return out.post_lower, out.post_upper
 
 
-def certified_difference(f: Network, g: Network, box: Box, method: str | None = None
-                         ) -> tuple[np.ndarray, str]:
+def certified_difference(f: Network, g: Network, box: Box, method: str | None = None,
+                         deadline: Deadline | None = None) -> tuple[np.ndarray, str]:
     """Per output j, a certified upper bound of ``|f_j(x) - g_j(x)|`` over ``box``, and the
-    name of the method that gave the smallest total."""
+    name of the method that gave the smallest total. Past ``deadline`` the costlier candidates
+    are skipped or computed with cheaper (still rigorous) bounds."""
     method = method or _best_method()
     lo, hi = box.lower_float(), box.upper_float()
     candidates: list[tuple[np.ndarray, str]] = []
-    bf, bg = _bounds.sound_bounds(f, lo, hi, method), _bounds.sound_bounds(g, lo, hi, method)
+    bf = _bounds.sound_bounds(f, lo, hi, method, deadline)
+    bg = _bounds.sound_bounds(g, lo, hi, method, deadline)
     naive = np.maximum(_up(bf[-1].upper - bg[-1].lower), _up(bg[-1].upper - bf[-1].lower))
     candidates.append((naive, f"{method} bounds of each model"))
-    diff = difference_network(f, g)
+    late = deadline is not None and deadline.expired()
+    diff = None if late else difference_network(f, g)
     if diff is not None:
-        out = _bounds.sound_bounds(diff, lo, hi, method)[-1]
+        out = _bounds.sound_bounds(diff, lo, hi, method, deadline)[-1]
         candidates.append((np.maximum(np.abs(out.lower), np.abs(out.upper)),
                            f"{method} bounds of the difference network"))
-    dint = differential_interval(f, g, lo, hi, method)
+    dint = differential_interval(f, g, lo, hi, method, deadline=deadline)
     if dint is not None:
         candidates.append((np.maximum(np.abs(dint[0]), np.abs(dint[1])), "differential interval"))
-        dsym = differential_interval(f, g, lo, hi, method, symbolic=True)
-        candidates.append((np.maximum(np.abs(dsym[0]), np.abs(dsym[1])),
-                           "differential symbolic bounds"))
+        if not (deadline is not None and deadline.expired()):
+            dsym = differential_interval(f, g, lo, hi, method, symbolic=True, deadline=deadline)
+            candidates.append((np.maximum(np.abs(dsym[0]), np.abs(dsym[1])),
+                               "differential symbolic bounds"))
     best = np.min(np.vstack([c for c, _ in candidates]), axis=0)
     name = min(candidates, key=lambda c: float(np.max(c[0])))[1]
     return best, name
@@ -352,18 +368,20 @@ def certified_difference(f: Network, g: Network, box: Box, method: str | None = 
 
 def search_witnesses(f: Network, g: Network, box: Box, seconds: float, seed: int = 0,
                      starts: int = 4, samples: int = 512) -> np.ndarray:
-    """Candidate points of ``box`` (float32-representable) that maximise ``|f_j - g_j|``, one
-    per output j (rows), by signed-gradient ascent from the best random samples. Candidates
-    only: callers evaluate them exactly."""
-    got = box.float32_box()
+    """Candidate points of ``box`` (float32-representable, or float64 where the box holds no
+    float32 point) that maximise ``|f_j - g_j|``, one per output j (rows), by signed-gradient
+    ascent from the best random samples; none when the box holds no float point at all.
+    Candidates only: callers evaluate them exactly."""
+    got = box.sample_box()
     if got is None:
         return np.zeros((0, box.dim))
-    lo, hi = got
+    (lo, hi), precision = got
+    dtype = np.float32 if precision == "float32" else np.float64
     rng = np.random.default_rng(seed)
     m = f.out_dim
     n = max(samples, 2 * m * starts)
     x0 = np.vstack([(lo + hi) / 2, lo + rng.random((n, len(lo))) * (hi - lo)])
-    x0 = np.clip(x0.astype(np.float32).astype(np.float64), lo, hi)
+    x0 = np.clip(x0.astype(dtype).astype(np.float64), lo, hi)
     d0 = f.evaluate(x0) - g.evaluate(x0)
     # objectives: (output j, sign s) maximise s * (f_j - g_j); `starts` best samples each
     pts, cs = [], []
@@ -383,7 +401,7 @@ def search_witnesses(f: Network, g: Network, box: Box, seconds: float, seed: int
         gr = vjp(f, x, c) - vjp(g, x, c)
         moved = False
         for scale in (1.0, 0.3, 0.1):
-            cand = np.clip((x + np.sign(gr) * width * step * scale).astype(np.float32)
+            cand = np.clip((x + np.sign(gr) * width * step * scale).astype(dtype)
                            .astype(np.float64), lo, hi)
             v = np.sum(c * (f.evaluate(cand) - g.evaluate(cand)), axis=1)
             better = v > val
@@ -402,8 +420,9 @@ def search_witnesses(f: Network, g: Network, box: Box, seconds: float, seed: int
 
 
 def exact_deviation(f: Network, g: Network, x) -> list[Fraction]:
-    """``|f_j(x) - g_j(x)|`` for every output j, in exact rational arithmetic."""
-    q = [Fraction(float(v)) for v in x]
+    """``|f_j(x) - g_j(x)|`` for every output j, in exact rational arithmetic (``x`` of floats
+    or exact Fractions)."""
+    q = [v if isinstance(v, Fraction) else Fraction(float(v)) for v in x]
     return [abs(a - b) for a, b in zip(f.evaluate_exact(q), g.evaluate_exact(q))]
 
 
@@ -411,12 +430,13 @@ def exact_deviation(f: Network, g: Network, x) -> list[Fraction]:
 # what the pruning changed
 
 
-def _stability(net: Network, domain: Domain, method: str) -> list[np.ndarray]:
+def _stability(net: Network, domain: Domain, method: str,
+               deadline: Deadline | None = None) -> list[np.ndarray]:
     """Per layer, the stability of each unit on the whole domain (-1 inactive, 1 active,
     0 unstable): stable only when stable the same way on every box."""
     per_box = []
     for box in domain.boxes:
-        bl = _bounds.sound_bounds(net, box.lower_float(), box.upper_float(), method)
+        bl = _bounds.sound_bounds(net, box.lower_float(), box.upper_float(), method, deadline)
         per_box.append([lb.stability() for lb in bl])
     out = []
     for k in range(len(net.layers)):
@@ -429,7 +449,8 @@ def _stability(net: Network, domain: Domain, method: str) -> list[np.ndarray]:
 _STAB_NAME = {-1: "inactive", 0: "unstable", 1: "active"}
 
 
-def unit_changes(f: Network, g: Network, domain: Domain, method: str = "interval"
+def unit_changes(f: Network, g: Network, domain: Domain, method: str = "interval",
+                 deadline: Deadline | None = None
                  ) -> tuple[tuple[LayerChange, ...], tuple[UnitChange, ...], str | None]:
     """Compare the networks layer by layer: per layer the weights zeroed/changed, and every
     hidden unit whose incoming weights are all zero in ``g`` (or whose outgoing weights are all
@@ -444,8 +465,8 @@ def unit_changes(f: Network, g: Network, domain: Domain, method: str = "interval
             f"architectures differ ({f.description} vs {g.description}): no unit-by-unit "
             "comparison"
         )
-    st_f = _stability(f, domain, method)
-    st_g = _stability(g, domain, method)
+    st_f = _stability(f, domain, method, deadline)
+    st_g = _stability(g, domain, method, deadline)
     layers, units = [], []
     for k, (lf, lg) in enumerate(zip(f.layers, g.layers)):
         wf, wg = lf.affine.rational_weight(), lg.affine.rational_weight()
@@ -516,13 +537,16 @@ def _inputs_from(data: Any, in_dim: int) -> np.ndarray:
 
 
 def sample_stats(f: Network, g: Network, x: np.ndarray, domain: Domain, source: str) -> SampleStats:
-    """Top-1 agreement and deviation ``||f(x) - g(x)||_inf`` (float64) on the rows of ``x``."""
+    """Top-1 agreement and deviation ``||f(x) - g(x)||_inf`` (float64) on the rows of ``x``
+    (at least one row); ``inside_domain`` counts the rows that lie in the domain exactly."""
     ya, yb = f.evaluate(x), g.evaluate(x)
     dev = np.max(np.abs(ya - yb), axis=1)
     agree = float(np.mean(np.argmax(ya, axis=1) == np.argmax(yb, axis=1)) * 100.0)
     inside = np.zeros(len(x), dtype=bool)
     for box in domain.boxes:
-        inside |= np.all((x >= box.lower_float()) & (x <= box.upper_float()), axis=1)
+        got = box.float64_box()  # float64 rows lie in the exact box iff inside these bounds
+        if got is not None:
+            inside |= np.all((x >= got[0]) & (x <= got[1]), axis=1)
     qs = {f"p{q}": float(np.percentile(dev, q)) for q in (0, 50, 90, 99, 100)}
     top = float(dev.max()) if float(dev.max()) > 0 else 1.0
     counts, edges = np.histogram(dev, bins=30, range=(0.0, top))
@@ -532,17 +556,19 @@ def sample_stats(f: Network, g: Network, x: np.ndarray, domain: Domain, source: 
 
 
 def random_domain_points(domain: Domain, n: int, seed: int = 0) -> np.ndarray:
-    """``n`` uniform float32-representable points of the domain (spread over its boxes)."""
+    """``n`` uniform points of the domain (spread over its boxes), float32-representable (or
+    float64 in a box holding no float32 point); none from boxes holding no float point."""
     rng = np.random.default_rng(seed)
     rows = []
     per = [n // len(domain.boxes) + (i < n % len(domain.boxes)) for i in range(len(domain.boxes))]
     for box, k in zip(domain.boxes, per):
-        got = box.float32_box()
+        got = box.sample_box()
         if got is None or k == 0:
             continue
-        lo, hi = got
+        (lo, hi), precision = got
+        dtype = np.float32 if precision == "float32" else np.float64
         x = lo + rng.random((k, len(lo))) * (hi - lo)
-        rows.append(np.clip(x.astype(np.float32).astype(np.float64), lo, hi))
+        rows.append(np.clip(x.astype(dtype).astype(np.float64), lo, hi))
     return np.vstack(rows) if rows else np.zeros((0, domain.dim))
 
 
@@ -564,14 +590,26 @@ def _short(q: Fraction) -> Fraction:
     return Fraction(f"{float(q):.6g}")
 
 
+def _bisection_point(lo: Fraction, hi: Fraction) -> Fraction | None:
+    """A point strictly between ``lo`` and ``hi`` for the bisection: a short decimal near the
+    midpoint, else the nearest float of the midpoint; None when no float lies strictly between
+    (the bounds are at float resolution: refining further would only grow denominators)."""
+    mid = (lo + hi) / 2
+    for q in (_short(mid), Fraction(float(mid))):
+        if lo < q < hi and Fraction(float(q)) == q:
+            return q
+    return None
+
+
 class _Auditor:
-    def __init__(self, original, pruned, domain, epsilons, timeout, gap, seed, method) -> None:
+    def __init__(self, original, pruned, domain, epsilons, deadline: Deadline, gap, seed,
+                 method) -> None:
         from .prover import load_pair
         from .witness import OrtRunner
 
         self.start = time.monotonic()
-        self.deadline = self.start + float(timeout)
-        self.timeout = float(timeout)
+        self.deadline = deadline
+        self.timeout = deadline.budget
         models = load_pair(original, pruned)
         self.pa, self.pb = models.proto_a, models.proto_b
         self.f, self.g = models.net_a, models.net_b
@@ -591,24 +629,30 @@ class _Auditor:
         self.upper_method = [""] * m
         self.lower = [Fraction(0)] * m
         self.witness: list[tuple[float, ...] | None] = [None] * m
+        self.witness_exact: list[tuple[Fraction, ...] | None] = [None] * m
         self.witness_box: list[int] = [0] * m
         self.total_upper: Fraction = Fraction(0)
         self.total_method = ""
 
     # -- time
     def remaining(self) -> float:
-        return self.deadline - time.monotonic()
+        return self.deadline.remaining()
 
-    def call_budget(self) -> float:
-        return min(max(MIN_CALL_SECONDS, self.timeout / 8), self.remaining())
+    def out_of_time(self) -> bool:
+        """Too little time left for a prover call to be worth starting."""
+        return self.remaining() < MIN_CALL_SECONDS / 2
+
+    def call_budget(self) -> Deadline:
+        """The deadline of one prover call: a share of the audit's time, never past its end."""
+        return self.deadline.sub(seconds=max(MIN_CALL_SECONDS, self.timeout * CALL_SHARE))
 
     # -- bounds
     def initial_bounds(self) -> None:
         m = self.f.out_dim
         per_box_upper = np.zeros(m)
         names = []
-        for box in self.domain.boxes:
-            ub, name = certified_difference(self.f, self.g, box, self.method)
+        for box in self.domain.boxes:  # every box needs a bound: past the deadline, cheap ones
+            ub, name = certified_difference(self.f, self.g, box, self.method, self.deadline)
             per_box_upper = np.maximum(per_box_upper, ub)
             names.append(name)
         for j in range(m):
@@ -616,23 +660,37 @@ class _Auditor:
             self.upper_method[j] = names[0] if len(set(names)) == 1 else "sound bounds per box"
         self.total_upper = max(self.upper)
         self.total_method = self.upper_method[int(np.argmax(per_box_upper))]
-        budget = min(max(0.5, self.timeout / 20), max(self.remaining() / 4, 0.1))
+        # the search and the exact checks of its candidates share one budget; the most
+        # deviating candidate of each box is always checked (the lower bound rests on it)
+        search = self.deadline.sub(seconds=min(max(0.5, self.timeout * WITNESS_SHARE),
+                                               max(self.remaining() / 4, 0.1)))
         for bi, box in enumerate(self.domain.boxes):
-            cands = search_witnesses(self.f, self.g, box, budget / len(self.domain.boxes),
+            if box.sample_box() is None:
+                # no float point in the box: its exact centre is the only candidate we have
+                self.offer_witness(box.midpoint(), bi)
+                continue
+            if search.expired():
+                break
+            cands = search_witnesses(self.f, self.g, box,
+                                     search.remaining() / (2 * (len(self.domain.boxes) - bi)),
                                      seed=self.seed + bi)
-            for x in cands:
-                self.offer_witness(x, bi)
+            if len(cands) == 0:
+                continue
+            dev = np.max(np.abs(self.f.evaluate(cands) - self.g.evaluate(cands)), axis=1)
+            for rank, i in enumerate(np.argsort(-dev)):
+                if rank > 0 and search.expired():
+                    break
+                self.offer_witness(cands[i], bi)
 
-    def split_refine(self, budget: float) -> None:
+    def split_refine(self, deadline: Deadline) -> None:
         """Tighten the certified bound by splitting the input box (branch and bound).
 
         The leaves always cover the domain (each split halves a float box at a float midpoint
         and both halves keep it), so the maximum of the leaves' sound bounds is a certified
         bound. The leaf with the largest bound is split along its widest side (relative to the
         domain). The float32 centre of every new leaf is a witness candidate. Stops when the
-        gap target is met or ``budget`` seconds have passed.
+        gap target is met or ``deadline`` has passed.
         """
-        deadline = time.monotonic() + budget
         same = same_shape(self.f, self.g)
         diff = None if same else difference_network(self.f, self.g)
         if not same and diff is None:
@@ -657,7 +715,7 @@ class _Auditor:
             count += 1
         f32 = [box.float32_box() for box in self.domain.boxes]
         splits = 0
-        while time.monotonic() < deadline:
+        while not deadline.expired():
             top = -heap[0][0]
             lower = float(self.total_lower)
             if top - lower <= self.gap * top or top == 0:
@@ -693,12 +751,18 @@ class _Auditor:
             self.total_method = how
 
     def offer_witness(self, x, box_index: int) -> None:
-        """Evaluate ``x`` exactly and raise the lower bounds it beats."""
-        dev = exact_deviation(self.f, self.g, x)
+        """Evaluate ``x`` (floats or exact Fractions) exactly and raise the lower bounds it beats.
+        Points outside the box are ignored (a witness must lie in the domain)."""
+        exact = tuple(v if isinstance(v, Fraction) else Fraction(float(v)) for v in x)
+        if not self.domain.boxes[box_index].contains(exact):
+            return
+        dev = exact_deviation(self.f, self.g, exact)
         for j, d in enumerate(dev):
             if d > self.lower[j]:
                 self.lower[j] = d
-                self.witness[j] = tuple(float(v) for v in x)
+                self.witness[j] = tuple(float(v) for v in exact)
+                floats = all(Fraction(w) == q for w, q in zip(self.witness[j], exact))
+                self.witness_exact[j] = None if floats else exact
                 self.witness_box[j] = box_index
 
     @property
@@ -708,9 +772,11 @@ class _Auditor:
     def overall(self) -> DeviationBound:
         j = int(np.argmax([float(v) for v in self.lower])) if any(self.lower) else None
         return DeviationBound(None, self.total_lower, self.total_upper,
-                              self.witness[j] if j is not None else None, self.total_method, j)
+                              self.witness[j] if j is not None else None, self.total_method, j,
+                              self.witness_exact[j] if j is not None else None)
 
     def set_total_upper(self, value: Fraction, how: str) -> None:
+        value = Fraction(float_up(value))  # certified upper bounds stay float values
         if value < self.total_upper:
             self.total_upper = value
             self.total_method = how
@@ -725,7 +791,7 @@ class _Auditor:
 
         return prove(self.a_arg if a is None else a, self.b_arg if b is None else b,
                      domain=self.domain, mode=mode, tolerance=tolerance,
-                     timeout=max(self.call_budget(), 0.05), seed=self.seed, bounds=self.method)
+                     timeout=self.call_budget(), seed=self.seed, bounds=self.method)
 
     def learn(self, res: ProofResult, tolerance: Fraction, output: int | None) -> None:
         """Move the bounds with what a PROVED / REFUTED epsilon answer implies."""
@@ -737,7 +803,7 @@ class _Auditor:
                 self.upper_method[output] = f"proved at epsilon {float(tolerance):g}"
                 self.total_upper = min(self.total_upper, max(self.upper))
         elif res.verdict is Verdict.REFUTED and res.counterexample is not None:
-            self.offer_witness(res.counterexample.input, res.counterexample.box_index)
+            self.offer_witness(_cex_point(res.counterexample), res.counterexample.box_index)
 
     def check_epsilon(self, eps: Fraction) -> CheckVerdict:
         name = f"epsilon {float(eps):g}"
@@ -748,7 +814,7 @@ class _Auditor:
                                 f" ({self.total_method})", "certified bound")
         if eps < self.total_lower:
             return self.witness_refutation(name, "epsilon", eps)
-        if self.remaining() <= 0:
+        if self.out_of_time():
             return CheckVerdict(name, "epsilon", eps, Verdict.UNKNOWN, "timeout: no time left",
                                 "prover")
         res = self.prove("epsilon", eps)
@@ -761,24 +827,32 @@ class _Auditor:
 
         t0 = time.monotonic()
         j = int(np.argmax([float(v) for v in self.lower]))
-        x = self.witness[j]
+        x = self.witness_exact[j] or self.witness[j]
         spec = Spec.make(mode, eps)
-        cex = build_counterexample(self.f, self.g, spec, x, self.witness_box[j],
-                                   "audit witness search", self.runner, self.pa, self.pb)
         tol = f" > {float(eps):g}" if eps is not None else " > 0"
-        return CheckVerdict(name, mode, eps, Verdict.REFUTED,
-                            f"witness deviates by {float(self.total_lower):.6g}{tol} "
-                            "(exact arithmetic)", "witness", cex, time.monotonic() - t0)
+        reason = f"witness deviates by {float(self.total_lower):.6g}{tol} (exact arithmetic)"
+        cex = None
+        if self.deadline.expired():  # the verdict rests on the exact deviation alone
+            reason += "; the float64 / onnxruntime re-check was skipped (time limit)"
+        else:
+            cex = build_counterexample(self.f, self.g, spec, x, self.witness_box[j],
+                                       "audit witness search", self.runner, self.pa, self.pb,
+                                       box=self.domain.boxes[self.witness_box[j]])
+        return CheckVerdict(name, mode, eps, Verdict.REFUTED, reason, "witness", cex,
+                            time.monotonic() - t0)
 
     def check_strict(self) -> CheckVerdict:
         if self.total_lower > 0:
             return self.witness_refutation("strict", "strict", None)
+        if self.out_of_time():
+            return CheckVerdict("strict", "strict", None, Verdict.UNKNOWN,
+                                "timeout: no time left", "prover")
         t0 = time.monotonic()
         res = self.prove("strict", None)
         if res.verdict is Verdict.PROVED:
             self.set_total_upper(Fraction(0), "proved strictly equivalent")
         elif res.counterexample is not None:
-            self.offer_witness(res.counterexample.input, res.counterexample.box_index)
+            self.offer_witness(_cex_point(res.counterexample), res.counterexample.box_index)
         return CheckVerdict("strict", "strict", None, res.verdict, res.reason, "prover",
                             res.counterexample, time.monotonic() - t0)
 
@@ -787,7 +861,7 @@ class _Auditor:
         if strict.verdict is Verdict.PROVED:
             return CheckVerdict("argmax", "argmax", None, Verdict.PROVED,
                                 "implied by strict equivalence", "prover")
-        if self.remaining() <= 0:
+        if self.out_of_time():
             return CheckVerdict("argmax", "argmax", None, Verdict.UNKNOWN,
                                 "timeout: no time left", "prover")
         res = self.prove("argmax", None)
@@ -795,12 +869,20 @@ class _Auditor:
                             res.counterexample, time.monotonic() - t0)
 
     def refine_total(self) -> None:
-        """Bisection of [lower, upper] with prove(mode="epsilon") until within the gap."""
-        while self.remaining() > MIN_CALL_SECONDS / 2 and not self.overall().within(self.gap):
+        """Bisection of [lower, upper] with prove(mode="epsilon") until within the gap.
+
+        Stops as soon as the bounds meet the target, on an UNKNOWN answer, at float resolution,
+        or when no input deviates (lower 0): then only a strict proof could close the gap, and
+        :meth:`check_strict` has already tried it."""
+        while not self.out_of_time() and not self.overall().within(self.gap):
             lo, hi = self.total_lower, self.total_upper
-            mid = _short((lo + hi) / 2)
-            if not lo < mid < hi:
-                mid = (lo + hi) / 2
+            if lo == 0:
+                self.notes.append("refinement stopped: no input deviates and strict equivalence "
+                                  "was not proved, so the relative gap cannot close")
+                return
+            mid = _bisection_point(lo, hi)
+            if mid is None:
+                return  # upper and lower are adjacent floats
             res = self.prove("epsilon", mid)
             if res.verdict is Verdict.UNKNOWN:
                 self.notes.append(
@@ -810,7 +892,11 @@ class _Auditor:
             self.learn(res, mid, None)
 
     def refine_outputs(self) -> None:
-        """Per-output bisection on single-output slices, largest gap first, while time lasts."""
+        """Per-output bisection on single-output slices, largest gap first, while time lasts.
+
+        An output no input deviates on (lower 0) is first checked for strict equality (PROVED
+        closes it at 0, REFUTED gives a witness); bisection toward 0 could never close its
+        relative gap."""
         m = self.f.out_dim
         if m == 1:
             return
@@ -818,26 +904,33 @@ class _Auditor:
         unknowns = 0  # two UNKNOWN answers in a row: the solver is out of its depth here
         for j in order:
             fa, gb = _slice_output(self.f, j), _slice_output(self.g, j)
-            while self.remaining() > MIN_CALL_SECONDS / 2 and unknowns < 2:
+            while not self.out_of_time() and unknowns < 2:
                 lo, hi = self.lower[j], self.upper[j]
                 if hi - lo <= self.gap * hi or hi == 0:
                     break
-                mid = _short((lo + hi) / 2)
-                if not lo < mid < hi:
-                    mid = (lo + hi) / 2
-                res = self.prove("epsilon", mid, fa, gb)
+                mid = Fraction(0) if lo == 0 else _bisection_point(lo, hi)
+                if mid is None:
+                    break  # at float resolution
+                if mid == 0:
+                    res = self.prove("strict", None, fa, gb)
+                else:
+                    res = self.prove("epsilon", mid, fa, gb)
+                what = "strict" if mid == 0 else f"epsilon={float(mid):g}"
                 if res.verdict is Verdict.UNKNOWN:
                     unknowns += 1
-                    self.notes.append(f"output {j}: refinement stopped, prove(epsilon="
-                                      f"{float(mid):g}) was unknown ({res.reason})")
+                    self.notes.append(f"output {j}: refinement stopped, prove({what}) was unknown "
+                                      f"({res.reason})")
                     break
                 unknowns = 0
                 if res.verdict is Verdict.PROVED:
                     self.upper[j] = mid
-                    self.upper_method[j] = f"proved at epsilon {float(mid):g}"
+                    self.upper_method[j] = ("proved strictly equal" if mid == 0
+                                            else f"proved at epsilon {float(mid):g}")
                 elif res.counterexample is not None:
-                    self.offer_witness(res.counterexample.input, res.counterexample.box_index)
-            if self.remaining() <= MIN_CALL_SECONDS / 2 or unknowns >= 2:
+                    self.offer_witness(_cex_point(res.counterexample), res.counterexample.box_index)
+                    if self.lower[j] == 0:
+                        break  # refuted, yet no exact witness: do not loop on strict
+            if self.out_of_time() or unknowns >= 2:
                 break
         new_total = max(self.upper)
         if new_total < self.total_upper:
@@ -846,19 +939,24 @@ class _Auditor:
 
     def per_output(self) -> tuple[DeviationBound, ...]:
         return tuple(
-            DeviationBound(j, self.lower[j], self.upper[j], self.witness[j], self.upper_method[j], j)
+            DeviationBound(j, self.lower[j], self.upper[j], self.witness[j], self.upper_method[j], j,
+                           self.witness_exact[j])
             for j in range(self.f.out_dim)
         )
 
 
+def _cex_point(cex: Counterexample) -> tuple:
+    """The exact point of a counterexample (its rational input where it has one)."""
+    exact = getattr(cex, "exact_input", None)
+    return tuple(exact) if exact else tuple(cex.input)
+
+
 def _tolerance(e: Any) -> Fraction:
+    """An epsilon of the ladder, read and range-checked exactly as ``--tolerance`` is."""
     try:
-        q = e if isinstance(e, Fraction) else Fraction(str(e))
-    except (ValueError, ZeroDivisionError):
-        raise InputError(f"epsilon {e!r} is not a number") from None
-    if q < 0:
-        raise InputError(f"epsilon {e} is negative")
-    return q
+        return Spec.make("epsilon", e).tolerance
+    except InputError as exc:
+        raise InputError(str(exc).replace("tolerance", "epsilon", 1)) from None
 
 
 def audit(
@@ -867,7 +965,7 @@ def audit(
     domain: str | Domain | None = None,
     data: Any = None,
     epsilons: tuple = DEFAULT_EPSILONS,
-    timeout: float = DEFAULT_TIMEOUT,
+    timeout: float | Deadline = DEFAULT_TIMEOUT,
     gap: float = DEFAULT_GAP,
     samples: int = RANDOM_SAMPLES,
     seed: int = 0,
@@ -876,24 +974,25 @@ def audit(
     """Audit ``pruned`` against ``original`` on ``domain`` (see the module docstring).
 
     ``data`` is a .npy path or an array of inputs (any shape whose size is a multiple of the
-    input size). ``timeout`` bounds the whole audit (each prover call gets at most an eighth of
-    it); ``gap`` is the relative width ``(upper - lower) / upper`` at which refinement stops.
+    input size). ``timeout`` (seconds, or a :class:`~equivcheck.deadline.Deadline` handed down)
+    bounds the whole audit (each prover call gets at most ``CALL_SHARE`` of it); ``gap`` is the
+    relative width ``(upper - lower) / upper`` at which refinement stops: the audit ends as soon
+    as the bounds meet it (or can no longer move), not when the time is up.
     Promises: ``deviation.upper`` is certified (no input of the domain deviates more in exact
     arithmetic), ``deviation.lower`` is the exact deviation at ``deviation.witness``, and every
     verdict is sound. Raises :class:`~equivcheck.errors.InputError` for bad models, domains or data.
     """
-    if timeout <= 0:
-        raise InputError(f"timeout must be positive, got {timeout}")
+    deadline = Deadline.of(timeout)
     if not 0 <= gap < 1:
         raise InputError(f"gap must be in [0, 1), got {gap}")
-    au = _Auditor(original, pruned, domain, epsilons, timeout, gap, seed, bounds)
+    au = _Auditor(original, pruned, domain, epsilons, deadline, gap, seed, bounds)
     data_x = _inputs_from(data, au.f.in_dim) if data is not None else None
-    layers, units, note = unit_changes(au.f, au.g, au.domain, au.method)
+    layers, units, note = unit_changes(au.f, au.g, au.domain, au.method, deadline)
     if note:
         au.notes.append(note)
     au.initial_bounds()
     if au.f.in_dim <= MAX_SPLIT_DIM and not au.overall().within(gap):
-        au.split_refine(min(au.timeout * 0.25, au.remaining() / 2))
+        au.split_refine(deadline.sub(0.5, seconds=au.timeout * SPLIT_SHARE))
     strict = au.check_strict()
     checks = [strict]
     for eps in sorted(set(au.epsilons)):
@@ -904,7 +1003,16 @@ def audit(
     # the ladder verdicts that were UNKNOWN may be decided by the refined bounds now
     checks = [_settle(c, au) for c in checks]
     rand = random_domain_points(au.domain, samples, seed)
-    sample = sample_stats(au.f, au.g, rand, au.domain, f"{len(rand)} random domain points")
+    source = f"{len(rand)} random domain points"
+    if len(rand) == 0:  # no float point lies in the domain: the nearest floats of box centres
+        rand = np.array([[float(v) for v in box.midpoint()] for box in au.domain.boxes])
+        source = (f"{len(rand)} float64 point(s) nearest the centres of the boxes (the domain "
+                  "holds no float point)")
+    sample = sample_stats(au.f, au.g, rand, au.domain, source)
+    if any(w is not None for w in au.witness_exact):
+        au.notes.append("a witness is a rational point that is not a float vector (see "
+                        "witness_exact): its deviation is exact, but onnxruntime cannot be fed "
+                        "that point exactly")
     data_stats = sample_stats(au.f, au.g, data_x, au.domain, str(data)
                               if isinstance(data, (str, Path)) else "data") if data_x is not None else None
     overall = au.overall()

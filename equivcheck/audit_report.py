@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .audit import AuditResult
 from .errors import InputError
+from .result import json_safe, long_int_text
 
 REPORT_SUFFIXES = (".html", ".htm", ".md", ".json")
 
@@ -268,8 +269,11 @@ def to_markdown(r: AuditResult) -> str:
 
 
 def to_json(r: AuditResult) -> str:
-    """The JSON object (``AuditResult.to_dict``), indented."""
-    return json.dumps(r.to_dict(), indent=2, default=str) + "\n"
+    """The JSON object (``AuditResult.to_dict``), indented, strict (no NaN or Infinity; the
+    rules of :mod:`equivcheck.result`)."""
+    with long_int_text():
+        data = json_safe(r.to_dict())
+    return json.dumps(data, indent=2, allow_nan=False) + "\n"
 
 
 def write_report(r: AuditResult, path: str | Path) -> Path:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .deadline import Deadline
 from .network import Network
 
 UNIT_ROUNDOFF = 2.0**-53
@@ -195,10 +196,12 @@ def symbolic_layer(net: Network, k: int, bounds: list[LayerBounds], lo, hi) -> L
 
 
 def symbolic_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, upto: int | None = None,
-                    base: list[LayerBounds] | None = None) -> list[LayerBounds]:
+                    base: list[LayerBounds] | None = None,
+                    deadline: Deadline | None = None) -> list[LayerBounds]:
     """CROWN-style bounds of every layer (or of layers ``0..upto``), intersected with interval
     bounds (rigorous). ``base``: sound bounds already known for a superset of the box (e.g. the
-    whole domain); each layer is intersected with them before the next layer uses it."""
+    whole domain); each layer is intersected with them before the next layer uses it. Once
+    ``deadline`` has passed, the remaining layers get interval bounds only (still rigorous)."""
     lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
     bounds: list[LayerBounds] = []
     last = len(net.layers) if upto is None else min(upto + 1, len(net.layers))
@@ -206,7 +209,7 @@ def symbolic_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, upto: int | No
         b = _interval_step(net, k, bounds, lo, hi)
         if base is not None:
             b = intersect(b, base[k])
-        if k > 0:
+        if k > 0 and not (deadline is not None and deadline.expired()):
             b = intersect(b, symbolic_layer(net, k, bounds, lo, hi))
         bounds.append(b)
     return bounds
@@ -436,20 +439,20 @@ class LPSolver:
 
 
 def lp_tighten_layer(net: Network, k: int, bounds: list[LayerBounds], lo, hi,
-                     units=None, deadline: float | None = None,
+                     units=None, deadline: Deadline | None = None,
                      points: list[np.ndarray] | None = None) -> LayerBounds:
     """LP-tightened rigorous bounds of layer ``k`` (only ``units``; default the unstable ones).
 
     Each LP bound is certified from HiGHS' dual solution (see :meth:`certified_min`). Input parts
-    of the LP solutions are appended to ``points`` (useful witness candidates).
+    of the LP solutions are appended to ``points`` (useful witness candidates). Every LP gets
+    HiGHS' time limit set to what is left of ``deadline``; once it has passed, the units not yet
+    tightened keep their bounds.
     """
-    import time
-
     cur = bounds[k]
     lower, upper = cur.lower.copy(), cur.upper.copy()
     if units is None:
         units = np.flatnonzero((lower < 0.0) & (upper > 0.0))
-    if k == 0 or len(units) == 0:
+    if k == 0 or len(units) == 0 or (deadline is not None and deadline.expired()):
         return cur
     relax = LinearRelaxation.build(net, k, bounds, lo, hi)
     solver = LPSolver(relax)
@@ -458,7 +461,7 @@ def lp_tighten_layer(net: Network, k: int, bounds: list[LayerBounds], lo, hi,
     hmax = np.maximum(np.abs(relax.col_lo[relax.out_cols]), np.abs(relax.col_hi[relax.out_cols]))
     for i in units:
         for sign in (1.0, -1.0):
-            remaining = None if deadline is None else deadline - time.monotonic()
+            remaining = None if deadline is None else deadline.remaining()
             if remaining is not None and remaining <= 0:
                 return LayerBounds(lower, upper)
             if sign > 0 and upper[i] <= 0.0 or sign < 0 and lower[i] >= 0.0:
@@ -482,17 +485,20 @@ def lp_tighten_layer(net: Network, k: int, bounds: list[LayerBounds], lo, hi,
     return LayerBounds(lower, upper)
 
 
-def lp_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, deadline: float | None = None) -> list[LayerBounds]:
+def lp_bounds(net: Network, lo: np.ndarray, hi: np.ndarray,
+              deadline: Deadline | None = None) -> list[LayerBounds]:
     """Symbolic bounds, then LP tightening of every unstable ReLU unit, layer by layer.
 
     The result encloses the exact values: each LP bound is certified from the dual solution.
-    Later layers are recomputed (interval and symbolic) from the tightened earlier layers.
+    Later layers are recomputed (interval and symbolic) from the tightened earlier layers. Once
+    ``deadline`` has passed no more LPs are solved and the remaining layers get interval bounds
+    (everything stays rigorous, only looser).
     """
     lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
     bounds: list[LayerBounds] = []
     for k in range(len(net.layers)):
         b = _interval_step(net, k, bounds, lo, hi)
-        if k > 0:
+        if k > 0 and not (deadline is not None and deadline.expired()):
             b = intersect(b, symbolic_layer(net, k, bounds, lo, hi))
         bounds.append(b)
         if k > 0 and net.layers[k].relu:
@@ -537,32 +543,41 @@ def remember_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, bounds: list[L
     _PROVED_BOUNDS[_bounds_key(net, lo, hi)] = [LayerBounds(b.lower.copy(), b.upper.copy()) for b in bounds]
 
 
-def exact_stability_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, timeout: float = 60.0) -> list[LayerBounds]:
+def exact_stability_bounds(net: Network, lo: np.ndarray, hi: np.ndarray,
+                           timeout: float | Deadline = 60.0,
+                           deadline: Deadline | None = None) -> list[LayerBounds]:
     """Symbolic bounds clipped at 0 wherever the exact stability analysis proved a unit stable.
 
     Every clip rests on a rigorous proof (see :mod:`equivcheck.stability`), so the result is
     still an enclosure; units the analysis left undecided keep their symbolic bounds. Bounds
     recorded with :func:`remember_bounds` for this network and box are reused (intersected).
+    ``timeout`` (seconds, or a :class:`Deadline`) bounds the analysis, ``deadline`` everything
+    (the analysis included); with no time for an analysis the result is the "lp" bounds.
     """
     from fractions import Fraction
 
+    analysis = Deadline.of(timeout, "the stability analysis' timeout", allow_zero=True)
+    if deadline is not None:
+        analysis = deadline.sub(seconds=analysis.remaining())
     known = _PROVED_BOUNDS.get(_bounds_key(net, lo, hi))
     if known is not None:
-        return [intersect(a, b) for a, b in zip(symbolic_bounds(net, lo, hi), known)]
-    if timeout <= 0:
-        return lp_bounds(net, lo, hi)
+        return [intersect(a, b) for a, b in zip(symbolic_bounds(net, lo, hi, deadline=deadline), known)]
+    if analysis.expired():
+        return lp_bounds(net, lo, hi, deadline)
 
     from .domain import Box, Domain
     from .stability import analyze_stability
 
     box = Box(tuple(Fraction(float(v)) for v in lo), tuple(Fraction(float(v)) for v in hi))
-    report = analyze_stability(net, Domain((box,), "<bounds>"), timeout=timeout)
-    bounds = report.clip(symbolic_bounds(net, lo, hi))
+    report = analyze_stability(net, Domain((box,), "<bounds>"), timeout=analysis)
+    base = report.bounds if report.bounds is not None else symbolic_bounds(net, lo, hi, deadline=deadline)
+    bounds = report.clip(list(base))
     remember_bounds(net, lo, hi, bounds)
     return bounds
 
 
-def sound_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, method: str = "interval") -> list[LayerBounds]:
+def sound_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, method: str = "interval",
+                 deadline: Deadline | None = None) -> list[LayerBounds]:
     """Rigorous pre-activation bounds of every layer over the float box ``[lo, hi]``.
 
     ``method`` names how hard to work: "interval" (cheapest), "symbolic" (CROWN-style
@@ -572,14 +587,37 @@ def sound_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, method: str = "in
     — ``compress`` does so before its proof — intersected with symbolic bounds; for a network
     and box nobody registered, the "lp" bounds, or a stability analysis of
     ``EXACT_METHOD_SECONDS`` when that is positive). Every method returns bounds that enclose the
-    exact values, so the prover may rely on them.
+    exact values, so the prover may rely on them. ``deadline`` stops the costly methods early:
+    past it they finish with cheaper (still rigorous) bounds.
     """
     if method == "interval":
         return interval_bounds(net, lo, hi)
     if method == "symbolic":
-        return symbolic_bounds(net, lo, hi)
+        return symbolic_bounds(net, lo, hi, deadline=deadline)
     if method == "lp":
-        return lp_bounds(net, lo, hi)
+        return lp_bounds(net, lo, hi, deadline)
     if method == "exact":
-        return exact_stability_bounds(net, lo, hi, timeout=EXACT_METHOD_SECONDS)
+        return exact_stability_bounds(net, lo, hi, EXACT_METHOD_SECONDS, deadline)
     raise ValueError(f"unknown bound method {method!r} (one of {', '.join(BOUND_METHODS)})")
+
+
+# what share of the time left each network's bounds may take, per method (the rest is for the
+# falsifier and the solver); cheap methods need no share
+BOUND_SHARE = {"lp": 1 / 3, "exact": 1 / 6}
+
+
+def bounds_pair(a: Network, b: Network, lo: np.ndarray, hi: np.ndarray, method: str,
+                deadline: Deadline) -> tuple[list[LayerBounds], list[LayerBounds]]:
+    """:func:`sound_bounds` of both networks over the same box; for the costly methods each
+    network gets ``BOUND_SHARE[method]`` of the time then left. "exact" runs a real stability
+    analysis on this box (the prover uses it for the whole box, not for its parts)."""
+    share = BOUND_SHARE.get(method)
+    out = []
+    for net in (a, b):
+        if method == "exact":
+            out.append(exact_stability_bounds(net, lo, hi, deadline.sub(share), deadline))
+        elif method == "lp":
+            out.append(lp_bounds(net, lo, hi, deadline.sub(share)))
+        else:
+            out.append(sound_bounds(net, lo, hi, method, deadline))
+    return out[0], out[1]

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from .bounds import LayerBounds
+from .deadline import Deadline
 from .domain import Domain, parse_domain
 from .network import Affine, Layer, Network, fraction_array, nearest_float_array
 from .onnx_import import ModelLike, load_model, load_network
@@ -43,7 +44,9 @@ from .stability import StabilityReport, UnitStatus, analyze_stability
 PRIME = 2_147_483_647  # 2^31 - 1
 MAX_EXACT_BASIS = 160  # larger dependent sets are not folded (exact solve too slow)
 DEFAULT_TIMEOUT = 120.0
-FOLD_PROOF_SECONDS = 30.0  # time given to the epsilon proof of folded weights
+FOLD_PROOF_SECONDS = 30.0  # time given to the epsilon proof of folded weights (at most)
+ANALYSIS_SHARE = 0.4  # of the time left after loading: the stability analysis
+FOLD_PROOF_SHARE = 0.5  # of the time left then: the epsilon proof of folded weights
 FOLD_MAX_RELATIVE_EPSILON = 1e-4  # folds needing a larger epsilon (x output scale) are dropped
 
 
@@ -134,8 +137,10 @@ class CompressionResult:
 
 @dataclass
 class _WLayer:
-    w: np.ndarray  # object array of Fraction (out, in)
-    b: np.ndarray  # object array of Fraction (out,)
+    # exact weights: float64 arrays while they are the stored floats (exact values, converted
+    # to rationals only where a fold needs them: see _exact), else object arrays of Fraction
+    w: np.ndarray  # (out, in)
+    b: np.ndarray  # (out,)
     relu: bool
     name: str
     origin: int  # index of the original layer whose units these are
@@ -144,6 +149,11 @@ class _WLayer:
     upper: np.ndarray
     status: list[UnitStatus] | None
     recomputed: bool = False  # weights changed from the stored ones
+
+
+def _exact(values: np.ndarray) -> np.ndarray:
+    """``values`` as an object array of Fractions (float arrays are converted exactly)."""
+    return values if values.dtype == object else fraction_array(values)
 
 
 def _exact_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -165,8 +175,10 @@ def _working(net: Network, report: StabilityReport, bounds: list[LayerBounds]) -
     out = []
     for k, layer in enumerate(net.layers):
         rep = report.layer(k) if layer.relu else None
+        exact_float = layer.affine.is_exact_float
         out.append(_WLayer(
-            w=layer.affine.rational_weight().copy(), b=layer.affine.rational_bias().copy(),
+            w=layer.weight.copy() if exact_float else layer.affine.rational_weight().copy(),
+            b=layer.bias.copy() if exact_float else layer.affine.rational_bias().copy(),
             relu=layer.relu, name=layer.name or f"layer{k}", origin=k,
             units=list(range(layer.out_dim)), lower=bounds[k].lower.copy(),
             upper=bounds[k].upper.copy(), status=list(rep.status) if rep else None,
@@ -203,7 +215,7 @@ def _collapse(layers: list[_WLayer], in_dim: int) -> list[_WLayer] | None:
     k = empty[0]
     h = np.zeros(0, dtype=object)
     for lay in layers[k + 1:]:
-        z = (lay.w.dot(h) if h.size else np.array([Fraction(0)] * len(lay.b), dtype=object)) + lay.b
+        z = (_exact(lay.w).dot(h) if h.size else np.array([Fraction(0)] * len(lay.b), dtype=object)) + _exact(lay.b)
         h = np.array([v if v > 0 else Fraction(0) for v in z], dtype=object) if lay.relu else z
     last = layers[-1]
     w = np.empty((len(h), in_dim), dtype=object)
@@ -239,8 +251,10 @@ def _solve_exact(m: list[list[Fraction]], rhs: list[Fraction]) -> list[Fraction]
     return [aug[i][n] for i in range(n)]
 
 
-def _fold_dependent(layers: list[_WLayer], notes: list[str]) -> dict[int, int]:
-    """Fold stably active units whose augmented rows depend exactly on other active units."""
+def _fold_dependent(layers: list[_WLayer], notes: list[str],
+                    deadline: Deadline | None = None) -> dict[int, int]:
+    """Fold stably active units whose augmented rows depend exactly on other active units
+    (as many as ``deadline`` leaves time for; a fold is all or nothing per unit)."""
     folded = {}
     for k, lay in enumerate(layers[:-1]):
         if not lay.relu:
@@ -249,9 +263,13 @@ def _fold_dependent(layers: list[_WLayer], notes: list[str]) -> dict[int, int]:
         folded[lay.origin] = 0
         if not active:
             continue
+        if deadline is not None and deadline.expired():
+            notes.append(f"layer {lay.origin}: active units not examined for folding (time limit)")
+            continue
         n_in = lay.w.shape[1]
         const = np.array([Fraction(0)] * n_in + [Fraction(1)], dtype=object)
-        rows = [const] + [np.concatenate([lay.w[i], [lay.b[i]]]) for i in active]
+        w_act, b_act = _exact(lay.w[active]), _exact(lay.b[active])
+        rows = [const] + [np.concatenate([w_act[r], [b_act[r]]]) for r in range(len(active))]
         ints = _int_rows(np.array(rows, dtype=object))
         # Gaussian elimination modulo PRIME, one row at a time
         basis: list[tuple[int, np.ndarray, int]] = []  # (row index, reduced row, pivot column)
@@ -279,8 +297,11 @@ def _fold_dependent(layers: list[_WLayer], notes: list[str]) -> dict[int, int]:
         # the basis rows restricted to the pivot columns are nonsingular mod p, hence over Q
         m = [[rows[br][p] for br in brows] for p in pivs]
         removed = []
-        next_w, next_b = layers[k + 1].w, layers[k + 1].b
+        next_w, next_b = _exact(layers[k + 1].w).copy(), _exact(layers[k + 1].b).copy()
         for r in dependent:
+            if deadline is not None and deadline.expired():
+                notes.append(f"layer {lay.origin}: folding stopped by the time limit")
+                break
             a = _solve_exact(m, [rows[r][p] for p in pivs])
             if a is None:
                 continue
@@ -307,19 +328,24 @@ def _fold_dependent(layers: list[_WLayer], notes: list[str]) -> dict[int, int]:
     return folded
 
 
-def _fold_layers(layers: list[_WLayer]) -> tuple[list[_WLayer], set[int]]:
-    """Fold every hidden layer whose units are all stably active into the next layer."""
+def _fold_layers(layers: list[_WLayer],
+                 deadline: Deadline | None = None) -> tuple[list[_WLayer], set[int]]:
+    """Fold every hidden layer whose units are all stably active into the next layer (while
+    ``deadline`` leaves time)."""
     out = list(layers)
     folded: set[int] = set()
     k = 0
     while k < len(out) - 1:
         lay, nxt = out[k], out[k + 1]
+        if deadline is not None and deadline.expired():
+            break
         if lay.relu and lay.status and all(s is UnitStatus.ACTIVE for s in lay.status):
             n_out, n_mid, n_in = nxt.w.shape[0], lay.w.shape[0], lay.w.shape[1]
             before = lay.w.size + lay.b.size + nxt.w.size + nxt.b.size
             if n_out * n_in + n_out <= before:
-                w = _exact_dot(nxt.w, lay.w)
-                b = _exact_dot(nxt.w, lay.b.reshape(-1, 1)).ravel() + nxt.b if n_mid else nxt.b
+                nw, lw, lb, nb = _exact(nxt.w), _exact(lay.w), _exact(lay.b), _exact(nxt.b)
+                w = _exact_dot(nw, lw)
+                b = _exact_dot(nw, lb.reshape(-1, 1)).ravel() + nb if n_mid else nb
                 merged = _WLayer(w=w, b=b, relu=nxt.relu, name=f"{lay.name}+{nxt.name}",
                                  origin=nxt.origin, units=nxt.units, lower=nxt.lower,
                                  upper=nxt.upper, status=nxt.status, recomputed=True)
@@ -333,6 +359,9 @@ def _fold_layers(layers: list[_WLayer]) -> tuple[list[_WLayer], set[int]]:
 def _to_network(net: Network, layers: list[_WLayer]) -> Network:
     out = []
     for lay in layers:
+        if lay.w.dtype != object and lay.b.dtype != object:  # the stored floats: exact
+            out.append(Layer(Affine(lay.w.copy(), lay.b.copy()), lay.relu, lay.name))
+            continue
         wf, bf = nearest_float_array(lay.w), nearest_float_array(lay.b)
         exact = all(Fraction(float(x)) == x for x in lay.w.ravel()) and all(
             Fraction(float(x)) == x for x in lay.b.ravel())
@@ -353,10 +382,7 @@ def _deviation_bound(layers: list[_WLayer], stored: Network, lo: np.ndarray, hi:
     hmax = np.maximum(np.abs(lo), np.abs(hi))
     out = []
     for lay, st in zip(layers, stored.layers):
-        wq = fraction_array(st.weight)
-        bq = fraction_array(st.bias)
-        dw = np.abs(nearest_float_array(lay.w - wq)) * (1 + 2**-50)
-        db = np.abs(nearest_float_array(lay.b - bq)) * (1 + 2**-50)
+        dw, db = _stored_error(lay.w, st.weight), _stored_error(lay.b, st.bias)
         d = (np.abs(st.weight) @ d + dw @ hmax + db) * (1 + 1e-9) + 1e-300
         out.append(d)
         hmax = np.maximum(np.abs(lay.lower), np.abs(lay.upper))
@@ -364,6 +390,14 @@ def _deviation_bound(layers: list[_WLayer], stored: Network, lo: np.ndarray, hi:
             hmax = np.maximum(lay.upper, 0.0)
         hmax = hmax + d  # the stored network's values may exceed the exact bounds by d
     return out
+
+
+def _stored_error(exact: np.ndarray, stored: np.ndarray) -> np.ndarray:
+    """Upper bounds of ``|exact - stored|`` elementwise (zero where the stored floats are the
+    exact values)."""
+    if exact.dtype != object and np.array_equal(exact, stored):
+        return np.zeros(stored.shape)
+    return np.abs(nearest_float_array(_exact(exact) - fraction_array(stored))) * (1 + 2**-50)
 
 
 def _round_up_decimal(x: float) -> Fraction:
@@ -392,7 +426,7 @@ class _Candidate:
 
 
 def _build(net: Network, report: StabilityReport, bounds: list[LayerBounds], dom: Domain,
-           fold: bool, notes: list[str]) -> _Candidate:
+           fold: bool, notes: list[str], deadline: Deadline | None = None) -> _Candidate:
     from .onnx_export import to_onnx
 
     layers = _working(net, report, bounds)
@@ -403,8 +437,8 @@ def _build(net: Network, report: StabilityReport, bounds: list[LayerBounds], dom
     if collapsed_layers is not None:
         layers = collapsed_layers
     elif fold:
-        folded_units = _fold_dependent(layers, notes)
-        layers, folded_layers = _fold_layers(layers)
+        folded_units = _fold_dependent(layers, notes, deadline)
+        layers, folded_layers = _fold_layers(layers, deadline)
     exact_net = _to_network(net, layers)
     onnx_model, stored_exact = to_onnx(exact_net, graph_name="equivcheck_compressed")
     stored = load_network(onnx_model, name="<compressed>")
@@ -435,14 +469,16 @@ def compress(
     domain: "str | Domain | None" = None,
     output: str | Path | None = None,
     verify: bool = True,
-    timeout: float = DEFAULT_TIMEOUT,
+    timeout: float | Deadline = DEFAULT_TIMEOUT,
     samples: np.ndarray | None = None,
     bounds_method: str = "exact",
 ) -> CompressionResult:
     """Compress ``model`` losslessly on ``domain`` and (unless ``verify`` is False) prove it.
 
-    The stability analysis gets at most half of ``timeout``; the proof what remains. When
-    folding recomputed weights and the epsilon proof does not come back PROVED in time, the
+    ``timeout`` (seconds, or a :class:`~equivcheck.deadline.Deadline` handed down) bounds the
+    whole call: the stability analysis gets ``ANALYSIS_SHARE`` of the time left after loading,
+    folding stops at the deadline, and the proof gets what remains (UNKNOWN when nothing does).
+    When folding recomputed weights and the epsilon proof does not come back PROVED in time, the
     folds are dropped and the removal-only network (which keeps the stored weights) is proved
     strictly instead; the notes say so. The bounds the analysis proved are handed to the prover
     (``bounds="exact"``), so removed units are constants there too and, thanks to the prover's
@@ -452,16 +488,17 @@ def compress(
     from .bounds import remember_bounds
 
     start = time.monotonic()
+    deadline = Deadline.of(timeout)
     proto = model if isinstance(model, Network) else load_model(model)
     label = None if isinstance(model, Network) or hasattr(model, "SerializeToString") else str(model)
     net = model if isinstance(model, Network) else load_network(proto, name=label)
     dom = parse_domain(domain, net.in_dim)
-    report = analyze_stability(net, dom, timeout=timeout / 2, samples=samples)
+    report = analyze_stability(net, dom, timeout=deadline.sub(ANALYSIS_SHARE), samples=samples)
     bounds = _report_bounds(net, dom, report)
     for box in dom.boxes:
         remember_bounds(net, box.lower_float(), box.upper_float(), bounds)
     notes: list[str] = []
-    cand = _build(net, report, bounds, dom, fold=True, notes=notes)
+    cand = _build(net, report, bounds, dom, fold=True, notes=notes, deadline=deadline)
     if cand.collapsed:
         notes.append("a hidden layer is stably inactive on the whole domain: the network is constant")
     proof = None
@@ -471,17 +508,16 @@ def compress(
         src = net if isinstance(model, Network) else proto
         _remember(net, dom, cand)
 
-        def run(c: _Candidate, budget: float) -> ProofResult:
+        def run(c: _Candidate, budget: Deadline) -> ProofResult:
             if c.epsilon is None or c.epsilon == 0:
                 return prove(src, c.onnx_model, domain=dom, mode="strict", timeout=budget,
                              bounds=bounds_method)
             return prove(src, c.onnx_model, domain=dom, mode="epsilon", tolerance=c.epsilon,
                          norm="linf", timeout=budget, bounds=bounds_method)
 
-        remaining = max(timeout - (time.monotonic() - start), 10.0)
         folded = sum(cand.folded_units.values()) + len(cand.folded_layers)
         if cand.exact or not folded:
-            proof = run(cand, remaining)
+            proof = run(cand, deadline)
         else:
             scale = max(1.0, float(np.max(np.abs(np.concatenate([bounds[-1].lower, bounds[-1].upper])))))
             if cand.epsilon is not None and cand.epsilon > FOLD_MAX_RELATIVE_EPSILON * scale:
@@ -489,12 +525,12 @@ def compress(
                        f"above {FOLD_MAX_RELATIVE_EPSILON:g} x the output scale {scale:.3g}")
                 proof = None
             else:
-                proof = run(cand, min(remaining / 2, FOLD_PROOF_SECONDS))
+                proof = run(cand, deadline.sub(FOLD_PROOF_SHARE, seconds=FOLD_PROOF_SECONDS))
                 why = f"the epsilon proof ({cand.epsilon}) came back {proof.verdict.label} ({proof.reason})"
             if proof is None or not proof.proved:
                 fallback = _build(net, report, bounds, dom, fold=False, notes=[])
                 _remember(net, dom, fallback)
-                fb_proof = run(fallback, max(timeout - (time.monotonic() - start), 10.0))
+                fb_proof = run(fallback, deadline)
                 notes.append(
                     f"folding {folded} stably active unit(s)/layer(s) changed weights; {why}; so the "
                     "folds were dropped and the removal-only network (stored weights unchanged) "
@@ -518,9 +554,12 @@ def compress(
 
 
 def _report_bounds(net: Network, dom: Domain, report: StabilityReport) -> list[LayerBounds]:
-    """Sound bounds over the whole domain (the union of the boxes' symbolic bounds)."""
+    """Sound bounds over the whole domain (the union of the boxes' symbolic bounds; for one box,
+    the bounds the analysis ended with)."""
     from .bounds import symbolic_bounds
 
+    if report.bounds is not None and len(dom.boxes) == 1:
+        return report.clip(list(report.bounds))
     out = None
     for box in dom.boxes:
         b = symbolic_bounds(net, box.lower_float(), box.upper_float())

@@ -30,6 +30,7 @@ import numpy as np
 
 from . import bounds as _bounds
 from .bounds import LayerBounds
+from .deadline import Deadline
 from .network import Network
 
 
@@ -94,13 +95,14 @@ def difference_bounds(
     bounds_a: list[LayerBounds],
     bounds_b: list[LayerBounds],
     symbolic: bool = False,
+    deadline: Deadline | None = None,
 ) -> list[DiffBounds] | None:
     """Sound bounds of ``z_a - z_b`` and ``h_a - h_b`` on every layer, or None.
 
     ``lo``/``hi`` enclose the input box and ``bounds_a``/``bounds_b`` are sound pre-activation
     bounds over it. With ``symbolic``, each layer's interval is intersected with a linear
-    back-substitution bound (tighter, slower). None when the networks do not have the same
-    shape (see :func:`same_shape`).
+    back-substitution bound (tighter, slower) until ``deadline`` passes. None when the networks
+    do not have the same shape (see :func:`same_shape`).
     """
     if not same_shape(a, b):
         return None
@@ -122,7 +124,7 @@ def difference_bounds(
         ba, bb = bounds_a[k], bounds_b[k]
         zl = np.maximum(zl, _down(ba.lower - bb.upper))
         zu = np.minimum(zu, _up(ba.upper - bb.lower))
-        if symbolic and k > 0:
+        if symbolic and k > 0 and not (deadline is not None and deadline.expired()):
             n = la.out_dim
             eye = np.eye(n)
             ub = _diff_back_substitute(a, b, k, np.vstack([eye, -eye]), bounds_a, bounds_b, pre, post, lo, hi)

@@ -70,9 +70,9 @@ class _Writer:
     def declare(self, name: str) -> None:
         self.lines.append(f"(declare-const {name} Real)")
 
-    def bound(self, name: str, lo, hi) -> None:
-        self.lines.append(f"(assert (<= {num(lo)} {name}))")
-        self.lines.append(f"(assert (<= {name} {num(hi)}))")
+    def bound(self, name: str, lo, hi, lo_strict: bool = False, hi_strict: bool = False) -> None:
+        self.lines.append(f"(assert ({'<' if lo_strict else '<='} {num(lo)} {name}))")
+        self.lines.append(f"(assert ({'<' if hi_strict else '<='} {name} {num(hi)}))")
 
     def _lookup(self, key, norm, names, coefs, bias):
         for ref, norm0, names0, coefs0, bias0 in self._units.get(key, ()):
@@ -185,9 +185,9 @@ def encode_disagreement(
     """
     wr = _Writer()
     inputs = tuple(f"x_{i}" for i in range(box.dim))
-    for name, lo, hi in zip(inputs, box.lower, box.upper):
+    for name, lo, hi, ls, us in zip(inputs, box.lower, box.upper, box.lower_strict, box.upper_strict):
         wr.declare(name)
-        wr.bound(name, lo, hi)
+        wr.bound(name, lo, hi, ls, us)
     ha: list = [(x, Fraction(1)) for x in inputs]
     per_layer_a = []
     for li, layer in enumerate(a.layers):

@@ -40,5 +40,10 @@ class DomainError(InputError):
     """The input domain is malformed, empty, inverted or not finite."""
 
 
+class SoundnessError(EquivcheckError):
+    """An internal check refused a result that would not be sound (a counterexample outside the
+    domain or not violating the spec exactly). Always a bug: it is raised instead of a verdict."""
+
+
 class SolverError(EquivcheckError):
     """The solver process failed in an unexpected way (not a timeout, which is a verdict)."""

@@ -9,10 +9,10 @@ inside the exact box; it is only a *candidate*: the prover confirms it in exact 
 from __future__ import annotations
 
 import itertools
-import time
 
 import numpy as np
 
+from .deadline import Deadline
 from .domain import Box
 from .network import Network
 from .spec import Mode, Norm, Spec
@@ -82,15 +82,11 @@ def vjp(net: Network, x: np.ndarray, c: np.ndarray) -> np.ndarray:
     return g
 
 
-def _f32_box(box: Box) -> tuple[np.ndarray, np.ndarray]:
-    got = box.float32_box()
-    if got is not None:
-        return got
-    # no float32 point inside the box: use float64 points (flagged later when checking ORT)
-    lo = np.array([float(v) for v in box.lower])
-    hi = np.array([float(v) for v in box.upper])
-    lo = np.maximum(lo, box.lower_float())
-    return np.minimum(lo, hi), np.maximum(np.minimum(hi, box.upper_float()), np.minimum(lo, hi))
+def _f32_box(box: Box) -> tuple[np.ndarray, np.ndarray] | None:
+    """Float bounds whose every float point lies in the exact box (strict faces honoured):
+    float32 points when the box holds any, else float64 points; None when it holds neither."""
+    got = box.sample_box()
+    return None if got is None else got[0]
 
 
 def _snap(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -107,14 +103,21 @@ def search(
     samples: int = 4096,
     seed: int = 0,
     keep: int = 8,
+    deadline: Deadline | None = None,
 ) -> list[tuple[float, np.ndarray]]:
     """Candidate counterexamples as (float64 margin, point), most violating first.
 
-    Only points with a positive float64 margin are returned; at most ``keep`` of them.
+    Only points with a positive float64 margin are returned; at most ``keep`` of them. Every
+    returned point lies in ``box`` exactly (float32 when the box holds float32 points, else
+    float64); a box that holds no float64 point at all gives no candidates.
     """
-    deadline = time.monotonic() + max(seconds, 0.0)
+    if deadline is None:
+        deadline = Deadline.start(max(seconds, 0.0), allow_zero=True)
     rng = np.random.default_rng(seed)
-    lo, hi = _f32_box(box)
+    got = _f32_box(box)
+    if got is None:
+        return []
+    lo, hi = got
     dim = len(lo)
     pts = [(lo + hi) / 2, lo, hi]
     if dim <= 10:
@@ -125,10 +128,21 @@ def search(
     n_rand = max(16, min(samples, int(4_000_000 // max(dim, 1))))
     rand = lo + rng.random((n_rand, dim)) * (hi - lo)
     x = _snap(np.vstack([np.atleast_2d(np.array(pts)), rand]), lo, hi)
-    ya, yb = a.evaluate(x), b.evaluate(x)
+    # evaluate in chunks so that a small budget is honoured on large networks
+    chunk = max(64, int(2_000_000 // max(1, sum(layer.weight.size for layer in tuple(a.layers) + tuple(b.layers)))))
+    parts_a, parts_b = [], []
+    for start in range(0, len(x), chunk):
+        if start and deadline.expired():
+            break
+        parts_a.append(a.evaluate(x[start:start + chunk]))
+        parts_b.append(b.evaluate(x[start:start + chunk]))
+    ya, yb = np.vstack(parts_a), np.vstack(parts_b)
+    x = x[: len(ya)]
     margin = batch_margin(spec, ya, yb)
     best = list(np.argsort(-margin)[:keep])
-    found: list[tuple[float, np.ndarray]] = [(float(margin[i]), x[i]) for i in best if margin[i] > 0]
+    found: list[tuple[float, np.ndarray]] = [
+        (float(margin[i]), x[i]) for i in best if margin[i] > 0 and box.contains(x[i])
+    ]
     # Above this, a float64 margin is not rounding noise, so searching on is pointless. (The
     # prover still confirms every candidate in exact arithmetic; this only stops the search.)
     noise = 1e-9 * (1.0 + float(np.max(np.abs(ya))) + float(np.max(np.abs(yb))))
@@ -140,7 +154,7 @@ def search(
     cur_m = margin[best].copy()
     width = hi - lo
     step = 0.25
-    while time.monotonic() < deadline and step > 1e-7:
+    while not deadline.expired() and step > 1e-7:
         ya, yb = a.evaluate(cur), b.evaluate(cur)
         ca, cb = _objective_weights(spec, ya, yb)
         g = vjp(a, cur, ca) + vjp(b, cur, cb)
@@ -165,4 +179,4 @@ def search(
         if m > 0:
             found.append((float(m), p))
     found.sort(key=lambda t: -t[0])
-    return found[:keep]
+    return [(m, p) for m, p in found if box.contains(p)][:keep]

@@ -12,7 +12,8 @@ from fractions import Fraction
 import numpy as np
 
 from . import falsify
-from .bounds import LayerBounds, Stability, exact_stability_bounds, sound_bounds
+from .bounds import LayerBounds, Stability, bounds_pair
+from .deadline import Deadline
 from .diffbounds import difference_bounds
 from .domain import Box, Domain, parse_domain
 from .encode import shared_prefix
@@ -26,6 +27,7 @@ from .witness import OrtRunner, build_counterexample, exact_evaluation
 
 DEFAULT_TIMEOUT = 60.0
 EXACT_CHECKS = 4  # falsifier candidates confirmed in exact arithmetic per box
+NOT_EXAMINED = "timeout: the time limit was reached before this box was examined"
 
 
 @dataclass
@@ -87,7 +89,7 @@ def prove(
     mode: str = "strict",
     tolerance=None,
     norm: str = "linf",
-    timeout: float = DEFAULT_TIMEOUT,
+    timeout: float | Deadline = DEFAULT_TIMEOUT,
     falsify_seconds: float | None = None,
     seed: int = 0,
     bounds: str = "interval",
@@ -106,25 +108,34 @@ def prove(
     ``bounds`` chooses the (always sound) bound method that classifies ReLUs before encoding:
     "interval", "symbolic", "lp", or "exact" (the exact stability analysis of
     :mod:`equivcheck.stability` on the whole box, with a sixth of the time).
-    Raises an :class:`~equivcheck.errors.InputError` for bad models or domains.
+    ``timeout`` is seconds for the whole call, loading included, or a :class:`Deadline` handed
+    down by a caller; once it has passed, the boxes not examined yet are UNKNOWN at once.
+    Raises an :class:`~equivcheck.errors.InputError` for bad models or domains, and for a
+    timeout that is not a positive finite number of seconds (at most ``MAX_TIMEOUT``).
     """
     start = time.monotonic()
+    deadline = Deadline.of(timeout)
     spec = Spec.make(mode, tolerance, norm)
     models = load_pair(a, b)
     dom = parse_domain(domain, models.net_a.in_dim)
-    deadline = start + float(timeout)
     runner = OrtRunner() if models.proto_a is not None and models.proto_b is not None else None
     box_results: list[BoxResult] = []
     cex: Counterexample | None = None
     for index, box in enumerate(dom.boxes):
+        if deadline.expired():  # no per-box work once the time is up
+            box_results.extend(BoxResult(i, Verdict.UNKNOWN, NOT_EXAMINED) for i in range(index, len(dom.boxes)))
+            break
         res, found = _prove_box(models, spec, box, index, deadline, runner, falsify_seconds, seed, bounds)
         box_results.append(res)
         if found is not None:
             cex = found
             break
     verdict = min(r.verdict for r in box_results)
-    reasons = [r.reason for r in box_results if r.verdict == verdict]
-    reason = reasons[0] if len(dom.boxes) == 1 else f"{reasons[0]} (box {box_results[-1].index})"
+    first = next(r for r in box_results if r.verdict == verdict)
+    reason = first.reason if len(dom.boxes) == 1 else f"{first.reason} (box {first.index})"
+    skipped = sum(1 for r in box_results if r.reason == NOT_EXAMINED)
+    if skipped and first.reason != NOT_EXAMINED:
+        reason += f"; {skipped} of {len(dom.boxes)} boxes not examined (time limit)"
     if verdict is Verdict.PROVED and len(dom.boxes) > 1:
         reason = f"proved on all {len(dom.boxes)} boxes"
     notes = tuple(models.net_a.notes) + tuple(models.net_b.notes)
@@ -150,7 +161,7 @@ def _prove_box(
     spec: Spec,
     box: Box,
     index: int,
-    deadline: float,
+    deadline: Deadline,
     runner: OrtRunner | None,
     falsify_seconds: float | None,
     seed: int,
@@ -159,12 +170,8 @@ def _prove_box(
     t0 = time.monotonic()
     a, b = models.net_a, models.net_b
     lo, hi = box.lower_float(), box.upper_float()
-    if bound_method == "exact":
-        # the whole box gets a real stability analysis (parts of it, when splitting, do not)
-        budget = max(0.0, (deadline - time.monotonic()) / 6)
-        ba, bb = (exact_stability_bounds(n, lo, hi, timeout=budget) for n in (a, b))
-    else:
-        ba, bb = sound_bounds(a, lo, hi, bound_method), sound_bounds(b, lo, hi, bound_method)
+    # "exact": the whole box gets a real stability analysis (parts of it, when splitting, do not)
+    ba, bb = bounds_pair(a, b, lo, hi, bound_method, deadline)
     k = shared_prefix(a, b)
     stab = tuple(stability_table(a, "a", ba, k) + stability_table(b, "b", bb, k))
 
@@ -177,21 +184,27 @@ def _prove_box(
         return done(Verdict.PROVED, "the networks are identical after canonicalisation (no search needed)")
 
     # 1. bounds on the difference of same-shaped networks may settle epsilon outright
-    diff = difference_bounds(a, b, lo, hi, ba, bb, symbolic=True)
+    diff = difference_bounds(a, b, lo, hi, ba, bb, symbolic=True, deadline=deadline)
     eps = epsilon_bound(spec, diff)
     if eps is not None and eps <= spec.tolerance:
         return done(
             Verdict.PROVED,
             f"difference bounds: ||f(x) - g(x)|| <= {float(eps):.6g} on the whole box (no search needed)",
         )
+    if deadline.expired():
+        return done(Verdict.UNKNOWN, "timeout: the time ran out while computing bounds")
 
     # 2. falsification first
-    budget = falsify_seconds if falsify_seconds is not None else min(1.0, max(0.0, (deadline - time.monotonic()) / 4))
-    candidates = falsify.search(a, b, spec, box, seconds=budget, seed=seed + index)
+    budget = deadline.sub(seconds=falsify_seconds) if falsify_seconds is not None else deadline.sub(1 / 4, seconds=1.0)
+    candidates = falsify.search(a, b, spec, box, deadline=budget, seed=seed + index)
     for _, x in candidates[:EXACT_CHECKS]:
+        if deadline.expired():
+            return done(Verdict.UNKNOWN, "timeout: the time ran out while confirming falsifier candidates")
+        if not box.contains(x):
+            continue
         ex = exact_evaluation(a, b, spec, [Fraction(float(v)) for v in x])
         if ex.violated:
-            cex = build_counterexample(a, b, spec, x, index, "falsifier", runner, models.proto_a, models.proto_b, ex)
+            cex = build_counterexample(a, b, spec, x, index, "falsifier", runner, models.proto_a, models.proto_b, ex, box=box)
             return done(Verdict.REFUTED, "counterexample found by sampling and local search", cex=cex)
 
     # 3. the exact query: the solver on the box, or on parts of it
@@ -204,32 +217,38 @@ def _prove_box(
     ex = exact_evaluation(a, b, spec, x_q)
     cex = _float_counterexample(models, spec, box, index, x_q, runner, seed)
     if cex is None:
-        x_near = [float(v) for v in x_q]
-        note = (
-            "the solver's point is rational (exact input: "
-            + ", ".join(str(v) for v in x_q[:8]) + (", ..." if len(x_q) > 8 else "")
-            + "); no float32 point near it shows the violation"
-        )
-        cex = build_counterexample(a, b, spec, x_near, index, "solver", runner, models.proto_a, models.proto_b, ex, note)
+        # no float point near the solver's point shows the violation: report the exact point
+        note = "the solver's point is rational; no float32 point near it shows the violation"
+        cex = build_counterexample(a, b, spec, x_q, index, "solver", runner, models.proto_a, models.proto_b, ex, note, box=box)
     return done(Verdict.REFUTED, dec.reason, dec, cex)
 
 
 def _float_counterexample(models, spec, box, index, x_q, runner, seed) -> Counterexample | None:
-    """A float32 counterexample at or near the solver's rational point, if one is found."""
+    """A float counterexample inside the box at or near the solver's rational point, if one is
+    found (float32 points when the box holds any, else float64 points)."""
     a, b = models.net_a, models.net_b
-    f32 = box.float32_box()
-    lo, hi = f32 if f32 is not None else (box.lower_float(), box.upper_float())
-    x0 = np.clip(np.array([float(v) for v in x_q]).astype(np.float32).astype(np.float64), lo, hi)
+    got = box.sample_box()
+    if got is None:
+        return None
+    (lo, hi), precision = got
+    dtype = np.float32 if precision == "float32" else np.float64
+
+    def snap(p):
+        return np.clip(np.asarray(p).astype(dtype).astype(np.float64), lo, hi)
+
+    x0 = snap(np.array([float(v) for v in x_q]))
     starts = [x0]
     rng = np.random.default_rng(seed)
     width = hi - lo
     for scale in (1e-6, 1e-4, 1e-2):
-        starts.extend(np.clip((x0 + rng.normal(0, 1, (4, len(x0))) * width * scale).astype(np.float32).astype(np.float64), lo, hi))
+        starts.extend(snap(x0 + rng.normal(0, 1, (4, len(x0))) * width * scale))
     pts = np.array(starts)
     margins = falsify.batch_margin(spec, a.evaluate(pts), b.evaluate(pts))
     for i in np.argsort(-margins)[:EXACT_CHECKS]:
         x = pts[i]
+        if not box.contains(x):
+            continue
         ex = exact_evaluation(a, b, spec, [Fraction(float(v)) for v in x])
-        if ex.violated and box.contains(x):
-            return build_counterexample(a, b, spec, x, index, "solver", runner, models.proto_a, models.proto_b, ex)
+        if ex.violated:
+            return build_counterexample(a, b, spec, x, index, "solver", runner, models.proto_a, models.proto_b, ex, box=box)
     return None

@@ -75,13 +75,20 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _timeout(value: Any, where: str) -> float:
+    """A finite number of seconds in (0, ``deadline.MAX_TIMEOUT``], else a usage error."""
+    from .deadline import validate_timeout
+    from .errors import InputError
+
     try:
         t = float(value)
     except (TypeError, ValueError):
         raise pytest.UsageError(f"{where}: {value!r} is not a number of seconds") from None
     if not t > 0:
         raise pytest.UsageError(f"{where}: the timeout must be positive, got {value!r}")
-    return t
+    try:
+        return validate_timeout(t, "the timeout")
+    except InputError as exc:
+        raise pytest.UsageError(f"{where}: {exc}") from None
 
 
 def _unknown(value: Any, where: str) -> str:
@@ -147,9 +154,11 @@ KEPT_LINES = ("counterexample x", "reproduces in onnxruntime", "details", "repro
 def _section(records: list) -> str:
     """Every check the test ran: its verdict and, for a failed one, where the counterexample
     is saved, whether it reproduces in onnxruntime and the command that reproduces it."""
+    from .report import tolerance_text
+
     lines = []
     for i, (result, message) in enumerate(records, 1):
-        spec = result.spec["mode"] + (f" {result.spec['tolerance']:g}"
+        spec = result.spec["mode"] + (f" {tolerance_text(result.spec)}"
                                       if "tolerance" in result.spec else "")
         lines.append(
             f"check {i}: {result.verdict.label.upper()} ({spec}) in {result.seconds:.2f} s: "

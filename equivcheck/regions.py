@@ -37,6 +37,7 @@ as it is when the cap or the timeout stop the search.
 from __future__ import annotations
 
 import enum
+import itertools
 import math
 import os
 import sys
@@ -56,12 +57,46 @@ from .network import Network, _exact_matvec
 # Upper bounds
 
 
+MAX_WIDTH = 1_000_000  # input dimension and each ReLU layer
+MAX_UNITS = 1_000_000  # ReLU units in all layers together (2^N then has 301,030 digits)
+MAX_BOUND_WORK = 4 * 10**9  # big-integer work of the exact bounds, in cells x bits (~5 s)
+
+
 def _check_widths(in_dim: int, widths: Sequence[int]) -> None:
+    """Raise :class:`InputError` unless the widths are positive, at most :data:`MAX_WIDTH`
+    each, at most :data:`MAX_UNITS` ReLU units in all, and the exact bounds cost at most
+    :data:`MAX_BOUND_WORK` (see :func:`bound_work`)."""
     if int(in_dim) < 1:
         raise InputError(f"input dimension must be at least 1, got {in_dim}")
     for w in widths:
         if int(w) < 1:
-            raise InputError(f"layer widths must be at least 1, got {list(widths)}")
+            raise InputError(f"layer widths must be at least 1, got {list(widths)[:20]}")
+    big = [int(w) for w in (in_dim, *widths) if int(w) > MAX_WIDTH]
+    if big:
+        raise InputError(f"width {big[0]:,} is above the maximum {MAX_WIDTH:,}")
+    units = sum(int(w) for w in widths)
+    if units > MAX_UNITS:
+        raise InputError(f"{units:,} ReLU units in all: the maximum is {MAX_UNITS:,}")
+    work = bound_work(in_dim, widths)
+    if work > MAX_BOUND_WORK:
+        raise InputError(
+            f"input dimension {int(in_dim):,} with ReLU layers of {units:,} units: the exact "
+            f"bounds are too large to compute (estimated work {work:.2g}, the maximum is "
+            f"{MAX_BOUND_WORK:.2g}: use fewer or narrower layers)"
+        )
+
+
+def bound_work(in_dim: int, widths: Sequence[int]) -> int:
+    """An estimate of the big-integer work of :func:`bounds_for_widths`: the cells of the
+    tables :func:`_recursive_bound` and :func:`shallow_bound` fill, times the bits of the
+    largest number (``N``, the ReLU units: every bound is at most ``2^N``)."""
+    units = sum(int(w) for w in widths)
+    cells = min(int(in_dim), units) + 1  # the shallow bound's binomials
+    m = int(in_dim)
+    for level, n in enumerate(int(w) for w in widths):
+        cells += min(m, n) + 1 + (1 if level == 0 else m + 1)
+        m = min(m, n)
+    return cells * max(units, 1)
 
 
 @dataclass(frozen=True)
@@ -85,26 +120,43 @@ def _recursive_bound(dim: int, layers: Sequence[_LayerSpec]) -> int:
 
     With ``u = split_rank = pass_rank = n_l`` and ``a = 0`` this is Theorem 1 of Serra et al.
     (2018): ``j_l <= min(n_0, n_1 - j_1, ..., n_{l-1} - j_{l-1}, n_l)``.
+
+    Exact integers, computed layer by layer from the last as a table of ``R_l(d)`` over the
+    ``d`` that can reach layer ``l`` (``d <= min(dim, pass ranks before l)``; only ``d = dim``
+    at the first layer). With ``D = min(d, pass_rank)`` the argument is ``D`` for
+    ``j <= a + u - D`` and ``a + u - j`` after, so each ``R_l(d)`` is two prefix sums over
+    ``j``: linear work per layer instead of the quadratic double sum.
     """
-    memo: dict[tuple[int, int], int] = {}
-
-    def r(level: int, d: int) -> int:
-        if level == len(layers):
-            return 1
-        key = (level, d)
-        if key in memo:
-            return memo[key]
+    dim = int(dim)
+    caps = [dim]  # caps[l]: the largest d that reaches layer l
+    for spec in layers:
+        caps.append(min(caps[-1], int(spec.pass_rank)))
+    nxt = [1] * (caps[-1] + 1)  # R_{L+1}(d) = 1
+    for level in range(len(layers) - 1, -1, -1):
         spec = layers[level]
-        u = spec.split
-        total = 0
-        for j in range(min(d, spec.split_rank, u) + 1):
-            total += math.comb(u, j) * r(
-                level + 1, min(d, spec.pass_rank, spec.always_active + u - j)
-            )
-        memo[key] = total
-        return total
-
-    return r(0, dim)
+        u, a = int(spec.split), int(spec.always_active)
+        sr, pr, cap = int(spec.split_rank), int(spec.pass_rank), caps[level]
+        jmax = max(0, min(cap, sr, u))
+        binom = [1] * (jmax + 1)  # C(u, j), j = 0..jmax
+        for j in range(1, jmax + 1):
+            binom[j] = binom[j - 1] * (u - j + 1) // j
+        pc = list(itertools.accumulate(binom))  # pc[m] = sum_{j <= m} C(u, j)
+        jlo = max(0, a + u - caps[level + 1])  # from here on R_{l+1}(a + u - j) is in the table
+        pt = [0] * (jmax + 2)  # pt[m + 1] = sum_{jlo <= j <= m} C(u, j) R_{l+1}(a + u - j)
+        for j in range(jmax + 1):
+            pt[j + 1] = pt[j] + (binom[j] * nxt[a + u - j] if j >= jlo else 0)
+        cur = []
+        for d in range(cap + 1) if level else (cap,):
+            big_d = min(d, pr)
+            top = min(d, sr, u)
+            k0 = a + u - big_d  # j <= k0: the argument is big_d
+            total = nxt[big_d] * pc[min(top, k0)] if top >= 0 and k0 >= 0 else 0
+            first = max(k0 + 1, 0)
+            if first <= top:
+                total += pt[top + 1] - pt[first]
+            cur.append(total)
+        nxt = cur
+    return nxt[-1] if layers else 1
 
 
 def theorem1_bound(in_dim: int, widths: Sequence[int]) -> int:
@@ -128,12 +180,26 @@ def activation_pattern_bound(widths: Sequence[int]) -> int:
 def shallow_bound(in_dim: int, units: int) -> int:
     """``sum_{j=0}^{n_0} C(N, j)``: the regions of N hyperplanes in general position in R^{n_0},
     i.e. the maximum for one hidden layer of ``N`` units (Zaslavsky's theorem)."""
-    return sum(math.comb(int(units), j) for j in range(min(int(in_dim), int(units)) + 1))
+    n, total, c = int(units), 0, 1
+    for j in range(min(int(in_dim), n) + 1):
+        total += c
+        c = c * (n - j) // (j + 1)  # C(n, j + 1)
+    return total
 
 
 def scientific(n: int, digits: int = 3) -> str:
-    """An exact integer in scientific notation, correctly rounded (``1.234e+56``)."""
-    return format(Decimal(n), f".{digits}e")
+    """An exact integer in scientific notation, correctly rounded half-even (``1.234e+56``),
+    in time that grows slowly with the size of ``n`` (no full decimal conversion)."""
+    n = int(n)
+    guard = digits + 6
+    exp10 = int((abs(n).bit_length() - 1) * 0.30102999566398120)  # floor(log10 |n|), or one less
+    shift = exp10 - guard
+    if shift <= 0:
+        return format(Decimal(n), f".{digits}e")
+    q, r = divmod(abs(n), 10**shift)  # q has guard + 1 or + 2 digits
+    sticky = 1 if r else 0  # a tenth digit that breaks ties the way the remainder does
+    head = Decimal(q * 10 + sticky).scaleb(shift - 1)
+    return format(head.copy_sign(Decimal(-1 if n < 0 else 1)), f".{digits}e")
 
 
 # --------------------------------------------------------------------------------------------
@@ -428,7 +494,9 @@ def parse_widths(text: str) -> tuple[int, tuple[int, ...], int]:
     """``"784,22,10"`` -> (input dim 784, ReLU widths (22,), output width 10).
 
     The first number is the input dimension, the last the output layer (affine, no ReLU, not
-    counted), the ones between the ReLU layers. Raises :class:`InputError` on anything else.
+    counted), the ones between the ReLU layers. Raises :class:`InputError` on anything else, and
+    beyond the maxima of :func:`_check_widths` (each width at most :data:`MAX_WIDTH`, at most
+    :data:`MAX_UNITS` ReLU units, exact bounds of bounded cost).
     """
     parts = [p.strip() for p in str(text).split(",")]
     try:
@@ -441,6 +509,12 @@ def parse_widths(text: str) -> tuple[int, tuple[int, ...], int]:
         raise InputError(f"--widths {text!r}: give at least the input and output widths")
     if any(v < 1 for v in values):
         raise InputError(f"--widths {text!r}: every width must be at least 1")
+    if values[-1] > MAX_WIDTH:
+        raise InputError(f"--widths: width {values[-1]:,} is above the maximum {MAX_WIDTH:,}")
+    try:
+        _check_widths(values[0], values[1:-1])
+    except InputError as exc:
+        raise InputError(f"--widths: {exc}") from None
     return values[0], tuple(values[1:-1]), values[-1]
 
 

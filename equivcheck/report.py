@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .result import Counterexample, ProofResult, Verdict
+from .result import BoxResult, Counterexample, ProofResult, Verdict
 
 VERDICT_STYLE = {Verdict.PROVED: "bold green", Verdict.REFUTED: "bold red", Verdict.UNKNOWN: "bold yellow"}
 
@@ -32,13 +32,24 @@ def counterexample_lines(cex: Counterexample, limit: int = 8) -> list[str]:
     for ev in (cex.exact, cex.float64, cex.onnxruntime):
         if ev is None:
             continue
+        if not ev.finite and ev.output_a and ev.backend != "exact":
+            lines.append(
+                f"  {ev.backend:<11}: a={_vec(ev.output_a, limit)} b={_vec(ev.output_b, limit)} "
+                "outputs not finite (inf or NaN): the spec cannot be judged"
+            )
+            continue
         if ev.error:
             lines.append(f"  {ev.backend:<11}: could not run ({ev.error})")
             continue
         shown = "VIOLATED" if ev.violated else "holds"
+        margin = f"{ev.margin:.6g}"
+        if ev.exact_margin is not None:
+            from .rational import format_rational
+
+            margin = format_rational(ev.exact_margin, 6)
         lines.append(
             f"  {ev.backend:<11}: a={_vec(ev.output_a, limit)} b={_vec(ev.output_b, limit)} "
-            f"margin={ev.margin:.6g} ({shown})"
+            f"margin={margin} ({shown})"
         )
     lines.append("  reproduces in float64 and onnxruntime: " + ("yes" if cex.reproduces else "NO"))
     if cex.note:
@@ -46,33 +57,72 @@ def counterexample_lines(cex: Counterexample, limit: int = 8) -> list[str]:
     return lines
 
 
+MAX_BOX_ROWS = 20  # boxes shown in the stability table; --json keeps all
+
+
+def boxes_to_show(boxes, limit: int = MAX_BOX_ROWS) -> tuple[list[BoxResult], list[BoxResult]]:
+    """The boxes a person sees (at most ``limit``: the non-proved ones first, then in index
+    order, shown in index order) and the rest."""
+    if len(boxes) <= limit:
+        return list(boxes), []
+    order = sorted(range(len(boxes)), key=lambda i: (boxes[i].verdict is Verdict.PROVED, i))
+    keep = set(order[:limit])
+    return ([b for i, b in enumerate(boxes) if i in keep],
+            [b for i, b in enumerate(boxes) if i not in keep])
+
+
+def rest_text(rest: list[BoxResult]) -> str:
+    """``"1980 more boxes (all PROVED)"`` or with the count of each verdict."""
+    counts = {v: sum(1 for b in rest if b.verdict is v) for v in Verdict}
+    if counts[Verdict.PROVED] == len(rest):
+        what = "all PROVED"
+    else:
+        what = ", ".join(f"{n} {v.label.upper()}" for v, n in counts.items() if n)
+    return f"{len(rest)} more box{'es' if len(rest) > 1 else ''} ({what})"
+
+
+def tolerance_text(spec: dict) -> str:
+    """The tolerance of a spec dict, exact (``tolerance_exact``) when the float is not: 1e-400
+    never prints as 0."""
+    if "tolerance_exact" in spec:
+        from fractions import Fraction
+
+        from .rational import format_rational
+
+        return format_rational(Fraction(spec["tolerance_exact"]), 6)
+    return f"{spec['tolerance']:g}"
+
+
 def render(result: ProofResult, console) -> None:
     """Print a result for a person (to the given rich console)."""
+    from rich.markup import escape
     from rich.table import Table
 
     style = VERDICT_STYLE[result.verdict]
-    console.print(f"[{style}]{result.verdict.label.upper()}[/] {result.reason}")
-    console.print(f"  a: {result.model_a}")
-    console.print(f"  b: {result.model_b}")
+    console.print(f"[{style}]{result.verdict.label.upper()}[/] {escape(result.reason)}")
+    console.print(f"  a: {result.model_a}", markup=False)
+    console.print(f"  b: {result.model_b}", markup=False)
     spec = result.spec
-    spec_text = spec["mode"] + (f" (tolerance {spec['tolerance']:g}, {spec['norm']})" if "tolerance" in spec else "")
-    console.print(f"  mode: {spec_text}")
-    console.print(f"  domain: {result.domain_text}")
+    spec_text = spec["mode"] + (f" (tolerance {tolerance_text(spec)}, {spec['norm']})" if "tolerance" in spec else "")
+    console.print(f"  mode: {spec_text}", markup=False)
+    console.print(f"  domain: {result.domain_text}", markup=False)
     console.print(f"  time: {result.seconds:.3f} s")
     for note in result.notes:
-        console.print(f"  note: {note}")
-    rows = result.stability
-    if rows:
+        console.print(f"  note: {note}", markup=False)
+    shown, rest = boxes_to_show(result.boxes)
+    if any(box.stability for box in shown):
         table = Table(title="ReLU stability from interval bounds", title_justify="left")
-        for col in ("box", "net", "layer", "width", "active", "inactive", "unstable", "shared"):
+        for col in ("box", "verdict", "net", "layer", "width", "active", "inactive", "unstable", "shared"):
             table.add_column(col, justify="right")
-        for box in result.boxes:
+        for box in shown:
             for s in box.stability:
                 table.add_row(
-                    str(box.index), s.network, str(s.layer), str(s.width), str(s.active),
-                    str(s.inactive), str(s.unstable), "yes" if s.shared else "",
+                    str(box.index), box.verdict.label, s.network, str(s.layer), str(s.width),
+                    str(s.active), str(s.inactive), str(s.unstable), "yes" if s.shared else "",
                 )
         console.print(table)
+    if rest:
+        console.print(f"  ... and {rest_text(rest)} (--json lists every box)", markup=False)
     if result.counterexample is not None:
         console.print("[bold]counterexample[/]")
         for line in counterexample_lines(result.counterexample):

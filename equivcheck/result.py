@@ -1,11 +1,135 @@
-"""Verdicts and results: the objects every front end (CLI, pytest plugin, reports) renders."""
+"""Verdicts and results: the objects every front end (CLI, pytest plugin, reports) renders.
+
+JSON. Every ``to_dict`` here returns strict JSON values (``json.dumps(..., allow_nan=False)``
+accepts them), by these rules, which :func:`json_safe` applies to any object:
+
+* a float that is not finite is written as the *string* ``"inf"``, ``"-inf"`` or ``"nan"``
+  (JSON has no such numbers; a string keeps the fact visible, ``null`` would hide it);
+* an exact rational is a string, ``"p/q"`` or ``"p"``, exact up to :data:`MAX_EXACT_DIGITS`
+  decimal digits in numerator and denominator, written without Python's 4,300-digit
+  int-to-text limit; a longer one is written ``"~"`` followed by 9 significant digits (the
+  only inexact case, marked so that it cannot be read back as exact);
+* an integer of more than :data:`MAX_JSON_INT_DIGITS` digits (which Python's own ``json.loads``
+  would refuse to read) is written as a string by the rule for rationals.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import math
+import sys
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
+
+MAX_EXACT_DIGITS = 100_000  # longest integer written exactly (int -> text is quadratic)
+MAX_JSON_INT_DIGITS = 4_000  # longest integer written as a JSON number (readers refuse 4,300+)
+_LOG10_2 = math.log10(2)
+
+
+def _digits_at_most(n: int) -> int:
+    """An upper bound on the number of decimal digits of ``n`` (exact to within one)."""
+    return int(abs(n).bit_length() * _LOG10_2) + 1
+
+
+def int_text(n: int) -> str:
+    """The exact decimal text of ``n`` for any size up to :data:`MAX_EXACT_DIGITS` digits,
+    whatever ``sys.get_int_max_str_digits()`` says; beyond that ``"~"`` and 9 significant
+    digits."""
+    from decimal import Decimal
+
+    n = int(n)
+    if _digits_at_most(n) <= 4000:
+        return str(n)
+    if _digits_at_most(n) <= MAX_EXACT_DIGITS:
+        return str(Decimal(n))  # libmpdec: no int-to-str limit
+    return _approx_text(n, 1)
+
+
+def _approx_text(num: int, den: int) -> str:
+    """``"~"`` and ``num/den`` to 9 significant digits, from logarithms (cheap for any size)."""
+    if num == 0:
+        return "0"
+    lg = math.log10(abs(num)) - math.log10(den)  # math.log10 takes ints of any size
+    exp = math.floor(lg)
+    mant = round(10 ** (lg - exp), 8)
+    if mant >= 10:
+        mant, exp = mant / 10, exp + 1
+    return f"~{'-' if num < 0 else ''}{mant:.8f}e{exp:+d}"
+
+
+def fraction_text(q: Fraction) -> str:
+    """An exact rational as ``"p/q"`` (``"p"`` for an integer), by the module's JSON rules."""
+    q = Fraction(q)
+    if max(_digits_at_most(q.numerator), _digits_at_most(q.denominator)) > MAX_EXACT_DIGITS:
+        return _approx_text(q.numerator, q.denominator)
+    if q.denominator == 1:
+        return int_text(q.numerator)
+    return f"{int_text(q.numerator)}/{int_text(q.denominator)}"
+
+
+def json_number(x: float) -> float | str:
+    """A float as strict JSON allows it: finite floats unchanged; inf, -inf and NaN as the
+    strings ``"inf"``, ``"-inf"`` and ``"nan"``."""
+    x = float(x)
+    if math.isfinite(x):
+        return x
+    return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
+
+
+@contextlib.contextmanager
+def long_int_text():
+    """Let ``str(int)`` write integers of up to :data:`MAX_EXACT_DIGITS` digits inside the block
+    (Python refuses more than 4,300 by default), then restore the limit.
+
+    For ``to_dict`` methods that write exact rationals with ``str``: exact rationals are
+    certificates (a certified bound, an exact margin), so JSON keeps them exact rather than
+    rounded; the cap keeps the quadratic int-to-text cost bounded (0.2 s at the cap).
+    """
+    get = getattr(sys, "get_int_max_str_digits", None)
+    old = get() if get is not None else 0
+    if old == 0 or old >= MAX_EXACT_DIGITS:
+        yield
+        return
+    sys.set_int_max_str_digits(MAX_EXACT_DIGITS)
+    try:
+        yield
+    finally:
+        sys.set_int_max_str_digits(old)
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` turned into plain JSON values by the module's rules: dicts (keys as strings),
+    lists, strings, bools, None, finite floats and short ints; Fractions, long ints and
+    non-finite floats become strings; numpy scalars and arrays, enums and paths are converted.
+    Raises ``TypeError`` for anything else (a bug: every result has a ``to_dict``)."""
+    import numpy as np
+
+    if obj is None or isinstance(obj, (str, bool)):
+        return obj
+    if isinstance(obj, enum.Enum):
+        return json_safe(obj.value)
+    if isinstance(obj, (int, np.integer)):
+        n = int(obj)
+        return n if _digits_at_most(n) <= MAX_JSON_INT_DIGITS else int_text(n)
+    if isinstance(obj, (float, np.floating)):
+        return json_number(obj)
+    if isinstance(obj, Fraction):
+        return fraction_text(obj)
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    import os
+
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 class Verdict(enum.IntEnum):
@@ -24,7 +148,7 @@ EXIT_CODES = {Verdict.PROVED: 0, Verdict.REFUTED: 1, Verdict.UNKNOWN: 3}
 
 
 def _q(v: Fraction) -> str:
-    return str(v) if isinstance(v, Fraction) else repr(v)
+    return fraction_text(v) if isinstance(v, Fraction) else repr(v)
 
 
 @dataclass(frozen=True)
@@ -37,15 +161,23 @@ class Evaluation:
     margin: float
     violated: bool
     exact_margin: Fraction | None = None  # only for the exact backend
-    error: str | None = None  # backend could not run
+    error: str | None = None  # backend could not run, or its outputs could not be judged
+
+    @property
+    def finite(self) -> bool:
+        """True when the backend ran and every output and the margin are finite numbers; an
+        evaluation with an inf or NaN output shows nothing, whatever ``violated`` says."""
+        values = (*self.output_a, *self.output_b, self.margin)
+        return bool(self.output_a) and all(math.isfinite(float(v)) for v in values)
 
     def to_dict(self) -> dict:
         d: dict[str, Any] = {
             "backend": self.backend,
-            "output_a": list(self.output_a),
-            "output_b": list(self.output_b),
-            "margin": self.margin,
+            "output_a": [json_number(v) for v in self.output_a],
+            "output_b": [json_number(v) for v in self.output_b],
+            "margin": json_number(self.margin),
             "violated": self.violated,
+            "finite": self.finite,
         }
         if self.exact_margin is not None:
             d["margin_exact"] = _q(self.exact_margin)
@@ -70,16 +202,23 @@ class Counterexample:
     float64: Evaluation
     onnxruntime: Evaluation | None
     note: str = ""
+    exact_input: tuple[Fraction, ...] = ()  # the point the exact evaluation is at (in the domain)
+    float_input_in_domain: bool = True  # the float point(s) run in float64/onnxruntime lie in the domain
 
     @property
     def reproduces(self) -> bool:
-        """True when the violation is seen in float64 and in onnxruntime (float32) too."""
-        ort_ok = self.onnxruntime is not None and self.onnxruntime.violated
-        return self.exact.violated and self.float64.violated and ort_ok
+        """True when the violation is seen in float64 and in onnxruntime (float32) too, at points
+        that lie in the domain, with finite outputs (inf or NaN outputs never reproduce)."""
+        ort = self.onnxruntime
+        ort_ok = ort is not None and ort.violated and ort.finite
+        f64_ok = self.float64.violated and self.float64.finite
+        return self.exact.violated and f64_ok and ort_ok and self.float_input_in_domain
 
     def to_dict(self) -> dict:
         return {
-            "input": list(self.input),
+            "input": [json_number(v) for v in self.input],
+            "input_exact": [_q(v) for v in self.exact_input],
+            "float_input_in_domain": self.float_input_in_domain,
             "box_index": self.box_index,
             "found_by": self.found_by,
             "reproduces": self.reproduces,
@@ -168,10 +307,21 @@ class ProofResult:
             "reason": self.reason,
             "model_a": self.model_a,
             "model_b": self.model_b,
-            "spec": self.spec,
-            "domain": self.domain,
+            "spec": json_safe(self.spec),
+            "domain": json_safe(self.domain),
             "counterexample": self.counterexample.to_dict() if self.counterexample else None,
             "boxes": [b.to_dict() for b in self.boxes],
             "seconds": round(self.seconds, 4),
             "notes": list(self.notes),
         }
+
+
+def json_text(obj: Any, indent: int | None = None) -> str:
+    """``obj`` (a result with ``to_dict`` or plain data) as strict JSON: no NaN or Infinity
+    (non-finite floats become the strings "inf", "-inf", "nan"), exact rationals as strings,
+    by the rules of this module's docstring."""
+    import json
+
+    with long_int_text():
+        data = obj.to_dict() if hasattr(obj, "to_dict") else obj
+        return json.dumps(json_safe(data), indent=indent, allow_nan=False)

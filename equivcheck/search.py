@@ -9,23 +9,24 @@ midpoints are rationals and the parts cover the box, so "every part proved" is a
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
 
 from .bounds import LayerBounds, sound_bounds
+from .deadline import Deadline
 from .diffbounds import DiffBounds, difference_bounds
 from .domain import Box
 from .encode import encode_disagreement
 from .falsify import batch_margin
 from .network import Network
-from .solver import solve
+from .solver import solve, solve_built
 from .spec import Mode, Norm, Spec
 
 MAX_SPLIT_DIM = 32  # splitting a box of more inputs than this rarely pays
-FIRST_TRY_SECONDS = 2.0  # the whole box gets this long (or an eighth of the time) first
+FIRST_TRY_SECONDS = 2.0  # the whole box gets this long (or FIRST_TRY_SHARE of the time) first
+FIRST_TRY_SHARE = 1 / 8
 LEAF_UNSTABLE = 12  # parts with at most this many unstable ReLUs go to the solver
 LEAF_SECONDS = 1.0
 MAX_DEPTH = 60
@@ -61,37 +62,49 @@ def decide(
     bounds_a: list[LayerBounds],
     bounds_b: list[LayerBounds],
     diff: list[DiffBounds] | None,
-    deadline: float,
+    deadline: Deadline,
     bound_method: str = "interval",
 ) -> Decision:
-    """Decide whether some input of ``box`` violates ``spec``, by ``deadline`` (monotonic time).
+    """Decide whether some input of ``box`` violates ``spec``, by ``deadline``.
 
     "proved" only when every part of the box was closed by sound bounds or an unsat answer;
-    "refuted" only with a point whose violation was confirmed in exact arithmetic.
+    "refuted" only with a point whose violation was confirmed in exact arithmetic. The query is
+    encoded in the solver's child process, so a large encoding ends at the deadline too.
     """
-    enc = encode_disagreement(a, b, box, bounds_a, bounds_b, spec, diff)
-    stats = {"unstable": enc.unstable, "shared_units": enc.shared_units}
-    if enc.same_outputs:
+    if deadline.expired():
+        return Decision("unknown", "timeout: no time left for the solver")
+    can_split = box.dim <= MAX_SPLIT_DIM
+    first = deadline
+    if can_split:  # the whole box first; parts get the rest of the time
+        first = deadline.sub(seconds=max(FIRST_TRY_SECONDS, FIRST_TRY_SHARE * deadline.remaining()))
+
+    def build():
+        enc = encode_disagreement(a, b, box, bounds_a, bounds_b, spec, diff)
+        info = {"unstable": enc.unstable, "shared_units": enc.shared_units,
+                "same_outputs": enc.same_outputs}
+        return info, None if enc.same_outputs else enc.text, enc.inputs
+
+    got = solve_built(build, first.remaining(), first)
+    if got.info is None:
+        return Decision("unknown", "timeout: the time ran out while encoding the query for the solver",
+                        solver_calls=1)
+    stats = {"unstable": got.info["unstable"], "shared_units": got.info["shared_units"]}
+    if got.info["same_outputs"]:
         return Decision(
             "proved",
-            f"both networks compute their outputs through the same units ({enc.shared_units} units "
-            "of b are units of a); no search needed",
+            f"both networks compute their outputs through the same units ({stats['shared_units']} "
+            "units of b are units of a); no search needed",
             **stats,
         )
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        return Decision("unknown", "timeout: no time left for the solver", **stats)
-    can_split = box.dim <= MAX_SPLIT_DIM
-    first = remaining if not can_split else min(remaining, max(FIRST_TRY_SECONDS, remaining / 8))
-    out = solve(enc.text, enc.inputs, first)
-    verdict = _verdict(a, b, spec, box, enc.inputs, out)
+    out = got.outcome
+    verdict = _verdict(a, b, spec, box, got.names, out)
     if verdict is not None:
         status, reason, point = verdict
         if status == "proved":
-            reason = f"solver: no input in the box violates the spec ({enc.unstable} unstable ReLUs encoded)"
+            reason = f"solver: no input in the box violates the spec ({stats['unstable']} unstable ReLUs encoded)"
         return Decision(status, reason, point, **stats, solver_calls=1)
-    if not can_split or deadline - time.monotonic() <= 0:
-        why = out.reason if out.status != "timeout" else f"solver timed out after {first:.3g} s"
+    if not can_split or deadline.expired():
+        why = out.reason if out.status != "timeout" else f"solver timed out after {out.seconds:.3g} s"
         label = "timeout" if out.status == "timeout" else "solver gave up"
         return Decision("unknown", f"{label}: {why}", **stats, solver_calls=1)
     return _split(a, b, spec, box, deadline, bound_method, stats)
@@ -118,10 +131,7 @@ def _split_dim(a: Network, b: Network, box: Box) -> int:
 
 
 def _halves(box: Box, dim: int) -> tuple[Box, Box]:
-    mid = (box.lower[dim] + box.upper[dim]) / 2
-    left = Box(box.lower, box.upper[:dim] + (mid,) + box.upper[dim + 1:])
-    right = Box(box.lower[:dim] + (mid,) + box.lower[dim + 1:], box.upper)
-    return left, right
+    return box.halves(dim)
 
 
 def _split(a, b, spec, box, deadline, bound_method, stats) -> Decision:
@@ -130,8 +140,7 @@ def _split(a, b, spec, box, deadline, bound_method, stats) -> Decision:
     by_bounds = by_solver = 0
     stack: list[tuple[Box, int]] = [(p, 1) for p in reversed(_halves(box, _split_dim(a, b, box)))]
     while stack:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
+        if deadline.expired():
             return Decision(
                 "unknown",
                 f"timeout while splitting the box: {parts} parts examined, {len(stack)} left open",
@@ -140,11 +149,15 @@ def _split(a, b, spec, box, deadline, bound_method, stats) -> Decision:
         part, depth = stack.pop()
         parts += 1
         lo, hi = part.lower_float(), part.upper_float()
-        ba, bb = sound_bounds(a, lo, hi, bound_method), sound_bounds(b, lo, hi, bound_method)
-        diff = difference_bounds(a, b, lo, hi, ba, bb, symbolic=True)
+        ba = sound_bounds(a, lo, hi, bound_method, deadline)
+        bb = sound_bounds(b, lo, hi, bound_method, deadline)
+        diff = difference_bounds(a, b, lo, hi, ba, bb, symbolic=True, deadline=deadline)
         eps = epsilon_bound(spec, diff)
         if eps is not None and eps <= spec.tolerance:
             by_bounds += 1
+            continue
+        if deadline.expired():
+            stack.append((part, depth))  # not closed: counted as open by the check above
             continue
         point = _probe(a, b, spec, part)
         if point is not None:
@@ -155,7 +168,8 @@ def _split(a, b, spec, box, deadline, bound_method, stats) -> Decision:
             continue
         if enc.unstable <= LEAF_UNSTABLE or depth >= MAX_DEPTH:
             calls += 1
-            out = solve(enc.text, enc.inputs, min(remaining, LEAF_SECONDS if depth < MAX_DEPTH else remaining))
+            leaf = deadline.sub(seconds=LEAF_SECONDS) if depth < MAX_DEPTH else deadline
+            out = solve(enc.text, enc.inputs, leaf.remaining(), leaf)
             verdict = _verdict(a, b, spec, part, enc.inputs, out)
             if verdict is not None:
                 status, reason, pt = verdict

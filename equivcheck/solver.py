@@ -1,19 +1,40 @@
 """Running Z3 on an SMT-LIB query with a hard time limit. The only module that imports z3.
 
 Z3 does not always honour its own timeout, so every query runs in a child process that is
-killed when the limit is reached: ``timeout`` is a wall-clock promise, not a hint.
+killed when the limit is reached: ``timeout`` is a wall-clock promise, not a hint. The child
+never outlives the parent: on Linux it asks the kernel for SIGKILL when its parent dies
+(``prctl(PR_SET_PDEATHSIG)``), and while a child runs the parent kills it on SIGTERM / SIGHUP
+before exiting (SIGINT becomes ``KeyboardInterrupt``, whose unwinding kills it too).
+
+The query can also be *built* in the child (:func:`solve_built`): work that cannot be
+interrupted in-process, such as writing a large encoding, then ends at the deadline as well.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
+import os
+import signal
+import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 
+from .deadline import Deadline
 from .errors import SolverError
 
-GRACE_SECONDS = 0.5
+GRACE_SECONDS = 0.5  # child start-up and parsing, beyond the solver's own timeout
+POLL_SECONDS = 3600.0  # longest single wait on the child (the loop waits again)
+MAX_SOFT_MS = 2**31 - 1  # z3's own timeout is an unsigned int of milliseconds (the kill is ours)
+_PR_SET_PDEATHSIG = 1
+_FORWARDED_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+# A query builder runs in the child and returns (info, text, names): ``info`` is a small
+# picklable dict sent back to the parent first; ``text`` None means there is nothing to solve.
+Builder = Callable[[], "tuple[dict, str | None, tuple[str, ...]]"]
 
 
 @dataclass(frozen=True)
@@ -26,13 +47,51 @@ class SolveOutcome:
     reason: str = ""
 
 
-def _child(conn, text: str, names: tuple[str, ...], soft_ms: int) -> None:
+@dataclass(frozen=True)
+class BuiltOutcome:
+    """What :func:`solve_built` learnt: the builder's ``info`` and input ``names`` (None when
+    the time ran out before the query was built) and the solver's outcome."""
+
+    info: dict | None
+    names: tuple[str, ...]
+    outcome: SolveOutcome
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """In the child: be killed when the parent dies, and leave at once if it already has."""
+    for sig in _FORWARDED_SIGNALS:  # the parent's handler (below) is inherited: drop it
+        signal.signal(sig, signal.SIG_DFL)
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):  # pragma: no cover - no prctl: the parent still kills us
+            pass
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _child(conn, parent_pid: int, query, soft_end: float) -> None:
+    _die_with_parent(parent_pid)
     try:
+        if callable(query):
+            info, text, names = query()
+            conn.send(("built", info, tuple(names)))
+            if text is None:
+                conn.send(("nothing", {}, "nothing to solve"))
+                return
+        else:
+            text, names = query
         import z3
 
+        soft_ms = int((soft_end - time.monotonic()) * 1000)
+        if soft_ms <= 0:
+            conn.send(("timeout", {}, "no time left after building the query"))
+            return
         solver = z3.Solver()
-        if soft_ms > 0:
-            solver.set("timeout", soft_ms)
+        solver.set("timeout", min(soft_ms, MAX_SOFT_MS))
         solver.from_string(text)
         result = solver.check()
         if result == z3.sat:
@@ -47,42 +106,135 @@ def _child(conn, text: str, names: tuple[str, ...], soft_ms: int) -> None:
         else:
             conn.send(("unknown", {}, solver.reason_unknown()))
     except BaseException as exc:  # report, never hang the parent
-        conn.send(("error", {}, f"{type(exc).__name__}: {exc}"))
+        with contextlib.suppress(Exception):
+            conn.send(("error", {}, f"{type(exc).__name__}: {exc}"))
     finally:
         conn.close()
 
 
-def solve(text: str, names: tuple[str, ...], timeout: float) -> SolveOutcome:
-    """Decide the SMT-LIB ``text``; on *sat* return the values of ``names`` exactly.
+@contextlib.contextmanager
+def _kill_on_signal(proc):
+    """While the child runs: SIGTERM / SIGHUP kill it first, then act as before (the previous
+    Python handler is called; under the default action the process exits with 128 + signal)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {}
 
-    The child process is killed after ``timeout`` seconds (plus a short grace for start-up),
-    and the outcome is then "timeout".
-    """
+    def handler(signum, frame):
+        with contextlib.suppress(Exception):
+            proc.kill()
+        prev = previous.get(signum)
+        if callable(prev):
+            prev(signum, frame)
+        else:
+            raise SystemExit(128 + signum)
+
+    for sig in _FORWARDED_SIGNALS:
+        try:
+            old = signal.getsignal(sig)
+            if old == signal.SIG_IGN:
+                continue
+            signal.signal(sig, handler)
+            previous[sig] = old
+        except (ValueError, OSError):  # pragma: no cover
+            pass
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            with contextlib.suppress(ValueError, OSError, TypeError):
+                signal.signal(sig, old if old is not None else signal.SIG_DFL)
+
+
+def _run(query, timeout: float, deadline: Deadline | None
+         ) -> tuple[tuple | None, tuple | None, float, float, bool, int | None]:
+    """Run the child; returns (built message, result message, seconds, the solver's time limit
+    in seconds, timed out, exit code)."""
     start = time.monotonic()
     import z3  # noqa: F401  (loaded once here, so forked children start with it)
 
+    timeout = max(0.0, float(timeout))
+    soft_end = start + timeout
+    hard_end = soft_end + GRACE_SECONDS
+    if deadline is not None:
+        soft_end = min(soft_end, deadline.end)
+        hard_end = min(hard_end, deadline.end)
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
     parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(child, text, names, int(timeout * 1000)), daemon=True)
-    proc.start()
-    child.close()
-    got = None
-    if parent.poll(max(timeout, 0.0) + GRACE_SECONDS):
+    proc = ctx.Process(target=_child, args=(child, os.getpid(), query, soft_end), daemon=True)
+    built = got = None
+    timed_out = started = False
+    with _kill_on_signal(proc):
         try:
-            got = parent.recv()
-        except EOFError:
-            got = None
-    if proc.is_alive():
-        proc.kill()
-    proc.join()
-    seconds = time.monotonic() - start
+            proc.start()
+            started = True
+            child.close()
+            while got is None:
+                left = hard_end - time.monotonic()
+                if left <= 0:
+                    timed_out = True
+                    break
+                if not parent.poll(min(left, POLL_SECONDS)):  # poll() refuses huge waits
+                    continue
+                try:
+                    msg = parent.recv()
+                except EOFError:  # the child died: let it finish dying, for its exit code
+                    proc.join(max(0.0, min(1.0, hard_end - time.monotonic())))
+                    break
+                if msg[0] == "built":
+                    built = msg
+                else:
+                    got = msg
+        finally:
+            if started:
+                if proc.is_alive():
+                    proc.kill()
+                proc.join()
+            parent.close()
+    return built, got, time.monotonic() - start, soft_end - start, timed_out, proc.exitcode
+
+
+def _outcome(got, seconds: float, limit: float, timed_out: bool, exitcode, what: str) -> SolveOutcome:
     if got is None:
-        if seconds >= timeout:
-            return SolveOutcome("timeout", seconds, reason=f"solver timed out after {timeout:g} s")
-        raise SolverError(f"the solver process died (exit code {proc.exitcode})")
+        if timed_out:
+            return SolveOutcome("timeout", seconds, reason=f"{what} timed out after {seconds:.3g} s")
+        raise SolverError(f"the solver process died (exit code {exitcode})")
     status, values, reason = got
     if status == "error":
         raise SolverError(f"the solver failed: {reason}")
-    if status == "unknown" and seconds >= timeout * 0.95:
-        return SolveOutcome("timeout", seconds, reason=f"solver timed out after {timeout:g} s ({reason})")
+    if status == "timeout":
+        return SolveOutcome("timeout", seconds, reason=f"{what} timed out: {reason}")
+    if status == "unknown" and seconds >= limit * 0.95:
+        return SolveOutcome("timeout", seconds, reason=f"solver timed out after {limit:.3g} s ({reason})")
     return SolveOutcome(status, seconds, {k: Fraction(v) for k, v in values.items()}, reason)
+
+
+def solve(text: str, names: tuple[str, ...], timeout: float,
+          deadline: Deadline | None = None) -> SolveOutcome:
+    """Decide the SMT-LIB ``text``; on *sat* return the values of ``names`` exactly.
+
+    The child process is killed after ``timeout`` seconds (plus a short grace for start-up),
+    or at ``deadline`` if that comes first, and the outcome is then "timeout".
+    """
+    _, got, seconds, limit, timed_out, code = _run((text, tuple(names)), timeout, deadline)
+    return _outcome(got, seconds, limit, timed_out, code, "solver")
+
+
+def solve_built(build: Builder, timeout: float, deadline: Deadline | None = None) -> BuiltOutcome:
+    """Like :func:`solve`, but the query is made by ``build()`` in the child process, within
+    the same time limit (so a long encoding cannot overrun it). ``build`` returns
+    ``(info, text, names)``; with ``text`` None only ``info`` comes back (status "unsat" is not
+    implied: the outcome's status is then "unknown" with reason "nothing to solve")."""
+    built, got, seconds, limit, timed_out, code = _run(build, timeout, deadline)
+    if built is None:
+        if timed_out:
+            why = "the time limit was reached while building the query"
+            return BuiltOutcome(None, (), SolveOutcome("timeout", seconds, reason=why))
+        if got is not None and got[0] == "error":
+            raise SolverError(f"building the query failed: {got[2]}")
+        raise SolverError(f"the solver process died (exit code {code})")
+    _, info, names = built
+    if got is not None and got[0] == "nothing":
+        return BuiltOutcome(info, names, SolveOutcome("unknown", seconds, reason="nothing to solve"))
+    return BuiltOutcome(info, names, _outcome(got, seconds, limit, timed_out, code, "solver"))

@@ -18,11 +18,13 @@ Modes
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Sequence
 
 from .errors import InputError
+from .rational import FLOAT64_MAX, format_rational, parse_decimal
 
 
 class Mode(str, enum.Enum):
@@ -65,12 +67,14 @@ class Spec:
             if tolerance is None:
                 tol = DEFAULT_EPSILON
             else:
-                try:
-                    tol = Fraction(str(tolerance)) if not isinstance(tolerance, Fraction) else tolerance
-                except (ValueError, ZeroDivisionError):
-                    raise InputError(f"tolerance {tolerance!r} is not a number") from None
+                tol = _read_tolerance(tolerance)
             if tol < 0:
                 raise InputError(f"tolerance {tolerance} is negative")
+            if tol > FLOAT64_MAX:
+                raise InputError(
+                    f"tolerance {format_rational(tol)} lies beyond the float64 range "
+                    "(every output difference is below it: nothing to check)"
+                )
             return Spec(mode, tol, norm)
         if tolerance not in (None, 0, "0"):
             raise InputError(f"--tolerance only applies to --mode epsilon (mode is {mode.value})")
@@ -81,13 +85,15 @@ class Spec:
             return "strict: f(x) = g(x) exactly"
         if self.mode is Mode.EPSILON:
             n = "inf" if self.norm is Norm.LINF else "1"
-            return f"epsilon: ||f(x) - g(x)||_{n} <= {float(self.tolerance):g}"
+            return f"epsilon: ||f(x) - g(x)||_{n} <= {format_rational(self.tolerance, 6)}"
         return "argmax: same top-1 class (ties go to the lowest index, as numpy.argmax)"
 
     def to_dict(self) -> dict:
         d = {"mode": self.mode.value}
         if self.mode is Mode.EPSILON:
             d.update(tolerance=float(self.tolerance), norm=self.norm.value)
+            if Fraction(float(self.tolerance)) != self.tolerance:
+                d["tolerance_exact"] = str(self.tolerance)
         return d
 
     # ------------------------------------------------------------------------------------------
@@ -115,6 +121,24 @@ class Spec:
         if self.mode is Mode.ARGMAX:
             return _argmax(ya) == _argmax(yb)
         return self.margin(ya, yb) <= 0
+
+
+def _read_tolerance(value) -> Fraction:
+    """The exact tolerance: Fractions and ints as they are, floats bit-exactly, text as decimal."""
+    if isinstance(value, Fraction):
+        return value
+    if isinstance(value, bool):
+        raise InputError(f"tolerance {value!r} is not a number")
+    if isinstance(value, int):
+        return Fraction(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InputError(f"tolerance {value!r} is not a finite number")
+        return Fraction(value)
+    try:
+        return parse_decimal(str(value))
+    except ValueError as exc:
+        raise InputError(f"tolerance {str(value)[:40]!r} {exc}") from None
 
 
 def _is_exact(v) -> bool:

@@ -21,6 +21,7 @@ maximising / minimising vertex of the box in rational arithmetic.
 from __future__ import annotations
 
 import enum
+import math
 import time
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -37,6 +38,7 @@ from .bounds import (
     lp_tighten_layer,
     symbolic_layer,
 )
+from .deadline import Deadline
 from .domain import Box, Domain, parse_domain
 from .network import Network, _exact_matvec
 
@@ -46,6 +48,7 @@ MAX_NODES_PER_QUESTION = 2000
 QUESTION_SECONDS = 5.0
 SPLIT_MAX_INPUTS = 16
 SPLIT_BUDGETS = (30, 300, 3000, 30000)  # sub-boxes per question, pass by pass
+FIRST_LAYER_CHUNK = 32  # first-layer units decided exactly between two looks at the clock
 
 
 class UnitStatus(enum.Enum):
@@ -108,6 +111,10 @@ class StabilityReport:
     domain_text: str
     seconds: float
     stage_seconds: dict = field(default_factory=dict)
+    # one-box domains: the sound pre-activation bounds the analysis ended with (pass them
+    # through :meth:`clip` for every proved unit), so callers need not recompute them; None for
+    # unions of boxes
+    bounds: tuple[LayerBounds, ...] | None = field(default=None, compare=False, repr=False)
 
     def layer(self, index: int) -> LayerStabilityReport | None:
         for rep in self.layers:
@@ -173,10 +180,13 @@ def exact_preactivations(net: Network, x) -> list[np.ndarray]:
 class _State:
     """Mutable bookkeeping of one analysis run (internal)."""
 
-    def __init__(self, net: Network, box: Box, deadline: float) -> None:
+    def __init__(self, net: Network, box: Box, deadline: Deadline | float) -> None:
         self.net = net
         self.box = box
+        if not isinstance(deadline, Deadline):  # a bare time.monotonic() value
+            deadline = Deadline(float(deadline), max(0.0, float(deadline) - time.monotonic()))
         self.deadline = deadline
+        self.bounds: list[LayerBounds] | None = None
         self.relu_layers = [k for k, layer in enumerate(net.layers) if layer.relu]
         self.status = {k: [UnitStatus.UNDECIDED] * net.layers[k].out_dim for k in self.relu_layers}
         self.stage = {k: [Stage.TIMEOUT] * net.layers[k].out_dim for k in self.relu_layers}
@@ -188,7 +198,8 @@ class _State:
         self.plo, self.phi = f32 if f32 is not None else (None, None)
 
     def time_left(self) -> float:
-        return self.deadline - time.monotonic()
+        """Seconds to the deadline (<= 0 once it has passed)."""
+        return self.deadline.end - time.monotonic()
 
     def record_bounds(self, bounds: list[LayerBounds], stage: Stage) -> None:
         for k in self.relu_layers:
@@ -279,7 +290,7 @@ class _State:
 def analyze_stability(
     net: Network,
     domain: str | Domain | None = None,
-    timeout: float = DEFAULT_TIMEOUT,
+    timeout: float | Deadline = DEFAULT_TIMEOUT,
     samples: np.ndarray | None = None,
     seed: int = 0,
     use_lp: bool = True,
@@ -290,22 +301,24 @@ def analyze_stability(
     Soundness: ACTIVE / INACTIVE verdicts rest only on rigorous bounds (interval, symbolic, LP
     bounds certified from duals, exact vertex evaluation for the first layer, certified branch
     and bound); UNSTABLE verdicts on two exactly checked witness points inside the domain. Units
-    not decided within ``timeout`` seconds are UNDECIDED. ``samples`` (n, in_dim) are extra
+    not decided within ``timeout`` seconds (or by the :class:`Deadline` given) are UNDECIDED;
+    ``timeout`` 0 runs the cheap bound stages only, NaN, infinite or negative values raise an
+    :class:`~equivcheck.errors.InputError`. ``samples`` (n, in_dim) are extra
     witness candidates, e.g. training images (points outside the domain are ignored).
     For a domain of several boxes a unit is stable only if it is stable with the same phase on
     every box, and unstable if some box shows it unstable (or it is active on one box and
     inactive on another, with witnesses from both).
     """
     start = time.monotonic()
+    deadline = Deadline.of(timeout, allow_zero=True)
     dom = parse_domain(domain, net.in_dim)
-    deadline = start + float(timeout)
     per_box = []
     stage_seconds: dict[str, float] = {}
     for box in dom.boxes:
         per_box.append(_analyze_box(net, box, deadline, samples, seed, use_lp, exact, stage_seconds))
     state = per_box[0] if len(per_box) == 1 else _combine(per_box)
     if len(per_box) > 1:
-        _union_witnesses(net, dom, state, seed)
+        _union_witnesses(net, dom, state, seed, deadline)
     layers = tuple(
         LayerStabilityReport(
             layer=k,
@@ -317,8 +330,9 @@ def analyze_stability(
         )
         for k in state.relu_layers
     )
+    bounds = tuple(state.bounds) if len(per_box) == 1 and state.bounds is not None else None
     return StabilityReport(layers, tuple(state.witnesses), dom.describe(), time.monotonic() - start,
-                           stage_seconds)
+                           stage_seconds, bounds)
 
 
 def _combine(states: list[_State]) -> _State:
@@ -353,11 +367,15 @@ def _combine(states: list[_State]) -> _State:
     return out
 
 
-def _union_witnesses(net: Network, dom: Domain, state: _State, seed: int) -> None:
+def _union_witnesses(net: Network, dom: Domain, state: _State, seed: int,
+                     deadline: Deadline) -> None:
     """Witnesses for units whose verdicts differ between boxes (e.g. inactive on one box and
-    active on another): the best sampled point of each box per missing sign, checked exactly."""
+    active on another): the best sampled point of each box per missing sign, checked exactly,
+    while time lasts."""
     rng = np.random.default_rng(seed)
     for box in dom.boxes:
+        if deadline.expired():
+            return
         f32 = box.float32_box()
         lo, hi = f32 if f32 is not None else (box.lower_float(), box.upper_float())
         pts = np.vstack([((lo + hi) / 2)[None, :], lo[None, :], hi[None, :],
@@ -371,7 +389,7 @@ def _union_witnesses(net: Network, dom: Domain, state: _State, seed: int) -> Non
                     if store[k][i] is not None:
                         continue
                     x = pts[int(np.argmax(sign * zs[k][:, i]))]
-                    if not box.contains(x):
+                    if deadline.expired() or not box.contains(x):
                         continue
                     z = exact_preactivations(net, [Fraction(float(v)) for v in x])[k][i]
                     if sign * z > 0:
@@ -401,18 +419,23 @@ def _analyze_box(net, box, deadline, samples, seed, use_lp, exact, stage_seconds
     st.record_bounds(bounds, Stage.INTERVAL)
     lap("interval")
     # 2. symbolic bounds (layer by layer, each from the tightened earlier layers)
+    st.bounds = bounds
     vertices = []
     for k in range(1, len(net.layers)):
+        if st.time_left() <= 0:
+            break  # later layers keep their interval bounds
         bounds[k] = intersect(bounds[k], symbolic_layer(net, k, bounds, lo, hi))
         if k + 1 < len(net.layers):
             bounds[k + 1] = intersect(bounds[k + 1], _interval_next(net, k + 1, bounds, lo, hi))
     st.record_bounds(bounds, Stage.SYMBOLIC)
     lap("symbolic")
     # 3. witnesses: vertices chosen by the linear bounds, random points, training samples
-    if st.open_units():
+    if st.open_units() and st.time_left() > 0:
         vlo = st.plo if st.plo is not None else lo
         vhi = st.phi if st.phi is not None else hi
         for k in st.relu_layers:
+            if st.time_left() <= 0:
+                break
             pos, neg = st.needs()[k]
             rows = np.flatnonzero(pos | neg)
             if len(rows) == 0:
@@ -444,6 +467,8 @@ def _analyze_box(net, box, deadline, samples, seed, use_lp, exact, stage_seconds
                 continue
             bounds[k] = intersect(bounds[k], symbolic_layer(net, k, bounds, lo, hi))
             st.record_bounds(bounds, Stage.LP)
+            if st.time_left() <= 0:
+                continue
             if k == st.relu_layers[-1]:
                 units = [i for i, s in enumerate(st.status[k]) if s is UnitStatus.UNDECIDED]
             else:  # tighter bounds of unstable units here make every later LP tighter
@@ -482,6 +507,8 @@ def _local_search(st: _State, cand: np.ndarray, rng, steps: int = 30) -> None:
     step along its sign, a fraction of the box width that shrinks, and keep the box.
     """
     net = st.net
+    if st.time_left() <= 0:
+        return
     vlo = st.plo if st.plo is not None else st.lo
     vhi = st.phi if st.phi is not None else st.hi
     width = vhi - vlo
@@ -496,27 +523,34 @@ def _local_search(st: _State, cand: np.ndarray, rng, steps: int = 30) -> None:
     if not targets:
         return
     x = np.array(starts)
-    found = []
+    found: dict[int, np.ndarray] = {}  # target -> the first point that reached it
+    by_layer: dict[int, list[int]] = {}
+    for t, (k, _, _) in enumerate(targets):
+        by_layer.setdefault(k, []).append(t)
+    rows = {k: (np.array(ts), np.array([targets[t][1] for t in ts]),
+                np.array([targets[t][2] for t in ts])) for k, ts in by_layer.items()}
     for step in range(steps):
         if st.time_left() <= 0:
             return
         grads = np.zeros_like(x)
         pre = net.pre_activations(x)
-        for t, (k, i, sign) in enumerate(targets):
-            g = sign * net.layers[k].weight[i].copy()
+        for k, (ts, units, signs) in rows.items():  # batched: one matrix product per layer
+            g = signs[:, None] * net.layers[k].weight[units]
             for j in range(k - 1, -1, -1):
                 if net.layers[j].relu:
-                    g = g * (pre[j][t] > 0)
+                    g = g * (pre[j][ts] > 0)
                 g = g @ net.layers[j].weight
-            grads[t] = g
+            grads[ts] = g
         eta = 0.5 * (1.0 - step / steps) ** 2 + 1e-3
         x = st.project(x + eta * width * np.sign(grads))
         pre = net.pre_activations(x)
-        for t, (k, i, sign) in enumerate(targets):
-            if sign * pre[k][t, i] > 0:
-                found.append(x[t].copy())
+        for k, (ts, units, signs) in rows.items():
+            for t in ts[signs * pre[k][ts, units] > 0]:
+                found.setdefault(int(t), x[t].copy())
+        if len(found) == len(targets):
+            break
     if found:
-        st.try_witnesses(np.array(found))
+        st.try_witnesses(np.array(list(found.values())))
 
 
 def _interval_next(net, k, bounds, lo, hi) -> LayerBounds:
@@ -526,22 +560,60 @@ def _interval_next(net, k, bounds, lo, hi) -> LayerBounds:
 
 
 def _first_layer_exact(st: _State) -> None:
-    """Layer 0 is affine in the input: its exact max / min over the box is at a vertex."""
+    """Layer 0 is affine in the input: its exact max / min over the box is at a vertex.
+
+    Evaluated exactly: with float weights ``W = M 2^e`` (integers M) and the box's bounds over a
+    common denominator, in Python integers; else in ``Fraction`` s. Units are done in chunks
+    between which the deadline is checked (units left are simply not decided here)."""
     layer = st.net.layers[0]
-    w = layer.affine.rational_weight()
+    todo = [i for i, s in enumerate(st.status[0]) if s is UnitStatus.UNDECIDED]
+    if not todo or st.time_left() <= 0:
+        return
     b = layer.affine.rational_bias()
-    for i, status in enumerate(st.status[0]):
-        if status is not UnitStatus.UNDECIDED:
-            continue
+    dyadic = layer.affine.dyadic_weight
+    for start in range(0, len(todo), FIRST_LAYER_CHUNK):
+        if st.time_left() <= 0:
+            return
+        rows = todo[start:start + FIRST_LAYER_CHUNK]
+        if dyadic is not None:
+            tops, bots = _vertex_extremes_dyadic(dyadic, rows, st.box)
+        else:
+            tops, bots = _vertex_extremes(layer.affine.rational_weight(), rows, st.box)
+        for i, top, bot in zip(rows, tops, bots):
+            if top + b[i] <= 0:
+                st.status[0][i], st.stage[0][i] = UnitStatus.INACTIVE, Stage.EXACT
+            elif bot + b[i] >= 0:
+                st.status[0][i], st.stage[0][i] = UnitStatus.ACTIVE, Stage.EXACT
+
+
+def _vertex_extremes(w: np.ndarray, rows: list[int], box: Box) -> tuple[list, list]:
+    """Exact max and min of ``w[i] . x`` over the box for each row i (rational weights)."""
+    tops, bots = [], []
+    for i in rows:
         row = w[i]
-        top = sum((r * (hi if r > 0 else lo) for r, lo, hi in zip(row, st.box.lower, st.box.upper)
-                   if r != 0), Fraction(0)) + b[i]
-        bot = sum((r * (lo if r > 0 else hi) for r, lo, hi in zip(row, st.box.lower, st.box.upper)
-                   if r != 0), Fraction(0)) + b[i]
-        if top <= 0:
-            st.status[0][i], st.stage[0][i] = UnitStatus.INACTIVE, Stage.EXACT
-        elif bot >= 0:
-            st.status[0][i], st.stage[0][i] = UnitStatus.ACTIVE, Stage.EXACT
+        tops.append(sum((r * (hi if r > 0 else lo) for r, lo, hi in zip(row, box.lower, box.upper)
+                         if r != 0), Fraction(0)))
+        bots.append(sum((r * (lo if r > 0 else hi) for r, lo, hi in zip(row, box.lower, box.upper)
+                         if r != 0), Fraction(0)))
+    return tops, bots
+
+
+def _vertex_extremes_dyadic(dyadic: tuple[np.ndarray, int], rows: list[int], box: Box
+                            ) -> tuple[list, list]:
+    """:func:`_vertex_extremes` for float weights ``M 2^e``, in Python integers."""
+    m, e = dyadic
+    den = math.lcm(*(q.denominator for q in box.lower + box.upper))
+    lo = np.empty(box.dim, dtype=object)
+    hi = np.empty(box.dim, dtype=object)
+    lo[:] = [q.numerator * (den // q.denominator) for q in box.lower]
+    hi[:] = [q.numerator * (den // q.denominator) for q in box.upper]
+    sub = m[rows]
+    pos = np.where(sub > 0, sub, 0)
+    neg = np.where(sub < 0, sub, 0)
+    top = pos.dot(hi) + neg.dot(lo)
+    bot = pos.dot(lo) + neg.dot(hi)
+    scale = Fraction(2) ** e / den
+    return [int(t) * scale for t in top], [int(v) * scale for v in bot]
 
 
 def _branch_and_bound(st: _State, bounds: list[LayerBounds], k: int, i: int, sign: int) -> None:

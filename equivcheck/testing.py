@@ -38,6 +38,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .deadline import validate_timeout
 from .errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -150,12 +151,10 @@ def assert_equivalent(
     if domain is None:
         domain = d.domain
     norm = norm if norm is not None else (d.norm or "linf")
-    timeout = float(timeout if timeout is not None else (d.timeout or DEFAULT_TIMEOUT))
+    timeout = validate_timeout(timeout if timeout is not None else (d.timeout or DEFAULT_TIMEOUT))
     unknown = unknown if unknown is not None else (d.unknown or "fail")
     if unknown not in UNKNOWN_ACTIONS:
         raise InputError(f"unknown={unknown!r}: use one of {', '.join(UNKNOWN_ACTIONS)}")
-    if timeout <= 0:
-        raise InputError(f"timeout must be positive, got {timeout}")
     outdir_arg = counterexample_dir if counterexample_dir is not None else d.counterexample_dir
 
     with tempfile.TemporaryDirectory(prefix="equivcheck-export-") as export_dir:
@@ -304,7 +303,9 @@ def _save_artifacts(result, outdir: Path, ma, mb, dom, exported: dict | None = N
         files["input"] = outdir / f"{stem}-counterexample.npy"
         np.save(files["input"], np.array(cex.input, dtype=np.float64))
         files["json"] = outdir / f"{stem}-counterexample.json"
-        files["json"].write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
+        from .result import json_text
+
+        files["json"].write_text(json_text(result, indent=2) + "\n")
     exported = exported or {}
     for key, model in (("model_a", ma), ("model_b", mb)):
         path = outdir / f"{stem}-{key[-1]}.onnx"
@@ -347,11 +348,20 @@ def reproduce_command(result, files: dict[str, Path], timeout: float) -> str | N
         parts += ["--domain", str(result.domain["source"])]
     parts += ["--mode", spec["mode"]]
     if spec["mode"] == "epsilon":
-        parts += ["--tolerance", _num(spec["tolerance"])]
+        parts += ["--tolerance", _tolerance_arg(spec)]
         if spec.get("norm", "linf") != "linf":
             parts += ["--norm", spec["norm"]]
     parts += ["--timeout", _num(timeout)]
     return " ".join(shlex.quote(p) for p in parts)
+
+
+def _tolerance_arg(spec: dict) -> str:
+    """The exact tolerance as a --tolerance argument (``0.1``, ``1e-400``, ``1/3``)."""
+    if "tolerance_exact" not in spec:
+        return _num(spec["tolerance"])
+    from .rational import exact_text
+
+    return exact_text(Fraction(spec["tolerance_exact"]))
 
 
 def _num(v: float) -> str:
@@ -378,11 +388,13 @@ def _deviation_lines(cex: Counterexample, spec: dict) -> list[str]:
         return [
             f"max |a(x) - b(x)| = {diffs[worst]:.6g} at output {worst} (strict: must be 0)"
         ]
+    from .report import tolerance_text
+
     tol = float(spec["tolerance"])
     norm = spec.get("norm", "linf")
     name = "||a(x) - b(x)||_inf" if norm == "linf" else "||a(x) - b(x)||_1"
     value = ex.margin + tol
-    text = (f"{name} = {value:.6g} > tolerance {tol:g} (exceeds it by {ex.margin:.3g}; "
+    text = (f"{name} = {value:.6g} > tolerance {tolerance_text(spec)} (exceeds it by {ex.margin:.3g}; "
             f"largest difference at output {worst})")
     return [text]
 
@@ -395,7 +407,9 @@ def failure_message(result, files: dict[str, Path] | None = None, timeout: float
     spec = result.spec
     spec_text = spec["mode"]
     if spec["mode"] == "epsilon":
-        spec_text += f" (tolerance {spec['tolerance']:g}, {spec.get('norm', 'linf')})"
+        from .report import tolerance_text
+
+        spec_text += f" (tolerance {tolerance_text(spec)}, {spec.get('norm', 'linf')})"
     if result.verdict is Verdict.REFUTED:
         head = "models are NOT equivalent (REFUTED): " + result.reason
     else:

@@ -14,7 +14,10 @@ from typing import Sequence
 
 import numpy as np
 
+from .domain import Box
+from .errors import SoundnessError
 from .network import Network
+from .rational import format_rational, to_fraction
 from .result import Counterexample, Evaluation
 from .spec import Spec
 
@@ -33,16 +36,28 @@ def exact_evaluation(a: Network, b: Network, spec: Spec, x: Sequence) -> Evaluat
     )
 
 
-def float64_evaluation(a: Network, b: Network, spec: Spec, x: np.ndarray) -> Evaluation:
-    """Evaluate both networks at ``x`` with numpy float64."""
-    ya, yb = a.evaluate(np.asarray(x, dtype=np.float64)), b.evaluate(np.asarray(x, dtype=np.float64))
+def _float_evaluation(backend: str, spec: Spec, ya: np.ndarray, yb: np.ndarray) -> Evaluation:
+    """Judge float outputs; outputs that are not all finite (inf, NaN) judge nothing: the
+    evaluation says so in ``error`` and is never counted as showing the violation."""
+    out_a, out_b = tuple(float(v) for v in ya), tuple(float(v) for v in yb)
+    if not (np.all(np.isfinite(ya)) and np.all(np.isfinite(yb))):
+        return Evaluation(backend, out_a, out_b, float("nan"), False,
+                          error="outputs are not finite (inf or NaN): the spec cannot be judged")
     return Evaluation(
-        backend="float64",
-        output_a=tuple(float(v) for v in ya),
-        output_b=tuple(float(v) for v in yb),
+        backend=backend,
+        output_a=out_a,
+        output_b=out_b,
         margin=float(spec.margin(list(ya), list(yb))),
         violated=not spec.holds(list(ya), list(yb)),
     )
+
+
+def float64_evaluation(a: Network, b: Network, spec: Spec, x: np.ndarray) -> Evaluation:
+    """Evaluate both networks at ``x`` with numpy float64."""
+    xf = np.asarray(x, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        ya, yb = a.evaluate(xf), b.evaluate(xf)
+    return _float_evaluation("float64", spec, np.asarray(ya), np.asarray(yb))
 
 
 class OrtRunner:
@@ -79,13 +94,20 @@ def ort_evaluation(
         ya, yb = runner.run(model_a, a, x), runner.run(model_b, b, x)
     except Exception as exc:  # ORT errors are reported, never fatal
         return Evaluation("onnxruntime", (), (), float("nan"), False, error=f"{type(exc).__name__}: {exc}")
-    return Evaluation(
-        backend="onnxruntime",
-        output_a=tuple(float(v) for v in ya),
-        output_b=tuple(float(v) for v in yb),
-        margin=float(spec.margin(list(ya), list(yb))),
-        violated=not spec.holds(list(ya), list(yb)),
-    )
+    return _float_evaluation("onnxruntime", spec, ya, yb)
+
+
+def float_point(box: Box, x_exact: Sequence[Fraction]) -> np.ndarray:
+    """The float64 point that stands for the exact point ``x_exact``: the point itself when it is
+    a float64 vector, else its nearest float64 point moved into the box where the box holds
+    float64 points (it may still lie outside: a one-point box at 7000673/10^7 holds no float)."""
+    xf = np.array([float(v) for v in x_exact], dtype=np.float64)
+    if all(Fraction(float(f)) == q for f, q in zip(xf, x_exact)):
+        return xf
+    got = box.float64_box()
+    if got is not None:
+        xf = np.clip(xf, got[0], got[1])
+    return xf
 
 
 def build_counterexample(
@@ -100,27 +122,64 @@ def build_counterexample(
     model_b=None,
     exact: Evaluation | None = None,
     note: str = "",
+    *,
+    box: Box,
 ) -> Counterexample:
-    """A counterexample at ``x`` (floats), evaluated exactly, in float64 and in onnxruntime."""
-    xf = np.array([float(v) for v in x], dtype=np.float64)
-    exact = exact or exact_evaluation(a, b, spec, [Fraction(float(v)) for v in xf])
+    """A counterexample at ``x`` (floats or exact Fractions), evaluated exactly, in float64 and
+    in onnxruntime.
+
+    This is the one place a :class:`Counterexample` is made, and it promises: the exact point
+    lies in ``box`` (strict bounds honoured) and violates ``spec`` in exact arithmetic; otherwise
+    it raises :class:`~equivcheck.errors.SoundnessError` and no REFUTED verdict can be built on
+    it. The float runs use the point itself when it is a float vector, else the nearest float
+    point; when the float point (or its float32 rounding, which onnxruntime runs) lies outside the
+    domain the counterexample says so and does not count as reproducing.
+    """
+    x_exact = tuple(to_fraction(v) for v in x)
+    if not box.contains(x_exact):
+        raise SoundnessError(
+            f"refusing a {found_by} counterexample that lies outside the domain's box {box_index}"
+        )
+    exact = exact or exact_evaluation(a, b, spec, x_exact)
+    if not exact.violated:
+        raise SoundnessError(f"refusing a {found_by} counterexample that does not violate the spec exactly")
+    xf = float_point(box, x_exact)
     f64 = float64_evaluation(a, b, spec, xf)
     notes = [note] if note else []
+    in_domain = box.contains(xf)
+    if tuple(Fraction(float(v)) for v in xf) != x_exact:
+        notes.append(
+            "the exact counterexample is not a float64 point (see input_exact); float64 and "
+            "onnxruntime ran the nearest float point"
+            + ("" if in_domain else ", which lies outside the domain")
+        )
     ort_ev = None
     if runner is not None and model_a is not None and model_b is not None:
         ort_ev = ort_evaluation(runner, model_a, model_b, a, b, spec, xf)
-        f32_input = np.array_equal(xf.astype(np.float32).astype(np.float64), xf)
-        if not f32_input and a.input_dtype == "float32":
-            notes.append("the point is not float32-representable: onnxruntime ran its rounding")
+        if "float32" in (a.input_dtype, b.input_dtype):  # either model rounds its input
+            x32 = xf.astype(np.float32).astype(np.float64)
+            if not np.array_equal(x32, xf):
+                if box.contains(x32):
+                    notes.append("the point is not float32-representable: onnxruntime ran its float32 rounding, which lies in the domain")
+                else:
+                    in_domain = False
+                    gap = _distance_outside(box, x32)
+                    notes.append(
+                        "onnxruntime ran the float32 rounding of the point, which lies outside the domain "
+                        f"(by up to {gap:.2g}): the domain holds no float32 point there, so the onnxruntime "
+                        "run is near the counterexample, not at it"
+                    )
     if ort_ev is None:
         notes.append("onnxruntime was not run: the networks were not given as ONNX models")
-    if exact.violated and not (f64.violated and (ort_ev is None or ort_ev.violated)):
+    for ev in (f64, ort_ev):
+        if ev is not None and ev.error:
+            notes.append(f"{ev.backend}: {ev.error}")
+    if not (f64.violated and (ort_ev is None or ort_ev.violated)):
         where = [n for n, ev in (("float64", f64), ("onnxruntime", ort_ev)) if ev is not None and not ev.violated]
         notes.append(
             "DOES NOT REPRODUCE in " + " and ".join(where)
-            + f" (exact margin {float(exact.exact_margin):.3g}): the violation does not survive float rounding"
+            + f" (exact margin {format_rational(exact.exact_margin, 3)}): the violation does not survive float rounding"
         )
-    note = "; ".join(notes)
     return Counterexample(
         input=tuple(float(v) for v in xf),
         box_index=box_index,
@@ -128,5 +187,15 @@ def build_counterexample(
         exact=exact,
         float64=f64,
         onnxruntime=ort_ev,
-        note=note,
+        note="; ".join(notes),
+        exact_input=x_exact,
+        float_input_in_domain=in_domain,
     )
+
+
+def _distance_outside(box: Box, x: np.ndarray) -> float:
+    """How far (L-inf, in float) the point ``x`` lies outside the closure of ``box``."""
+    lo = np.array([float(v) for v in box.lower])
+    hi = np.array([float(v) for v in box.upper])
+    gap = np.maximum(np.maximum(lo - x, x - hi), 0.0)
+    return float(np.max(gap)) if gap.size else 0.0

@@ -256,9 +256,11 @@ def test_random_pairs_agree_with_sampling(seed, widths, change, mode):
         assert exact_sample_check(a, b, spec, -1, 1, seed=seed)
     else:
         cex = r.counterexample
-        x = [Fraction(v) for v in cex.input]
+        x = list(cex.exact_input)  # the exact point (a rational one when the solver found it)
         assert all(-1 <= v <= 1 for v in x)
         assert not spec.holds(a.evaluate_exact(x), b.evaluate_exact(x))
+        if cex.exact_input == tuple(Fraction(v) for v in cex.input):
+            assert cex.float_input_in_domain
 
 
 @pytest.mark.parametrize("bad", ["1:0", "nan:1", "0:inf", "abc", "0:", ":1"])

@@ -52,5 +52,9 @@ _register()
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: the command is this process, so ``--timeout`` counts from
+    the process start (imports included)."""
+    from ..deadline import command_started_with_process
+
+    command_started_with_process()
     app()

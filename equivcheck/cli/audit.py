@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import math
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from ..deadline import Deadline
+from ..errors import InputError
 from . import app
-from .common import console, emit_json, fail, guarded
+from .common import check_timeout, console, emit_json, fail, guarded
+from .paths import check_outputs, domain_file, onnx_external_files
 
 
 @app.command("audit")
@@ -41,26 +46,40 @@ def audit_cmd(
     from ..audit import audit
     from ..audit_report import REPORT_SUFFIXES, summary_lines, write_report
 
-    if timeout <= 0:
-        fail(f"--timeout must be positive, got {timeout}")
+    check_timeout(timeout)
+    if not (math.isfinite(gap) and gap >= 0):
+        fail(f"--gap {gap:g}: give a finite number >= 0")
     if report is not None and report.suffix.lower() not in REPORT_SUFFIXES:
         fail(f"--report {report}: use a .html, .md or .json file name")
     ladder = tuple(e.strip() for e in epsilons.split(",") if e.strip())
     if not ladder:
         fail("--epsilons is empty")
-    result = audit(original, pruned, domain=domain, data=data, epsilons=ladder, timeout=timeout,
-                   gap=gap)
     if report is not None:
-        write_report(result, report)
+        inputs = [original, pruned, *onnx_external_files(original),
+                  *onnx_external_files(pruned), *domain_file(domain), data]
+        check_outputs([("--report", report)], inputs)
+    result = audit(original, pruned, domain=domain, data=data, epsilons=ladder, timeout=Deadline.for_command(timeout),
+                   gap=gap)
+    write_error = None
+    if report is not None:
+        try:
+            write_report(result, report)
+        except InputError as exc:  # checked before the audit: a late failure (a full disk)
+            write_error = str(exc)
     if as_json:
-        emit_json(result.to_dict())
+        emit_json(result)
     else:
+        from rich.markup import escape
+
         con = console()
-        con.print(f"[bold]audit[/] {result.original} -> {result.pruned}", soft_wrap=True)
+        con.print(f"[bold]audit[/] {escape(result.original)} -> {escape(result.pruned)}",
+                  soft_wrap=True)
         con.print(f"  domain: {result.domain_text}", markup=False, soft_wrap=True)
         for line in summary_lines(result):
             con.print(line, markup=False, soft_wrap=True)
         con.print(f"  time: {result.seconds:.1f} s", markup=False)
-    if report is not None:
+    if write_error is not None:
+        sys.stderr.write(f"equivcheck: warning: {write_error}\n")
+    elif report is not None:
         console().print(f"report written to {report}", markup=False)
     return 0

@@ -1,4 +1,5 @@
-"""What every command shares: the rich console on stderr, JSON on stdout, errors to exit codes.
+"""What every command shares: the rich console on stderr, JSON on stdout, errors to exit codes,
+and the checks of options every command validates the same way.
 
 Exit codes: 0 proved / success, 1 refuted, 3 unknown, 4 bad input, 5 internal error; 2 stays
 Click's usage error.
@@ -7,7 +8,6 @@ Click's usage error.
 from __future__ import annotations
 
 import functools
-import json
 import sys
 from typing import Any, Callable
 
@@ -27,25 +27,23 @@ def console():
 
 
 def emit_json(obj: Any) -> None:
-    """Print exactly one JSON object on stdout."""
-    sys.stdout.write(json.dumps(obj, default=_json_default) + "\n")
+    """Print exactly one strict JSON object on stdout (see :func:`json_text`)."""
+    from ..result import json_text
+
+    sys.stdout.write(json_text(obj) + "\n")
     sys.stdout.flush()
 
 
-def _json_default(o):
-    from fractions import Fraction
+def check_timeout(value: float, option: str = "--timeout") -> float:
+    """``value`` if it is a finite number of seconds in (0, ``deadline.MAX_TIMEOUT``]; else one
+    line and exit code 4 (the rule of :func:`equivcheck.deadline.validate_timeout`)."""
+    from ..deadline import validate_timeout
+    from ..errors import InputError
 
-    import numpy as np
-
-    if isinstance(o, Fraction):
-        return str(o)
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+    try:
+        return validate_timeout(value, option)
+    except InputError as exc:
+        fail(str(exc))
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
@@ -64,13 +62,18 @@ def guarded(fn: Callable[..., int]) -> Callable[..., None]:
         except typer.Exit:
             raise
         except EquivcheckError as exc:
-            fail(str(exc), exc.exit_code)
+            fail(_one_line(str(exc)), exc.exit_code)
         except KeyboardInterrupt:
             fail("interrupted", 130)
         except MemoryError:
             fail("out of memory", EXIT_INTERNAL)
         except Exception as exc:  # an internal bug: still one line, never a traceback
-            fail(f"internal error: {type(exc).__name__}: {exc}", EXIT_INTERNAL)
+            fail(_one_line(f"internal error: {type(exc).__name__}: {exc}"), EXIT_INTERNAL)
         raise typer.Exit(code or 0)
 
     return wrapper
+
+
+def _one_line(message: str) -> str:
+    """A message folded onto one line (an error message with a newline would read as two)."""
+    return " ".join(message.split()) if "\n" in message or "\r" in message else message

@@ -7,8 +7,10 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..deadline import Deadline
 from . import app
-from .common import console, emit_json, fail, guarded
+from .common import check_timeout, console, emit_json, fail, guarded
+from .paths import check_outputs, domain_file, onnx_external_files
 
 
 @app.command("compress")
@@ -17,7 +19,7 @@ def compress_cmd(
     model: Annotated[Path, typer.Argument(help="Model to compress (ONNX).", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the compressed ONNX model.")],
     domain: Annotated[Optional[str], typer.Option("--domain", "-d", help="LO:HI, a .vnnlib or a .json file; default 0:1 on every input.")] = None,
-    timeout: Annotated[float, typer.Option("--timeout", "-t", help="Seconds for stability analysis (at most half) and proof together.")] = 120.0,
+    timeout: Annotated[float, typer.Option("--timeout", "-t", help="Hard limit in seconds for the whole command, counted from its start: stability analysis (at most 40%) and proof share it (finite, positive).")] = 120.0,
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the equivalence proof of original vs compressed.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> int:
@@ -29,15 +31,14 @@ def compress_cmd(
     """
     from ..compress import compress
 
-    if timeout <= 0:
-        fail(f"--timeout must be positive, got {timeout}")
+    check_timeout(timeout)
     if output.suffix.lower() != ".onnx":
         fail(f"--output {output}: use a .onnx file name")
-    if output.resolve() == model.resolve():
-        fail(f"--output {output}: refusing to overwrite the input model")
-    result = compress(model, domain=domain, output=output, verify=not no_verify, timeout=timeout)
+    check_outputs([("--output", output)],
+                  [model, *onnx_external_files(model), *domain_file(domain)])
+    result = compress(model, domain=domain, output=output, verify=not no_verify, timeout=Deadline.for_command(timeout))
     if as_json:
-        emit_json(result.to_dict())
+        emit_json(result)
     else:
         render(result, output)
     return 0 if result.proof is None else result.proof.exit_code
@@ -45,10 +46,11 @@ def compress_cmd(
 
 def render(result, output: Path) -> None:
     """The per-layer table and the proof's verdict, on stderr."""
+    from rich.markup import escape
     from rich.table import Table
 
     con = console()
-    table = Table(title=f"equivcheck compress: {result.original.source}")
+    table = Table(title=f"equivcheck compress: {escape(str(result.original.source))}")
     for col in ("layer", "units", "inactive removed", "active folded", "units kept",
                 "params", "params kept", "saved %"):
         table.add_column(col, justify="right")
@@ -60,7 +62,7 @@ def render(result, output: Path) -> None:
     con.print(table)
     counts = result.stability.stage_counts()
     stages = ", ".join(f"{k} {v['stable']}" for k, v in counts.items() if v["stable"])
-    con.print(f"  {result.original.description} -> {result.compressed.description}: "
+    con.print(f"  {escape(result.original.description)} -> {escape(result.compressed.description)}: "
               f"{result.hidden_before - result.hidden_after} of {result.hidden_before} hidden units removed "
               f"({result.unit_compression:.1f}%), parameters {result.original.num_parameters:,} -> "
               f"{result.compressed.num_parameters:,} ({result.param_compression:.1f}%)")
@@ -68,13 +70,13 @@ def render(result, output: Path) -> None:
               f"{len(result.stability.undecided)} undecided (kept); "
               f"stability analysis {result.stability.seconds:.2f} s")
     for note in result.notes:
-        con.print(f"  note: {note}")
-    con.print(f"  wrote {output}")
+        con.print(f"  note: {note}", markup=False)
+    con.print(f"  wrote {output}", markup=False)
     if result.proof is None:
         con.print("  [yellow]not verified[/] (--no-verify)")
         return
     p = result.proof
     what = "strictly equal" if result.epsilon is None else f"equal within epsilon = {result.epsilon} (linf, {float(result.epsilon):.3g})"
     colour = {"proved": "green", "refuted": "red", "unknown": "yellow"}[p.verdict.label]
-    con.print(f"  proof: [{colour}]{p.verdict.label.upper()}[/] {what} on {p.domain_text} "
-              f"({p.seconds:.2f} s): {p.reason}")
+    con.print(f"  proof: [{colour}]{p.verdict.label.upper()}[/] {what} on {escape(p.domain_text)} "
+              f"({p.seconds:.2f} s): {escape(p.reason)}")

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-import json
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import numpy as np
 import typer
 
+from ..deadline import Deadline
+from ..result import json_text
 from ..spec import Mode, Norm
 from . import app
-from .common import console, emit_json, fail, guarded
+from .common import check_timeout, console, emit_json, fail, guarded
+from .paths import check_outputs, domain_file, onnx_external_files
+
+CEX_SUFFIXES = (".npy", ".json")
 
 
 @app.command("prove")
@@ -23,10 +28,10 @@ def prove_cmd(
     mode: Annotated[Mode, typer.Option("--mode", "-m", help="strict, epsilon or argmax.")] = Mode.STRICT,
     tolerance: Annotated[Optional[str], typer.Option("--tolerance", "-e", help="EPS for --mode epsilon (default 1e-6), read exactly.")] = None,
     norm: Annotated[Norm, typer.Option("--norm", help="Norm for --mode epsilon.")] = Norm.LINF,
-    timeout: Annotated[float, typer.Option("--timeout", "-t", help="Hard limit in seconds for the whole check.")] = 60.0,
+    timeout: Annotated[float, typer.Option("--timeout", "-t", help="Hard limit in seconds for the whole check (finite, positive).")] = 60.0,
     bounds: Annotated[str, typer.Option("--bounds", help="Bound method that classifies ReLUs: interval, symbolic, lp, exact (stability analysis); all rigorous.")] = "interval",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
-    counterexample: Annotated[Optional[Path], typer.Option("--counterexample", "-o", help="Write the counterexample input to PATH (.npy or .json).")] = None,
+    counterexample: Annotated[Optional[Path], typer.Option("--counterexample", "-o", help="Write the counterexample input to PATH (.npy or .json); checked before the proof starts.")] = None,
 ) -> int:
     """Prove two networks equivalent on a domain, or refute it with a counterexample.
 
@@ -37,30 +42,46 @@ def prove_cmd(
 
     if bounds not in BOUND_METHODS:
         fail(f"--bounds {bounds!r}: use one of {', '.join(BOUND_METHODS)}")
-    if timeout <= 0:
-        fail(f"--timeout must be positive, got {timeout}")
-    if counterexample is not None and counterexample.suffix.lower() not in (".npy", ".json"):
-        fail(f"--counterexample {counterexample}: use a .npy or .json file name")
-    result = prove(model_a, model_b, domain=domain, mode=mode.value, tolerance=tolerance, norm=norm.value, timeout=timeout, bounds=bounds)
+    check_timeout(timeout)
+    if counterexample is not None:
+        if counterexample.suffix.lower() not in CEX_SUFFIXES:
+            fail(f"--counterexample {counterexample}: use a .npy or .json file name")
+        inputs = [model_a, model_b, *onnx_external_files(model_a), *onnx_external_files(model_b),
+                  *domain_file(domain)]
+        check_outputs([("--counterexample", counterexample)], inputs)
+    result = prove(model_a, model_b, domain=domain, mode=mode.value, tolerance=tolerance, norm=norm.value, timeout=Deadline.for_command(timeout), bounds=bounds)
+    write_error = None
     if counterexample is not None and result.counterexample is not None:
-        _write_counterexample(counterexample, result)
+        write_error = write_counterexample(counterexample, result.counterexample)
     if as_json:
-        emit_json(result.to_dict())
+        emit_json(result)
     else:
         from ..report import render
 
         render(result, console())
-        if counterexample is not None and result.counterexample is not None:
-            console().print(f"  counterexample input written to {counterexample}")
+        if counterexample is not None and result.counterexample is not None and write_error is None:
+            console().print(f"  counterexample input written to {counterexample}", markup=False)
+    if write_error is not None:
+        # the path was checked before the proof; this is a late failure (a full disk): the
+        # verdict above stands and keeps its exit code
+        sys.stderr.write(f"equivcheck: warning: {write_error}\n")
     return result.exit_code
 
 
-def _write_counterexample(path: Path, result) -> None:
-    cex = result.counterexample
+def write_counterexample(path: Path, cex) -> str | None:
+    """Write the counterexample to exactly ``path``: the input as ``.npy`` (whatever the case of
+    the suffix: ``np.save`` gets an open file, so it appends no ``.npy``), or the whole
+    counterexample as strict JSON. The ``.npy`` is float32 when that is the very point (so
+    onnxruntime runs it as is), else float64: a float32 rounding could lie outside the domain.
+    Returns None, or why the file could not be written."""
     try:
         if path.suffix.lower() == ".npy":
-            np.save(path, np.array(cex.input, dtype=np.float32))
+            x = np.array(cex.input, dtype=np.float64)
+            x32 = x.astype(np.float32)
+            with open(path, "wb") as f:
+                np.save(f, x32 if np.array_equal(x32.astype(np.float64), x) else x)
         else:
-            path.write_text(json.dumps(cex.to_dict(), indent=2) + "\n")
+            path.write_text(json_text(cex, indent=2) + "\n", encoding="utf-8")
     except OSError as exc:
-        fail(f"cannot write {path}: {exc.strerror}")
+        return f"could not write the counterexample to {path}: {exc.strerror}"
+    return None

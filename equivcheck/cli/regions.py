@@ -10,9 +10,11 @@ from typing import Annotated
 import typer
 
 from . import app
-from .common import console, emit_json, fail, guarded
+from .common import check_timeout, console, emit_json, fail, guarded
 
 EXIT_LOWER_BOUND = 3  # the count stopped early (cap, timeout, unresolved branch): a lower bound
+PRINT_DIGITS = 1000  # longer exact integers are not printed on the terminal
+MAX_BOX_ROWS = 20  # boxes whose per-layer refinement is printed
 
 regions_app = typer.Typer(
     name="regions",
@@ -42,7 +44,8 @@ def bound_cmd(
             "--widths",
             "-w",
             help="Instead of a model: IN,H1,...,HL,OUT (e.g. 784,22,10); the last "
-            "(output) layer has no ReLU and is not counted.",
+            "(output) layer has no ReLU and is not counted. Each width at most 1,000,000, "
+            "at most 1,000,000 ReLU units, and the exact bounds must be cheap enough to compute.",
         ),
     ] = None,
     domain: DomainOpt = None,
@@ -69,18 +72,20 @@ def bound_cmd(
         net = load_network(model)
         result = network_bounds(net, domain)
     if as_json:
-        emit_json(result.to_dict())
+        emit_json(result)
     else:
         _render_bounds(result)
     return 0
 
 
 def _render_bounds(b) -> None:
+    from rich.markup import escape
+
     from ..regions import scientific
 
     con = console()
     units = sum(b.widths)
-    con.print(f"[bold]Linear-region bounds[/bold] for {b.source}")
+    con.print(f"[bold]Linear-region bounds[/bold] for {escape(str(b.source))}")
     layers = ", ".join(str(w) for w in b.widths) or "none"
     out = (
         f"; output layer of {b.output_width} units has no ReLU and is not counted"
@@ -99,8 +104,9 @@ def _render_bounds(b) -> None:
     for label, value in rows:
         con.print(f"  {label:<{width}}  {scientific(value):>11}")
     if b.refined is not None:
-        con.print(f"  domain: {b.refined.domain}")
-        for k, box in enumerate(b.refined.boxes):
+        con.print(f"  domain: {b.refined.domain}", markup=False)
+        boxes = b.refined.boxes
+        for k, box in enumerate(boxes[:MAX_BOX_ROWS]):
             for i, lr in enumerate(box):
                 note = "" if lr.ranks_exact else " (rank not confirmed: min(rows, cols) used)"
                 con.print(
@@ -109,9 +115,24 @@ def _render_bounds(b) -> None:
                     f"{lr.stably_inactive} stably inactive; "
                     f"ranks {lr.split_rank}/{lr.pass_rank}{note}"
                 )
+        if len(boxes) > MAX_BOX_ROWS:
+            con.print(f"    ... and {len(boxes) - MAX_BOX_ROWS} more boxes (--json lists every box)")
     con.print("  exact values:")
     for label, value in rows:
-        con.print(f"    {label}: {value}", soft_wrap=True)
+        con.print(f"    {label}: {_exact_text(value)}", soft_wrap=True, markup=False)
+
+
+def _exact_text(n: int) -> str:
+    """``n`` in full when it has at most :data:`PRINT_DIGITS` digits, else its size."""
+    from ..regions import scientific
+
+    if n.bit_length() <= PRINT_DIGITS * 3.32:
+        return str(n)
+    from ..result import MAX_EXACT_DIGITS
+
+    digits = int(scientific(n, 3).split("e")[1]) + 1
+    where = "--json holds it" if digits <= MAX_EXACT_DIGITS else "too long to write exactly"
+    return f"about {digits:,} digits, not printed ({where})"
 
 
 @regions_app.command("count")
@@ -137,8 +158,7 @@ def count_cmd(
 
     if cap < 1:
         fail(f"--cap must be at least 1, got {cap}")
-    if timeout <= 0:
-        fail(f"--timeout must be positive, got {timeout}")
+    check_timeout(timeout)
     net = load_network(model)
     show_bar = not as_json and sys.stderr.isatty()
     if show_bar:
@@ -166,13 +186,17 @@ def count_cmd(
     if as_json:
         emit_json(out)
     else:
+        from rich.markup import escape
+
         con = console()
         kind = "exact" if result.exact else f"lower bound: stopped by {result.status.value}"
-        con.print(f"[bold]{model}[/bold] on {result.domain}")
+        con.print(f"[bold]{escape(str(model))}[/bold] on {escape(str(result.domain))}")
         plural = "" if result.count == 1 else "s"
         con.print(f"  {result.count} linear region{plural} ({kind})")
-        refined = f", refined bound {result.refined}" if result.refined is not None else ""
-        con.print(f"  Theorem 1 bound {result.theorem1}{refined}", soft_wrap=True)
+        refined = (f", refined bound {_exact_text(result.refined)}"
+                   if result.refined is not None else "")
+        con.print(f"  Theorem 1 bound {_exact_text(result.theorem1)}{refined}", soft_wrap=True,
+                  markup=False)
         con.print(
             f"  search: {result.nodes} nodes, {result.lp_calls} LPs, "
             f"{result.unresolved} unresolved branches, {result.elapsed:.2f} s"
