@@ -23,3 +23,8 @@ def external_path(relative: str) -> Path:
 def external():
     """``external("acasxu/prop_3.vnnlib")`` -> Path, skipping when ../shared is absent."""
     return external_path
+
+
+def pytest_configure(config):
+    """Register the ``slow`` marker (fuzz and soak runs; deselect with ``-m "not slow"``)."""
+    config.addinivalue_line("markers", "slow: a long randomized run (fuzz harness, soak test)")
