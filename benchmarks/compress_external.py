@@ -43,8 +43,8 @@ def main(argv=None) -> int:
     ap.add_argument("--idempotence", type=int, default=0, metavar="K",
                     help="compress the first K compressed models again and count what is removed")
     args = ap.parse_args(argv)
-    from equivcheck.compress import compress
-    from equivcheck.domain import parse_domain
+    from equivcheck.compress.pipeline import compress
+    from equivcheck.io.domains import parse_domain
 
     if not EXTERNAL.exists():
         print(f"{EXTERNAL} is absent", file=sys.stderr)

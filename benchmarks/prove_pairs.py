@@ -33,7 +33,7 @@ def perturbed_mnist(tmp: Path) -> Path:
     import onnx
     from onnx import numpy_helper
 
-    from equivcheck.onnx_import import load_network
+    from equivcheck.io.onnx_import import load_network
 
     src = EXT / "mnistfc/mnist-net_256x2.onnx"
     net = load_network(src)

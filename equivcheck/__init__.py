@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "Box": "domain", "Domain": "domain", "box_domain": "domain", "parse_domain": "domain",
+    "Box": "core.domain", "Domain": "core.domain", "box_domain": "core.domain",
+    "parse_domain": "io.domains",
     "EquivcheckError": "errors", "InputError": "errors",
-    "Network": "network",
-    "load_network": "onnx_import",
-    "prove": "prover",
-    "Counterexample": "result", "ProofResult": "result", "Verdict": "result",
-    "Mode": "spec", "Norm": "spec", "Spec": "spec",
+    "Network": "core.network",
+    "load_network": "io.onnx_import",
+    "prove": "solve.prover",
+    "Counterexample": "core.result", "ProofResult": "core.result", "Verdict": "core.result",
+    "Mode": "core.spec", "Norm": "core.spec", "Spec": "core.spec",
 }
 
 __all__ = [
@@ -48,10 +49,11 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs
-    from .domain import Box, Domain, box_domain, parse_domain
-    from .errors import EquivcheckError, InputError
-    from .network import Network
-    from .onnx_import import load_network
-    from .prover import prove
-    from .result import Counterexample, ProofResult, Verdict
-    from .spec import Mode, Norm, Spec
+    from equivcheck.core.domain import Box, Domain, box_domain
+    from equivcheck.core.network import Network
+    from equivcheck.core.result import Counterexample, ProofResult, Verdict
+    from equivcheck.core.spec import Mode, Norm, Spec
+    from equivcheck.errors import EquivcheckError, InputError
+    from equivcheck.io.domains import parse_domain
+    from equivcheck.io.onnx_import import load_network
+    from equivcheck.solve.prover import prove

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from . import testing
+from equivcheck import testing
 
 UNKNOWN_HELP = "what an UNKNOWN verdict does: fail (default), skip or xfail"
 MARKER_KEYS = ("timeout", "unknown", "domain", "mode", "tolerance", "norm")
@@ -76,8 +76,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _timeout(value: Any, where: str) -> float:
     """A finite number of seconds in (0, ``deadline.MAX_TIMEOUT``], else a usage error."""
-    from .deadline import validate_timeout
-    from .errors import InputError
+    from equivcheck.core.deadline import validate_timeout
+    from equivcheck.errors import InputError
 
     try:
         t = float(value)
@@ -154,7 +154,7 @@ KEPT_LINES = ("counterexample x", "reproduces in onnxruntime", "details", "repro
 def _section(records: list) -> str:
     """Every check the test ran: its verdict and, for a failed one, where the counterexample
     is saved, whether it reproduces in onnxruntime and the command that reproduces it."""
-    from .report import tolerance_text
+    from equivcheck.report import tolerance_text
 
     lines = []
     for i, (result, message) in enumerate(records, 1):

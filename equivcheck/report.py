@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .result import BoxResult, Counterexample, ProofResult, Verdict
+from equivcheck.core.result import BoxResult, Counterexample, ProofResult, Verdict
 
 VERDICT_STYLE = {Verdict.PROVED: "bold green", Verdict.REFUTED: "bold red", Verdict.UNKNOWN: "bold yellow"}
 
@@ -44,7 +44,7 @@ def counterexample_lines(cex: Counterexample, limit: int = 8) -> list[str]:
         shown = "VIOLATED" if ev.violated else "holds"
         margin = f"{ev.margin:.6g}"
         if ev.exact_margin is not None:
-            from .rational import format_rational
+            from equivcheck.core.rational import format_rational
 
             margin = format_rational(ev.exact_margin, 6)
         lines.append(
@@ -87,7 +87,7 @@ def tolerance_text(spec: dict) -> str:
     if "tolerance_exact" in spec:
         from fractions import Fraction
 
-        from .rational import format_rational
+        from equivcheck.core.rational import format_rational
 
         return format_rational(Fraction(spec["tolerance_exact"]), 6)
     return f"{spec['tolerance']:g}"

@@ -38,12 +38,12 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .deadline import validate_timeout
-from .errors import InputError
+from equivcheck.core.deadline import validate_timeout
+from equivcheck.errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .domain import Domain
-    from .result import Counterexample, ProofResult
+    from equivcheck.core.domain import Domain
+    from equivcheck.core.result import Counterexample, ProofResult
 
 UNKNOWN_ACTIONS = ("fail", "skip", "xfail")
 DEFAULT_TIMEOUT = 60.0
@@ -141,8 +141,8 @@ def assert_equivalent(
     :class:`~equivcheck.errors.InputError` (a test *error*, not a failed assertion).
     """
     __tracebackhide__ = True  # pytest shows the caller's line, not this function
-    from .prover import prove
-    from .result import Verdict
+    from equivcheck.core.result import Verdict
+    from equivcheck.solve.prover import prove
 
     d = _DEFAULTS.get() or CheckDefaults()
     mode = mode if mode is not None else (d.mode or "strict")
@@ -206,7 +206,7 @@ def _as_model(model: Any, example_input: Any, export_path: Path) -> Any:
         return export_torch(model, example_input, export_path)
     if isinstance(model, (str, os.PathLike)) or hasattr(model, "SerializeToString"):
         return model
-    from .network import Network
+    from equivcheck.core.network import Network
 
     if isinstance(model, Network):
         return model
@@ -246,7 +246,7 @@ def export_torch(module: Any, example_input: Any, path: Path) -> Path:
 
 def _as_domain(domain: Any) -> Any:
     """Pass strings, paths and Domains through; turn a ``(lower, upper)`` pair into a Domain."""
-    from .domain import Domain, box_domain
+    from equivcheck.core.domain import Domain, box_domain
 
     if domain is None or isinstance(domain, (str, Domain)):
         return domain
@@ -293,7 +293,7 @@ def _save_artifacts(result, outdir: Path, ma, mb, dom, exported: dict | None = N
     reproduce command can name."""
     import numpy as np
 
-    from .domain import Domain
+    from equivcheck.core.domain import Domain
 
     n = next(_COUNTER)
     stem = f"check{os.getpid()}-{n}"
@@ -303,7 +303,7 @@ def _save_artifacts(result, outdir: Path, ma, mb, dom, exported: dict | None = N
         files["input"] = outdir / f"{stem}-counterexample.npy"
         np.save(files["input"], np.array(cex.input, dtype=np.float64))
         files["json"] = outdir / f"{stem}-counterexample.json"
-        from .result import json_text
+        from equivcheck.core.result import json_text
 
         files["json"].write_text(json_text(result, indent=2) + "\n")
     exported = exported or {}
@@ -316,7 +316,7 @@ def _save_artifacts(result, outdir: Path, ma, mb, dom, exported: dict | None = N
         elif hasattr(model, "SerializeToString"):
             path.write_bytes(model.SerializeToString())
         else:
-            from .onnx_export import export_network
+            from equivcheck.io.onnx_export import export_network
 
             export_network(model, path)
         files[key] = path
@@ -359,7 +359,7 @@ def _tolerance_arg(spec: dict) -> str:
     """The exact tolerance as a --tolerance argument (``0.1``, ``1e-400``, ``1/3``)."""
     if "tolerance_exact" not in spec:
         return _num(spec["tolerance"])
-    from .rational import exact_text
+    from equivcheck.core.rational import exact_text
 
     return exact_text(Fraction(spec["tolerance_exact"]))
 
@@ -388,7 +388,7 @@ def _deviation_lines(cex: Counterexample, spec: dict) -> list[str]:
         return [
             f"max |a(x) - b(x)| = {diffs[worst]:.6g} at output {worst} (strict: must be 0)"
         ]
-    from .report import tolerance_text
+    from equivcheck.report import tolerance_text
 
     tol = float(spec["tolerance"])
     norm = spec.get("norm", "linf")
@@ -401,13 +401,13 @@ def _deviation_lines(cex: Counterexample, spec: dict) -> list[str]:
 
 def failure_message(result, files: dict[str, Path] | None = None, timeout: float | None = None) -> str:
     """The assertion message for a REFUTED or UNKNOWN result (plain text, several lines)."""
-    from .result import Verdict
+    from equivcheck.core.result import Verdict
 
     files = files or {}
     spec = result.spec
     spec_text = spec["mode"]
     if spec["mode"] == "epsilon":
-        from .report import tolerance_text
+        from equivcheck.report import tolerance_text
 
         spec_text += f" (tolerance {tolerance_text(spec)}, {spec.get('norm', 'linf')})"
     if result.verdict is Verdict.REFUTED:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from equivcheck.bounds import interval_bounds
-from equivcheck.network import Affine, Layer, Network
-from equivcheck.onnx_export import export_network
+from equivcheck.bounds.propagation import interval_bounds
+from equivcheck.core.network import Affine, Layer, Network
+from equivcheck.io.onnx_export import export_network
 
 HERE = Path(__file__).resolve().parent
 

@@ -98,7 +98,7 @@ def train_mlp(data: Dataset, width: int, l1: float, seed: int, epochs: int = 60,
 
 def to_network(params, source: str = "mnist_mlp"):
     """The trained parameters as an equivcheck Network (input [1, 784], output [1, 10])."""
-    from equivcheck.network import Affine, Layer, Network
+    from equivcheck.core.network import Affine, Layer, Network
 
     layers = tuple(
         Layer(Affine(w, b), relu=k < len(params) - 1, name=f"fc{k}") for k, (w, b) in enumerate(params)
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("-o", "--output", type=Path, required=True)
     args = ap.parse_args(argv)
-    from equivcheck.onnx_export import export_network
+    from equivcheck.io.onnx_export import export_network
 
     data = load_digits()
     params = train_mlp(data, args.width, args.l1, args.seed, epochs=args.epochs)

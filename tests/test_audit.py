@@ -11,7 +11,7 @@ import pytest
 from onnx import numpy_helper
 from typer.testing import CliRunner
 
-from equivcheck.audit import (
+from equivcheck.audit.auditor import (
     audit,
     certified_difference,
     difference_network,
@@ -19,14 +19,14 @@ from equivcheck.audit import (
     exact_deviation,
     unit_changes,
 )
-from equivcheck.audit_report import to_html, to_markdown, write_report
-from equivcheck.bounds import BOUND_METHODS
+from equivcheck.audit.report import to_html, to_markdown, write_report
+from equivcheck.bounds.propagation import BOUND_METHODS
 from equivcheck.cli import app
-from equivcheck.domain import parse_domain
+from equivcheck.core.network import Affine, Layer, Network
+from equivcheck.core.result import Verdict
 from equivcheck.errors import InputError
-from equivcheck.network import Affine, Layer, Network
-from equivcheck.onnx_export import export_network
-from equivcheck.result import Verdict
+from equivcheck.io.domains import parse_domain
+from equivcheck.io.onnx_export import export_network
 
 from .conftest import external_path
 

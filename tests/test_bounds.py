@@ -8,7 +8,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from equivcheck.bounds import (
+from equivcheck.bounds.propagation import (
     BOUND_METHODS,
     LinearRelaxation,
     LPSolver,
@@ -18,8 +18,8 @@ from equivcheck.bounds import (
     sound_bounds,
     symbolic_bounds,
 )
-from equivcheck.network import Affine, Layer, Network, fraction_array, nearest_float_array
-from equivcheck.stability import exact_preactivations
+from equivcheck.bounds.stability import exact_preactivations
+from equivcheck.core.network import Affine, Layer, Network, fraction_array, nearest_float_array
 
 
 def random_net(rng, widths, exact_fraction_layer=False) -> Network:

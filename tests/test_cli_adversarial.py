@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from equivcheck.cli import app
 from equivcheck.cli.paths import OutputPathError, check_outputs, onnx_external_files
-from equivcheck.result import (
+from equivcheck.core.result import (
     BoxResult,
     Counterexample,
     Evaluation,
@@ -92,9 +92,9 @@ def no_work(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the analysis started before the output path was checked")
 
-    monkeypatch.setattr("equivcheck.prover.prove", refuse)
-    monkeypatch.setattr("equivcheck.compress.compress", refuse)
-    monkeypatch.setattr("equivcheck.audit.audit", refuse)
+    monkeypatch.setattr("equivcheck.solve.prover.prove", refuse)
+    monkeypatch.setattr("equivcheck.compress.pipeline.compress", refuse)
+    monkeypatch.setattr("equivcheck.audit.auditor.audit", refuse)
 
 
 def snapshot(folder):
@@ -378,7 +378,7 @@ def test_tiny_tolerance_is_not_printed_as_zero(pair):
 
 
 def test_regions_bound_of_a_100000_wide_layer():
-    from equivcheck.regions import theorem1_bound
+    from equivcheck.regions.counting import theorem1_bound
 
     r = run("regions", "bound", "--widths", "784,100000,10")
     assert r.exit_code == 0, r.output
@@ -422,7 +422,7 @@ def _direct_bound(dim, layers):
 
 
 def test_fast_recursive_bound_equals_the_double_sum():
-    from equivcheck.regions import _LayerSpec, _recursive_bound
+    from equivcheck.regions.counting import _LayerSpec, _recursive_bound
 
     rng = random.Random(8)
     for _ in range(1500):
@@ -433,7 +433,7 @@ def test_fast_recursive_bound_equals_the_double_sum():
 
 
 def test_scientific_is_correctly_rounded_for_any_size():
-    from equivcheck.regions import scientific
+    from equivcheck.regions.counting import scientific
 
     rng = random.Random(3)
     cases = [2**100000, -(3**5000), 10**60, 125 * 10**40, 1235 * 10**50, 1245 * 10**50 + 1]
@@ -469,7 +469,7 @@ def test_audit_json_with_an_unchanged_output_is_strict(tmp_path):
 
 
 def test_audit_json_and_report_survive_a_5726_digit_bound(tmp_path, monkeypatch):
-    import equivcheck.audit as audit_mod
+    import equivcheck.audit.auditor as audit_mod
 
     real = audit_mod.audit
     tiny = Fraction(1, 3**12000)

@@ -12,9 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 from equivcheck.cli import app
-from equivcheck.compress import compress
-from equivcheck.onnx_import import load_network
-from equivcheck.result import Verdict
+from equivcheck.compress.pipeline import compress
+from equivcheck.core.result import Verdict
+from equivcheck.io.onnx_import import load_network
 
 from .conftest import MODELS
 from .onnx_builders import mlp
@@ -179,7 +179,7 @@ def test_cli_bad_input_is_one_line_and_exit_4(tmp_path, args, needle):
 
 
 def test_folds_are_dropped_when_their_epsilon_cannot_be_proved(monkeypatch):
-    import equivcheck.compress as cmod
+    import equivcheck.compress.pipeline as cmod
 
     monkeypatch.setattr(cmod, "FOLD_MAX_RELATIVE_EPSILON", 0.0)  # no epsilon is small enough
     third = float(np.float32(1 / 3))
@@ -197,7 +197,7 @@ def test_folds_are_dropped_when_their_epsilon_cannot_be_proved(monkeypatch):
 def test_acas_network_over_a_small_box(external):
     src = external("acasxu/ACASXU_run2a_1_1_batch_2000.onnx")
     # a small box inside prop_1's region: analysis and proof finish quickly
-    from equivcheck.domain import box_domain
+    from equivcheck.core.domain import box_domain
 
     lo = [0.62, -0.05, -0.05, 0.46, -0.49]
     hi = [0.64, 0.05, 0.05, 0.48, -0.47]

@@ -23,21 +23,21 @@ import onnx
 import pytest
 
 from equivcheck import prove
-from equivcheck.audit import audit
-from equivcheck.compress import compress
-from equivcheck.deadline import MAX_TIMEOUT, Deadline, validate_timeout
-from equivcheck.domain import Domain, box_domain
-from equivcheck.errors import InputError
-from equivcheck.network import Affine, Layer, Network
-from equivcheck.prover import NOT_EXAMINED
-from equivcheck.result import Verdict
-from equivcheck.solver import solve, solve_built
-from equivcheck.stability import (
+from equivcheck.audit.auditor import audit
+from equivcheck.bounds.stability import (
     _State,
     _vertex_extremes,
     _vertex_extremes_dyadic,
     analyze_stability,
 )
+from equivcheck.compress.pipeline import compress
+from equivcheck.core.deadline import MAX_TIMEOUT, Deadline, validate_timeout
+from equivcheck.core.domain import Domain, box_domain
+from equivcheck.core.network import Affine, Layer, Network
+from equivcheck.core.result import Verdict
+from equivcheck.errors import InputError
+from equivcheck.solve.prover import NOT_EXAMINED
+from equivcheck.solve.solver import solve, solve_built
 from equivcheck.testing import assert_equivalent
 
 from .conftest import external_path
@@ -130,7 +130,7 @@ def test_sub_budget_never_exceeds_parent_and_raises_nothing():
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_for_process_counts_from_process_start():
-    code = ("import time; time.sleep(0.6); from equivcheck.deadline import Deadline; "
+    code = ("import time; time.sleep(0.6); from equivcheck.core.deadline import Deadline; "
             "print(Deadline.for_process(5).remaining())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert 0 < float(out.stdout) <= 5 - 0.6  # start-up and the sleep counted against the 5 s
@@ -353,6 +353,6 @@ def test_stability_state_accepts_a_bare_monotonic_deadline():
 def test_in_process_commands_count_from_their_own_start(tmp_path):
     # a command run in-process (a test runner, a notebook) gets its whole --timeout even when
     # the process is older; only the console script counts from the process start
-    from equivcheck.deadline import Deadline
+    from equivcheck.core.deadline import Deadline
 
     assert Deadline.for_command(5).remaining() > 4.9

@@ -8,8 +8,9 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from equivcheck.domain import Box, parse_domain, read_vnnlib_domain
+from equivcheck.core.domain import Box
 from equivcheck.errors import DomainError, ShapeMismatchError
+from equivcheck.io.domains import parse_domain, read_vnnlib_domain
 
 
 def test_interval_is_exact_decimal():

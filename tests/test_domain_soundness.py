@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 
 import equivcheck
-from equivcheck.domain import Box, parse_domain
+from equivcheck.core.domain import Box
+from equivcheck.core.result import Verdict
+from equivcheck.core.spec import Spec
 from equivcheck.errors import DomainError, InputError, SoundnessError
-from equivcheck.result import Verdict
-from equivcheck.spec import Spec
-from equivcheck.witness import build_counterexample, exact_evaluation
+from equivcheck.io.domains import parse_domain
+from equivcheck.solve.witness import build_counterexample, exact_evaluation
 
 from .onnx_builders import mlp
 
@@ -207,7 +208,7 @@ def test_bad_tolerances_are_input_errors(tol):
 
 
 def test_non_finite_float_outputs_never_count_as_violations():
-    from equivcheck.witness import _float_evaluation
+    from equivcheck.solve.witness import _float_evaluation
 
     spec = Spec.make("strict")
     ev = _float_evaluation("onnxruntime", spec, np.array([np.inf]), np.array([np.inf]))
@@ -245,7 +246,7 @@ def test_float32_rounding_of_either_model_is_checked_against_the_domain(tmp_path
 
 
 def test_audit_epsilons_are_range_checked_like_the_tolerance():
-    from equivcheck.audit import audit
+    from equivcheck.audit.auditor import audit
 
     a = mlp([np.array([[1.0]])], [np.array([0.0])])
     with pytest.raises(InputError, match="epsilon"):

@@ -9,7 +9,7 @@ import pytest
 
 import equivcheck
 from equivcheck import Verdict
-from equivcheck.onnx_import import load_network
+from equivcheck.io.onnx_import import load_network
 
 from .conftest import external_path
 
@@ -71,7 +71,7 @@ def test_test_small_is_affine_on_its_range():
 
 
 def test_mnist_against_reexport(tmp_path):
-    from equivcheck.onnx_export import export_network
+    from equivcheck.io.onnx_export import export_network
 
     src = external_path("mnistfc/mnist-net_256x2.onnx")
     out = tmp_path / "re.onnx"

@@ -19,6 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 import equivcheck
+from equivcheck.core.network import MAX_ABS_WEIGHT, Affine, Layer, Network
 from equivcheck.errors import (
     InputError,
     ModelFileError,
@@ -26,9 +27,8 @@ from equivcheck.errors import (
     ShapeMismatchError,
     UnsupportedModelError,
 )
-from equivcheck.network import MAX_ABS_WEIGHT, Affine, Layer, Network
-from equivcheck.onnx_export import to_onnx
-from equivcheck.onnx_import import load_network
+from equivcheck.io.onnx_export import to_onnx
+from equivcheck.io.onnx_import import load_network
 
 from .onnx_builders import make_model, mlp
 
@@ -351,7 +351,7 @@ def test_fifo_model_path_refused_without_blocking(tmp_path):
     onnx.save(model, tmp_path / "ext.onnx")
     code = f"""
         from equivcheck.errors import ModelFileError
-        from equivcheck.onnx_import import load_network
+        from equivcheck.io.onnx_import import load_network
         for path in [{str(fifo)!r}, {str(tmp_path / "ext.onnx")!r}]:
             try:
                 load_network(path)

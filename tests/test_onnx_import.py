@@ -16,7 +16,7 @@ from equivcheck.errors import (
     ShapeMismatchError,
     UnsupportedModelError,
 )
-from equivcheck.onnx_import import load_network
+from equivcheck.io.onnx_import import load_network
 
 from .onnx_builders import make_model, mlp
 

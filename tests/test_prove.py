@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 import equivcheck
 from equivcheck import Verdict
-from equivcheck.network import Affine, Layer, Network
-from equivcheck.onnx_export import to_onnx
-from equivcheck.spec import Spec
+from equivcheck.core.network import Affine, Layer, Network
+from equivcheck.core.spec import Spec
+from equivcheck.io.onnx_export import to_onnx
 
 
 def f32(a):
@@ -271,7 +271,7 @@ def test_bad_domains_raise_input_error(bad):
 
 
 def test_positively_rescaled_units_proved_without_search():
-    from equivcheck.network import fraction_array, nearest_float_array
+    from equivcheck.core.network import fraction_array, nearest_float_array
 
     a = random_net(np.random.default_rng(9), [3, 6, 5, 2])
     l0, l1, l2 = a.layers
@@ -328,8 +328,8 @@ def test_violation_below_float32_resolution_is_labelled():
 
 
 def test_difference_bounds_prove_nudged_twins_and_enclose_sampled_deviation():
-    from equivcheck.bounds import interval_bounds
-    from equivcheck.diffbounds import difference_bounds
+    from equivcheck.bounds.difference import difference_bounds
+    from equivcheck.bounds.propagation import interval_bounds
 
     a = random_net(np.random.default_rng(11), [6, 30, 30, 3])
     l0 = a.layers[0]
@@ -349,8 +349,8 @@ def test_difference_bounds_prove_nudged_twins_and_enclose_sampled_deviation():
 @given(seed=st.integers(0, 10_000), width=st.integers(1, 6), scale=st.sampled_from([2.0**-8, 2.0**-2, 1.0]),
        symbolic=st.booleans())
 def test_difference_bounds_enclose_exact_differences(seed, width, scale, symbolic):
-    from equivcheck.bounds import interval_bounds
-    from equivcheck.diffbounds import difference_bounds
+    from equivcheck.bounds.difference import difference_bounds
+    from equivcheck.bounds.propagation import interval_bounds
 
     rng = np.random.default_rng(seed)
     a = random_net(rng, [3, width, width, 2])

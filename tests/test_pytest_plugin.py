@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from equivcheck.onnx_export import export_network
+from equivcheck.io.onnx_export import export_network
 
 from .test_testing import base, hard_pair, rescaled, shifted
 

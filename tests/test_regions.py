@@ -14,11 +14,11 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from equivcheck.cli import app
-from equivcheck.domain import Box, Domain, box_domain
+from equivcheck.core.domain import Box, Domain, box_domain
+from equivcheck.core.network import Affine, Layer, Network
 from equivcheck.errors import InputError
-from equivcheck.network import Affine, Layer, Network
-from equivcheck.onnx_export import export_network
-from equivcheck.regions import (
+from equivcheck.io.onnx_export import export_network
+from equivcheck.regions.counting import (
     CountStatus,
     activation_pattern_bound,
     bounds_for_widths,
@@ -447,7 +447,7 @@ def test_vnncomp_test_small_regions():
 
 
 def test_mnist_bound_matches_library():
-    from equivcheck.onnx_import import load_network
+    from equivcheck.io.onnx_import import load_network
 
     path = external_path("mnistfc/mnist-net_256x2.onnx")
     res = run("regions", "bound", str(path), "--json")
@@ -458,7 +458,7 @@ def test_mnist_bound_matches_library():
 
 
 def test_acasxu_refined_bound_on_property_box():
-    from equivcheck.onnx_import import load_network
+    from equivcheck.io.onnx_import import load_network
 
     net = load_network(external_path("acasxu/ACASXU_run2a_1_1_batch_2000.onnx"))
     box = external_path("acasxu/prop_3.vnnlib")

@@ -8,11 +8,8 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from equivcheck.bounds import interval_bounds
-from equivcheck.domain import box_domain, parse_domain
-from equivcheck.network import Affine, Layer, Network
-from equivcheck.onnx_import import load_network
-from equivcheck.stability import (
+from equivcheck.bounds.propagation import interval_bounds
+from equivcheck.bounds.stability import (
     Stage,
     UnitStatus,
     _branch_and_bound,
@@ -21,6 +18,10 @@ from equivcheck.stability import (
     analyze_stability,
     exact_preactivations,
 )
+from equivcheck.core.domain import box_domain
+from equivcheck.core.network import Affine, Layer, Network
+from equivcheck.io.domains import parse_domain
+from equivcheck.io.onnx_import import load_network
 
 from .conftest import MODELS
 
@@ -107,7 +108,7 @@ def test_timeout_leaves_units_undecided_and_kept():
 def test_union_of_boxes_combines_verdicts():
     net = hand_net()
     # on [-1, -0.5] u [0.5, 1] the unit x is inactive on one box and active on the other
-    from equivcheck.domain import Box, Domain
+    from equivcheck.core.domain import Box, Domain
 
     dom = Domain((Box((Fraction(-1),), (Fraction(-1, 2),)), Box((Fraction(1, 2),), (Fraction(1),))), "two")
     rep = analyze_stability(net, dom, timeout=30)

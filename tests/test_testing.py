@@ -11,15 +11,11 @@ import numpy as np
 import onnx
 import pytest
 
+from equivcheck.core.network import Affine, Layer, Network
+from equivcheck.core.result import Verdict
 from equivcheck.errors import InputError
-from equivcheck.network import Affine, Layer, Network
-from equivcheck.onnx_export import export_network, to_onnx
-from equivcheck.result import Verdict
-from equivcheck.testing import (
-    EquivalenceUnknownError,
-    NotEquivalentError,
-    assert_equivalent,
-)
+from equivcheck.io.onnx_export import export_network, to_onnx
+from equivcheck.testing import EquivalenceUnknownError, NotEquivalentError, assert_equivalent
 
 # --------------------------------------------------------------------------------------------
 # small hand-made models (all weights dyadic, so exactly representable in float32)

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .. import __version__
+from equivcheck import __version__
 
 app = typer.Typer(
     name="equivcheck",
@@ -54,7 +54,7 @@ _register()
 def main() -> None:
     """Console-script entry point: the command is this process, so ``--timeout`` counts from
     the process start (imports included)."""
-    from ..deadline import command_started_with_process
+    from equivcheck.core.deadline import command_started_with_process
 
     command_started_with_process()
     app()

@@ -9,11 +9,11 @@ from typing import Annotated
 
 import typer
 
-from ..deadline import Deadline
-from ..errors import InputError
-from . import app
-from .common import check_timeout, console, emit_json, fail, guarded
-from .paths import check_outputs, domain_file, onnx_external_files
+from equivcheck.cli import app
+from equivcheck.cli.common import check_timeout, console, emit_json, fail, guarded
+from equivcheck.cli.paths import check_outputs, domain_file, onnx_external_files
+from equivcheck.core.deadline import Deadline
+from equivcheck.errors import InputError
 
 
 @app.command("audit")
@@ -43,8 +43,8 @@ def audit_cmd(
 
     Exit codes: 0 the audit ran (whatever it found), 4 bad input.
     """
-    from ..audit import audit
-    from ..audit_report import REPORT_SUFFIXES, summary_lines, write_report
+    from equivcheck.audit.auditor import audit
+    from equivcheck.audit.report import REPORT_SUFFIXES, summary_lines, write_report
 
     check_timeout(timeout)
     if not (math.isfinite(gap) and gap >= 0):

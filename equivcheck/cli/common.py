@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import typer
 
-from ..errors import EquivcheckError
+from equivcheck.errors import EquivcheckError
 
 EXIT_BAD_INPUT = 4
 EXIT_INTERNAL = 5
@@ -28,7 +28,7 @@ def console():
 
 def emit_json(obj: Any) -> None:
     """Print exactly one strict JSON object on stdout (see :func:`json_text`)."""
-    from ..result import json_text
+    from equivcheck.core.result import json_text
 
     sys.stdout.write(json_text(obj) + "\n")
     sys.stdout.flush()
@@ -36,9 +36,9 @@ def emit_json(obj: Any) -> None:
 
 def check_timeout(value: float, option: str = "--timeout") -> float:
     """``value`` if it is a finite number of seconds in (0, ``deadline.MAX_TIMEOUT``]; else one
-    line and exit code 4 (the rule of :func:`equivcheck.deadline.validate_timeout`)."""
-    from ..deadline import validate_timeout
-    from ..errors import InputError
+    line and exit code 4 (the rule of :func:`equivcheck.core.deadline.validate_timeout`)."""
+    from equivcheck.core.deadline import validate_timeout
+    from equivcheck.errors import InputError
 
     try:
         return validate_timeout(value, option)

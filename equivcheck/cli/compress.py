@@ -7,10 +7,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..deadline import Deadline
-from . import app
-from .common import check_timeout, console, emit_json, fail, guarded
-from .paths import check_outputs, domain_file, onnx_external_files
+from equivcheck.cli import app
+from equivcheck.cli.common import check_timeout, console, emit_json, fail, guarded
+from equivcheck.cli.paths import check_outputs, domain_file, onnx_external_files
+from equivcheck.core.deadline import Deadline
 
 
 @app.command("compress")
@@ -29,7 +29,7 @@ def compress_cmd(
 
     Exit codes: 0 compressed and proved (or not verified), 1 the proof found a difference (a bug: please report it), 3 proof unknown, 4 bad input.
     """
-    from ..compress import compress
+    from equivcheck.compress.pipeline import compress
 
     check_timeout(timeout)
     if output.suffix.lower() != ".onnx":

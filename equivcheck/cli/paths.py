@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from ..errors import InputError
+from equivcheck.errors import InputError
 
 MAX_ONNX_SCAN_BYTES = 64 * 2**20  # larger model files are not scanned for external data
 

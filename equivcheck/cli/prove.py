@@ -9,12 +9,12 @@ from typing import Annotated, Optional
 import numpy as np
 import typer
 
-from ..deadline import Deadline
-from ..result import json_text
-from ..spec import Mode, Norm
-from . import app
-from .common import check_timeout, console, emit_json, fail, guarded
-from .paths import check_outputs, domain_file, onnx_external_files
+from equivcheck.cli import app
+from equivcheck.cli.common import check_timeout, console, emit_json, fail, guarded
+from equivcheck.cli.paths import check_outputs, domain_file, onnx_external_files
+from equivcheck.core.deadline import Deadline
+from equivcheck.core.result import json_text
+from equivcheck.core.spec import Mode, Norm
 
 CEX_SUFFIXES = (".npy", ".json")
 
@@ -37,8 +37,8 @@ def prove_cmd(
 
     Exit codes: 0 proved, 1 refuted, 3 unknown, 4 bad input.
     """
-    from ..bounds import BOUND_METHODS
-    from ..prover import prove
+    from equivcheck.bounds.propagation import BOUND_METHODS
+    from equivcheck.solve.prover import prove
 
     if bounds not in BOUND_METHODS:
         fail(f"--bounds {bounds!r}: use one of {', '.join(BOUND_METHODS)}")
@@ -56,7 +56,7 @@ def prove_cmd(
     if as_json:
         emit_json(result)
     else:
-        from ..report import render
+        from equivcheck.report import render
 
         render(result, console())
         if counterexample is not None and result.counterexample is not None and write_error is None:

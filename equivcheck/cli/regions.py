@@ -1,5 +1,5 @@
 """``equivcheck regions bound`` and ``equivcheck regions count``: thin layers over
-:mod:`equivcheck.regions`."""
+:mod:`equivcheck.regions.counting`."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Annotated
 
 import typer
 
-from . import app
-from .common import check_timeout, console, emit_json, fail, guarded
+from equivcheck.cli import app
+from equivcheck.cli.common import check_timeout, console, emit_json, fail, guarded
 
 EXIT_LOWER_BOUND = 3  # the count stopped early (cap, timeout, unresolved branch): a lower bound
 PRINT_DIGITS = 1000  # longer exact integers are not printed on the terminal
@@ -57,7 +57,7 @@ def bound_cmd(
     and the bound of one hidden layer with all N units; with --domain also the bound refined by
     unit stability on the domain and by weight ranks.
     """
-    from ..regions import bounds_for_widths, network_bounds, parse_widths
+    from equivcheck.regions.counting import bounds_for_widths, network_bounds, parse_widths
 
     if (model is None) == (widths is None):
         fail("give either a model or --widths (not both)")
@@ -67,7 +67,7 @@ def bound_cmd(
         in_dim, hidden, out = parse_widths(widths)
         result = bounds_for_widths(in_dim, hidden, output_width=out, source=f"--widths {widths}")
     else:
-        from ..onnx_import import load_network
+        from equivcheck.io.onnx_import import load_network
 
         net = load_network(model)
         result = network_bounds(net, domain)
@@ -81,7 +81,7 @@ def bound_cmd(
 def _render_bounds(b) -> None:
     from rich.markup import escape
 
-    from ..regions import scientific
+    from equivcheck.regions.counting import scientific
 
     con = console()
     units = sum(b.widths)
@@ -124,11 +124,11 @@ def _render_bounds(b) -> None:
 
 def _exact_text(n: int) -> str:
     """``n`` in full when it has at most :data:`PRINT_DIGITS` digits, else its size."""
-    from ..regions import scientific
+    from equivcheck.regions.counting import scientific
 
     if n.bit_length() <= PRINT_DIGITS * 3.32:
         return str(n)
-    from ..result import MAX_EXACT_DIGITS
+    from equivcheck.core.result import MAX_EXACT_DIGITS
 
     digits = int(scientific(n, 3).split("e")[1]) + 1
     where = "--json holds it" if digits <= MAX_EXACT_DIGITS else "too long to write exactly"
@@ -153,8 +153,8 @@ def count_cmd(
     Default domain 0:1 on every input. Exit codes: 0 exact count, 3 lower bound only (cap,
     timeout or an undecided branch), 4 bad input.
     """
-    from ..onnx_import import load_network
-    from ..regions import count_regions
+    from equivcheck.io.onnx_import import load_network
+    from equivcheck.regions.counting import count_regions
 
     if cap < 1:
         fail(f"--cap must be at least 1, got {cap}")

@@ -1,4 +1,4 @@
-"""Rendering an :class:`~equivcheck.audit.AuditResult`: HTML (with an embedded plot), Markdown,
+"""Rendering an :class:`~equivcheck.audit.auditor.AuditResult`: HTML (with an embedded plot), Markdown,
 JSON, and a short plain-text summary for the terminal.
 
 All renderings carry the same content: the verdict table, the certified / witnessed deviation
@@ -14,9 +14,9 @@ import io
 import json
 from pathlib import Path
 
-from .audit import AuditResult
-from .errors import InputError
-from .result import json_safe, long_int_text
+from equivcheck.audit.auditor import AuditResult
+from equivcheck.core.result import json_safe, long_int_text
+from equivcheck.errors import InputError
 
 REPORT_SUFFIXES = (".html", ".htm", ".md", ".json")
 
@@ -270,7 +270,7 @@ def to_markdown(r: AuditResult) -> str:
 
 def to_json(r: AuditResult) -> str:
     """The JSON object (``AuditResult.to_dict``), indented, strict (no NaN or Infinity; the
-    rules of :mod:`equivcheck.result`)."""
+    rules of :mod:`equivcheck.core.result`)."""
     with long_int_text():
         data = json_safe(r.to_dict())
     return json.dumps(data, indent=2, allow_nan=False) + "\n"

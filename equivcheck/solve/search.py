@@ -14,15 +14,15 @@ from fractions import Fraction
 
 import numpy as np
 
-from .bounds import LayerBounds, sound_bounds
-from .deadline import Deadline
-from .diffbounds import DiffBounds, difference_bounds
-from .domain import Box
-from .encode import encode_disagreement
-from .falsify import batch_margin
-from .network import Network
-from .solver import solve, solve_built
-from .spec import Mode, Norm, Spec
+from equivcheck.bounds.difference import DiffBounds, difference_bounds
+from equivcheck.bounds.propagation import LayerBounds, sound_bounds
+from equivcheck.core.deadline import Deadline
+from equivcheck.core.domain import Box
+from equivcheck.core.network import Network
+from equivcheck.core.spec import Mode, Norm, Spec
+from equivcheck.solve.encode import encode_disagreement
+from equivcheck.solve.falsify import batch_margin
+from equivcheck.solve.solver import solve, solve_built
 
 MAX_SPLIT_DIM = 32  # splitting a box of more inputs than this rarely pays
 FIRST_TRY_SECONDS = 2.0  # the whole box gets this long (or FIRST_TRY_SHARE of the time) first

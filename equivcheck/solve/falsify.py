@@ -12,10 +12,10 @@ import itertools
 
 import numpy as np
 
-from .deadline import Deadline
-from .domain import Box
-from .network import Network
-from .spec import Mode, Norm, Spec
+from equivcheck.core.deadline import Deadline
+from equivcheck.core.domain import Box
+from equivcheck.core.network import Network
+from equivcheck.core.spec import Mode, Norm, Spec
 
 
 def batch_margin(spec: Spec, ya: np.ndarray, yb: np.ndarray) -> np.ndarray:

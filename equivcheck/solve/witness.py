@@ -1,6 +1,6 @@
 """Re-evaluating a counterexample everywhere it must hold.
 
-A point becomes a :class:`~equivcheck.result.Counterexample` only after it is evaluated three
+A point becomes a :class:`~equivcheck.core.result.Counterexample` only after it is evaluated three
 ways: exactly (rational arithmetic on the stored weights — this decides the verdict), in numpy
 float64 on our network, and in onnxruntime on the *original files* (float32 inference, the way
 the models run in production). Each evaluation reports both outputs, the spec's margin and
@@ -14,12 +14,12 @@ from typing import Sequence
 
 import numpy as np
 
-from .domain import Box
-from .errors import SoundnessError
-from .network import Network
-from .rational import format_rational, to_fraction
-from .result import Counterexample, Evaluation
-from .spec import Spec
+from equivcheck.core.domain import Box
+from equivcheck.core.network import Network
+from equivcheck.core.rational import format_rational, to_fraction
+from equivcheck.core.result import Counterexample, Evaluation
+from equivcheck.core.spec import Spec
+from equivcheck.errors import SoundnessError
 
 
 def exact_evaluation(a: Network, b: Network, spec: Spec, x: Sequence) -> Evaluation:

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Sequence
 
-from .errors import InputError
-from .rational import FLOAT64_MAX, format_rational, parse_decimal
+from equivcheck.core.rational import FLOAT64_MAX, format_rational, parse_decimal
+from equivcheck.errors import InputError
 
 
 class Mode(str, enum.Enum):

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .deadline import Deadline
-from .network import Network
+from equivcheck.core.deadline import Deadline
+from equivcheck.core.network import Network
 
 UNIT_ROUNDOFF = 2.0**-53
 TINY = np.finfo(np.float64).tiny
@@ -533,7 +533,7 @@ def _bounds_key(net: Network, lo: np.ndarray, hi: np.ndarray) -> bytes:
 
 def remember_bounds(net: Network, lo: np.ndarray, hi: np.ndarray, bounds: list[LayerBounds]) -> None:
     """Record bounds already *proved* for ``net`` over ``[lo, hi]`` (e.g. by the stability
-    analysis of :mod:`equivcheck.compress`), so that ``sound_bounds(..., "exact")`` reuses them.
+    analysis of :mod:`equivcheck.compress.pipeline`), so that ``sound_bounds(..., "exact")`` reuses them.
 
     Soundness contract: the caller promises every bound is a rigorous enclosure. The key is a
     digest of the weights (exact ones included) and of the box, so other networks never match.
@@ -548,7 +548,7 @@ def exact_stability_bounds(net: Network, lo: np.ndarray, hi: np.ndarray,
                            deadline: Deadline | None = None) -> list[LayerBounds]:
     """Symbolic bounds clipped at 0 wherever the exact stability analysis proved a unit stable.
 
-    Every clip rests on a rigorous proof (see :mod:`equivcheck.stability`), so the result is
+    Every clip rests on a rigorous proof (see :mod:`equivcheck.bounds.stability`), so the result is
     still an enclosure; units the analysis left undecided keep their symbolic bounds. Bounds
     recorded with :func:`remember_bounds` for this network and box are reused (intersected).
     ``timeout`` (seconds, or a :class:`Deadline`) bounds the analysis, ``deadline`` everything
@@ -565,8 +565,8 @@ def exact_stability_bounds(net: Network, lo: np.ndarray, hi: np.ndarray,
     if analysis.expired():
         return lp_bounds(net, lo, hi, deadline)
 
-    from .domain import Box, Domain
-    from .stability import analyze_stability
+    from equivcheck.bounds.stability import analyze_stability
+    from equivcheck.core.domain import Box, Domain
 
     box = Box(tuple(Fraction(float(v)) for v in lo), tuple(Fraction(float(v)) for v in hi))
     report = analyze_stability(net, Domain((box,), "<bounds>"), timeout=analysis)

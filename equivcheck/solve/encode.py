@@ -16,11 +16,11 @@ from fractions import Fraction
 
 import numpy as np
 
-from .bounds import LayerBounds, Stability
-from .diffbounds import DiffBounds
-from .domain import Box
-from .network import Network
-from .spec import Mode, Norm, Spec
+from equivcheck.bounds.difference import DiffBounds
+from equivcheck.bounds.propagation import LayerBounds, Stability
+from equivcheck.core.domain import Box
+from equivcheck.core.network import Network
+from equivcheck.core.spec import Mode, Norm, Spec
 
 
 def num(v) -> str:

@@ -11,19 +11,20 @@ from fractions import Fraction
 
 import numpy as np
 
-from . import falsify
-from .bounds import LayerBounds, Stability, bounds_pair
-from .deadline import Deadline
-from .diffbounds import difference_bounds
-from .domain import Box, Domain, parse_domain
-from .encode import shared_prefix
-from .errors import ShapeMismatchError
-from .network import Network
-from .onnx_import import ModelLike, load_model, load_network
-from .result import BoxResult, Counterexample, LayerStability, ProofResult, Verdict
-from .search import decide, epsilon_bound
-from .spec import Spec
-from .witness import OrtRunner, build_counterexample, exact_evaluation
+from equivcheck.bounds.difference import difference_bounds
+from equivcheck.bounds.propagation import LayerBounds, Stability, bounds_pair
+from equivcheck.core.deadline import Deadline
+from equivcheck.core.domain import Box, Domain
+from equivcheck.core.network import Network
+from equivcheck.core.result import BoxResult, Counterexample, LayerStability, ProofResult, Verdict
+from equivcheck.core.spec import Spec
+from equivcheck.errors import ShapeMismatchError
+from equivcheck.io.domains import parse_domain
+from equivcheck.io.onnx_import import ModelLike, load_model, load_network
+from equivcheck.solve import falsify
+from equivcheck.solve.encode import shared_prefix
+from equivcheck.solve.search import decide, epsilon_bound
+from equivcheck.solve.witness import OrtRunner, build_counterexample, exact_evaluation
 
 DEFAULT_TIMEOUT = 60.0
 EXACT_CHECKS = 4  # falsifier candidates confirmed in exact arithmetic per box
@@ -107,7 +108,7 @@ def prove(
 
     ``bounds`` chooses the (always sound) bound method that classifies ReLUs before encoding:
     "interval", "symbolic", "lp", or "exact" (the exact stability analysis of
-    :mod:`equivcheck.stability` on the whole box, with a sixth of the time).
+    :mod:`equivcheck.bounds.stability` on the whole box, with a sixth of the time).
     ``timeout`` is seconds for the whole call, loading included, or a :class:`Deadline` handed
     down by a caller; once it has passed, the boxes not examined yet are UNKNOWN at once.
     Raises an :class:`~equivcheck.errors.InputError` for bad models or domains, and for a

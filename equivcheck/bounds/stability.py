@@ -28,7 +28,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from .bounds import (
+from equivcheck.bounds.propagation import (
     LayerBounds,
     LinearRelaxation,
     LPSolver,
@@ -38,9 +38,10 @@ from .bounds import (
     lp_tighten_layer,
     symbolic_layer,
 )
-from .deadline import Deadline
-from .domain import Box, Domain, parse_domain
-from .network import Network, _exact_matvec
+from equivcheck.core.deadline import Deadline
+from equivcheck.core.domain import Box, Domain
+from equivcheck.core.network import Network, _exact_matvec
+from equivcheck.io.domains import parse_domain
 
 DEFAULT_TIMEOUT = 60.0
 RANDOM_POINTS = 512
@@ -554,7 +555,7 @@ def _local_search(st: _State, cand: np.ndarray, rng, steps: int = 30) -> None:
 
 
 def _interval_next(net, k, bounds, lo, hi) -> LayerBounds:
-    from .bounds import _interval_step
+    from equivcheck.bounds.propagation import _interval_step
 
     return _interval_step(net, k, bounds, lo, hi)
 
@@ -709,7 +710,7 @@ def _input_split_pass(st: _State, bounds: list[LayerBounds], budget: int) -> Non
     """
     import heapq
 
-    from .bounds import symbolic_bounds
+    from equivcheck.bounds.propagation import symbolic_bounds
 
     net = st.net
     width0 = np.where(st.hi > st.lo, st.hi - st.lo, 1.0)

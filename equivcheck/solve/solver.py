@@ -23,8 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 
-from .deadline import Deadline
-from .errors import SolverError
+from equivcheck.core.deadline import Deadline
+from equivcheck.errors import SolverError
 
 GRACE_SECONDS = 0.5  # child start-up and parsing, beyond the solver's own timeout
 POLL_SECONDS = 3600.0  # longest single wait on the child (the loop waits again)

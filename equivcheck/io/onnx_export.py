@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ModelValueError
-from .network import Network
+from equivcheck.core.network import Network
+from equivcheck.errors import ModelValueError
 
 OPSET = 17
 

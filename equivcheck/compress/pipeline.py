@@ -1,6 +1,6 @@
 """Lossless compression of stable ReLU units (Serra, Kumar & Ramalingam, CPAIOR 2020).
 
-Given the exact stability analysis of :mod:`equivcheck.stability`, the passes below build a
+Given the exact stability analysis of :mod:`equivcheck.bounds.stability`, the passes below build a
 smaller network that computes the same function on the domain. They run in this order, each on
 the previous one's result:
 
@@ -17,7 +17,7 @@ the previous one's result:
    exactly), when that does not increase the parameter count.
 
 Folding recomputes weights as exact rationals, which the ONNX file stores rounded to its element
-type. The result therefore carries a proof: :func:`equivcheck.prover.prove` of the original
+type. The result therefore carries a proof: :func:`equivcheck.solve.prover.prove` of the original
 against the compressed model *re-imported from the exported ONNX*, in strict mode when only
 removals happened (the stored weights are the original ones), otherwise in epsilon mode with a
 rigorous upper bound of the deviation caused by that rounding, which the proof then confirms.
@@ -33,13 +33,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .bounds import LayerBounds
-from .deadline import Deadline
-from .domain import Domain, parse_domain
-from .network import Affine, Layer, Network, fraction_array, nearest_float_array
-from .onnx_import import ModelLike, load_model, load_network
-from .result import ProofResult
-from .stability import StabilityReport, UnitStatus, analyze_stability
+from equivcheck.bounds.propagation import LayerBounds
+from equivcheck.bounds.stability import StabilityReport, UnitStatus, analyze_stability
+from equivcheck.core.deadline import Deadline
+from equivcheck.core.domain import Domain
+from equivcheck.core.network import Affine, Layer, Network, fraction_array, nearest_float_array
+from equivcheck.core.result import ProofResult
+from equivcheck.io.domains import parse_domain
+from equivcheck.io.onnx_import import ModelLike, load_model, load_network
 
 PRIME = 2_147_483_647  # 2^31 - 1
 MAX_EXACT_BASIS = 160  # larger dependent sets are not folded (exact solve too slow)
@@ -427,7 +428,7 @@ class _Candidate:
 
 def _build(net: Network, report: StabilityReport, bounds: list[LayerBounds], dom: Domain,
            fold: bool, notes: list[str], deadline: Deadline | None = None) -> _Candidate:
-    from .onnx_export import to_onnx
+    from equivcheck.io.onnx_export import to_onnx
 
     layers = _working(net, report, bounds)
     removed = _remove_inactive(layers)
@@ -455,7 +456,7 @@ def _build(net: Network, report: StabilityReport, bounds: list[LayerBounds], dom
 
 def _remember(net: Network, dom: Domain, cand: _Candidate) -> None:
     """Hand the proved bounds of the compressed network (as stored) to the prover."""
-    from .bounds import remember_bounds
+    from equivcheck.bounds.propagation import remember_bounds
 
     if cand.collapsed:
         return
@@ -475,7 +476,7 @@ def compress(
 ) -> CompressionResult:
     """Compress ``model`` losslessly on ``domain`` and (unless ``verify`` is False) prove it.
 
-    ``timeout`` (seconds, or a :class:`~equivcheck.deadline.Deadline` handed down) bounds the
+    ``timeout`` (seconds, or a :class:`~equivcheck.core.deadline.Deadline` handed down) bounds the
     whole call: the stability analysis gets ``ANALYSIS_SHARE`` of the time left after loading,
     folding stops at the deadline, and the proof gets what remains (UNKNOWN when nothing does).
     When folding recomputed weights and the epsilon proof does not come back PROVED in time, the
@@ -485,7 +486,7 @@ def compress(
     unit sharing, a removal-only proof is immediate. Writes the ONNX file to ``output`` when
     given. Raises an :class:`~equivcheck.errors.InputError` for bad models or domains.
     """
-    from .bounds import remember_bounds
+    from equivcheck.bounds.propagation import remember_bounds
 
     start = time.monotonic()
     deadline = Deadline.of(timeout)
@@ -503,7 +504,7 @@ def compress(
         notes.append("a hidden layer is stably inactive on the whole domain: the network is constant")
     proof = None
     if verify:
-        from .prover import prove
+        from equivcheck.solve.prover import prove
 
         src = net if isinstance(model, Network) else proto
         _remember(net, dom, cand)
@@ -556,7 +557,7 @@ def compress(
 def _report_bounds(net: Network, dom: Domain, report: StabilityReport) -> list[LayerBounds]:
     """Sound bounds over the whole domain (the union of the boxes' symbolic bounds; for one box,
     the bounds the analysis ended with)."""
-    from .bounds import symbolic_bounds
+    from equivcheck.bounds.propagation import symbolic_bounds
 
     if report.bounds is not None and len(dom.boxes) == 1:
         return report.clip(list(report.bounds))

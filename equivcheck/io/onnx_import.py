@@ -1,4 +1,4 @@
-"""ONNX import: a straight-chain ONNX graph becomes a :class:`~equivcheck.network.Network`.
+"""ONNX import: a straight-chain ONNX graph becomes a :class:`~equivcheck.core.network.Network`.
 
 The importer walks the graph once, following the single data path from the graph input. Every
 operator on that path is either affine in the data (MatMul, Gemm, Add/Sub/Mul/Div by a constant,
@@ -19,7 +19,7 @@ nodes folded that way.
 Anything else on the data path is an :class:`UnsupportedModelError` naming the operator and node;
 bad attributes or values (non-finite attributes, negative variances, impossible permutations,
 weights beyond ``MAX_ABS_WEIGHT``) are a :class:`ModelValueError`; models past the size limits of
-:mod:`equivcheck.network` are refused before anything dense is allocated.
+:mod:`equivcheck.core.network` are refused before anything dense is allocated.
 """
 
 from __future__ import annotations
@@ -34,8 +34,7 @@ from typing import Union
 
 import numpy as np
 
-from .errors import ModelFileError, ModelValueError, ShapeMismatchError, UnsupportedModelError
-from .network import (
+from equivcheck.core.network import (
     MAX_ABS_WEIGHT,
     MAX_NETWORK_ENTRIES,
     MAX_WIDTH,
@@ -45,6 +44,12 @@ from .network import (
     check_dense_size,
     fraction_array,
     nearest_float_array,
+)
+from equivcheck.errors import (
+    ModelFileError,
+    ModelValueError,
+    ShapeMismatchError,
+    UnsupportedModelError,
 )
 
 ModelLike = Union[str, os.PathLike, "onnx.ModelProto"]  # noqa: F821

@@ -28,10 +28,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import bounds as _bounds
-from .bounds import LayerBounds
-from .deadline import Deadline
-from .network import Network
+from equivcheck.bounds import propagation as _bounds
+from equivcheck.bounds.propagation import LayerBounds
+from equivcheck.core.deadline import Deadline
+from equivcheck.core.network import Network
 
 
 @dataclass(frozen=True, eq=False)
@@ -172,8 +172,8 @@ def _diff_back_substitute(f: Network, g: Network, k: int, c: np.ndarray, bf, bg,
     Back-substitutes two streams of coefficients, on ``delta_j = h_f,j - h_g,j`` and on
     ``h_f,j``, through ``dz_j = W_g delta_{j-1} + D_j h_f,{j-1} + db_j`` and
     ``z_f,j = W_f h_f,{j-1} + b_f,j``, relaxing each ReLU with :func:`_relax_difference` and
-    ``equivcheck.bounds.relu_relaxation`` (from the sound bounds ``pre``/``post`` of the differences and ``bf`` of
-    f). As in :func:`equivcheck.bounds.back_substitute`, every float product and sum is covered
+    ``equivcheck.bounds.propagation.relu_relaxation`` (from the sound bounds ``pre``/``post`` of the differences and ``bf`` of
+    f). As in :func:`equivcheck.bounds.propagation.back_substitute`, every float product and sum is covered
     by ``gamma(N)`` times a magnitude accumulated in ``mag``; the float errors of ``W_f - W_g``
     and ``b_f - b_g`` (exact, from TwoSum) are added as ``slack``. The result holds for the
     exact network whatever the float coefficients came out as.

@@ -49,9 +49,10 @@ from fractions import Fraction
 
 import numpy as np
 
-from .domain import Box, Domain, parse_domain
-from .errors import InputError
-from .network import Network, _exact_matvec
+from equivcheck.core.domain import Box, Domain
+from equivcheck.core.network import Network, _exact_matvec
+from equivcheck.errors import InputError
+from equivcheck.io.domains import parse_domain
 
 # ---------------------------------------------------------------------------------------------
 # Upper bounds
@@ -349,7 +350,7 @@ class RefinedBound:
 def _box_refinement(
     net: Network, box: Box | None, method: str
 ) -> tuple[int, list[LayerRefinement]]:
-    from .bounds import sound_bounds
+    from equivcheck.bounds.propagation import sound_bounds
 
     relu_layers = [k for k, layer in enumerate(net.layers) if layer.relu]
     if box is None:
@@ -397,7 +398,7 @@ def refined_bound(
     """Theorem 1 tightened by the weights and, given a domain, by unit stability on it.
 
     Rule (per box, per ReLU layer ``l``; ``U`` unstable, ``A`` stably active units by the rigorous
-    bounds of :func:`equivcheck.bounds.sound_bounds`; live inputs = inputs not stably zero):
+    bounds of :func:`equivcheck.bounds.propagation.sound_bounds`; live inputs = inputs not stably zero):
 
     ``R_l(d) = sum_{j=0}^{min(d, r_l, |U|)} C(|U|, j) R_{l+1}(min(d, q_l, |A| + |U| - j))``
 

@@ -34,7 +34,7 @@ from functools import cached_property
 
 import numpy as np
 
-from .errors import ModelValueError, ShapeMismatchError, UnsupportedModelError
+from equivcheck.errors import ModelValueError, ShapeMismatchError, UnsupportedModelError
 
 MAX_WIDTH = 100_000
 MAX_LAYER_ENTRIES = 10_000_000

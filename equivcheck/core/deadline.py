@@ -7,7 +7,7 @@ use only part of the time takes a *sub-budget* with :meth:`Deadline.sub`, which 
 later than its parent, so no stage can push the command past the limit the user gave. Stages
 check :meth:`Deadline.expired` between units of work small enough that the overrun stays far
 below a second; work that cannot be interrupted in-process (the SMT solver) runs in a child
-process killed at the deadline (see :mod:`equivcheck.solver`).
+process killed at the deadline (see :mod:`equivcheck.solve.solver`).
 
 The clock is :func:`time.monotonic` (system-wide on Linux, so a forked child sees the same
 clock).
@@ -21,7 +21,7 @@ import time
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from .errors import InputError
+from equivcheck.errors import InputError
 
 MAX_TIMEOUT = 1e7  # seconds (about 116 days): anything larger is a typo or an overflow trick
 MAX_STARTUP = 60.0  # Deadline.for_process: older processes are not freshly started commands

@@ -12,7 +12,7 @@
 * with ``data``: top-1 agreement and the distribution of the deviation on real inputs.
 
 Soundness. The upper bound is the smallest of (1) rigorous bounds on ``f(x) - g(x)`` from
-:func:`equivcheck.bounds.sound_bounds` run on the *difference network* (both networks side by
+:func:`equivcheck.bounds.propagation.sound_bounds` run on the *difference network* (both networks side by
 side, the output layer computing ``f - g`` exactly), (2) a differential interval propagation
 that tracks ``h_f - h_g`` layer by layer with outward rounding (for equal architectures), and
 (3) any epsilon for which :func:`equivcheck.prove` returned PROVED. The lower bound is always the
@@ -33,17 +33,18 @@ from typing import Any
 
 import numpy as np
 
-from . import bounds as _bounds
-from .deadline import Deadline
-from .diffbounds import difference_bounds, same_shape
-from .domain import Box, Domain, parse_domain
-from .errors import InputError, ShapeMismatchError
-from .falsify import vjp
-from .network import Affine, Layer, Network, fraction_array
-from .onnx_import import ModelLike
-from .rational import float_up
-from .result import Counterexample, ProofResult, Verdict
-from .spec import Spec
+from equivcheck.bounds import propagation as _bounds
+from equivcheck.bounds.difference import difference_bounds, same_shape
+from equivcheck.core.deadline import Deadline
+from equivcheck.core.domain import Box, Domain
+from equivcheck.core.network import Affine, Layer, Network, fraction_array
+from equivcheck.core.rational import float_up
+from equivcheck.core.result import Counterexample, ProofResult, Verdict
+from equivcheck.core.spec import Spec
+from equivcheck.errors import InputError, ShapeMismatchError
+from equivcheck.io.domains import parse_domain
+from equivcheck.io.onnx_import import ModelLike
+from equivcheck.solve.falsify import vjp
 
 DEFAULT_EPSILONS: tuple[str, ...] = ("1e-6", "1e-4", "1e-3", "1e-2", "1e-1", "1", "10")
 DEFAULT_TIMEOUT = 120.0
@@ -322,7 +323,7 @@ def differential_interval(f: Network, g: Network, lo: np.ndarray, hi: np.ndarray
                           deadline: Deadline | None = None
                           ) -> tuple[np.ndarray, np.ndarray] | None:
     """Rigorous bounds ``(dlo, dhi)`` on ``f(x) - g(x)`` for ``x`` in the float box ``[lo, hi]``
-    (see :func:`equivcheck.diffbounds.difference_bounds`); None when the shapes differ."""
+    (see :func:`equivcheck.bounds.difference.difference_bounds`); None when the shapes differ."""
     lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
     if not same_shape(f, g):
         return None
@@ -604,8 +605,8 @@ def _bisection_point(lo: Fraction, hi: Fraction) -> Fraction | None:
 class _Auditor:
     def __init__(self, original, pruned, domain, epsilons, deadline: Deadline, gap, seed,
                  method) -> None:
-        from .prover import load_pair
-        from .witness import OrtRunner
+        from equivcheck.solve.prover import load_pair
+        from equivcheck.solve.witness import OrtRunner
 
         self.start = time.monotonic()
         self.deadline = deadline
@@ -787,7 +788,7 @@ class _Auditor:
 
     # -- proofs
     def prove(self, mode: str, tolerance: Fraction | None, a=None, b=None) -> ProofResult:
-        from .prover import prove
+        from equivcheck.solve.prover import prove
 
         return prove(self.a_arg if a is None else a, self.b_arg if b is None else b,
                      domain=self.domain, mode=mode, tolerance=tolerance,
@@ -823,7 +824,7 @@ class _Auditor:
                             res.counterexample, time.monotonic() - t0)
 
     def witness_refutation(self, name: str, mode: str, eps: Fraction | None) -> CheckVerdict:
-        from .witness import build_counterexample
+        from equivcheck.solve.witness import build_counterexample
 
         t0 = time.monotonic()
         j = int(np.argmax([float(v) for v in self.lower]))
@@ -974,7 +975,7 @@ def audit(
     """Audit ``pruned`` against ``original`` on ``domain`` (see the module docstring).
 
     ``data`` is a .npy path or an array of inputs (any shape whose size is a multiple of the
-    input size). ``timeout`` (seconds, or a :class:`~equivcheck.deadline.Deadline` handed down)
+    input size). ``timeout`` (seconds, or a :class:`~equivcheck.core.deadline.Deadline` handed down)
     bounds the whole audit (each prover call gets at most ``CALL_SHARE`` of it); ``gap`` is the
     relative width ``(upper - lower) / upper`` at which refinement stops: the audit ends as soon
     as the bounds meet it (or can no longer move), not when the time is up.

@@ -1,0 +1,6 @@
+"""The audit of a pruned or compressed model: verdicts, certified and witnessed deviation,
+what changed per unit (:func:`audit`), and its HTML/Markdown/JSON report."""
+
+from equivcheck.audit.auditor import AuditResult, audit
+
+__all__ = ["AuditResult", "audit"]

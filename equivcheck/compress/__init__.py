@@ -1,0 +1,6 @@
+"""Lossless compression: remove or fold the units that are stable on the domain, and prove the
+result equivalent to the original (:func:`compress`)."""
+
+from equivcheck.compress.pipeline import CompressionResult, compress
+
+__all__ = ["CompressionResult", "compress"]
