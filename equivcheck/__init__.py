@@ -23,12 +23,14 @@ _EXPORTS = {
     "EquivcheckError": "errors", "InputError": "errors",
     "Network": "core.network",
     "load_network": "io.onnx_import",
-    "prove": "solve.prover",
+    "prove": "solve.prover", "prove_networks": "solve.prover", "KnownBounds": "solve.prover",
+    "ProverOptions": "core.options", "BoundMethod": "core.options",
     "Counterexample": "core.result", "ProofResult": "core.result", "Verdict": "core.result",
     "Mode": "core.spec", "Norm": "core.spec", "Spec": "core.spec",
 }
 
 __all__ = [
+    "BoundMethod", "KnownBounds", "ProverOptions", "prove_networks",
     "Box", "Counterexample", "Domain", "EquivcheckError", "InputError", "Mode", "Network", "Norm",
     "ProofResult", "Spec", "Verdict", "__version__", "box_domain", "load_network", "parse_domain",
     "prove",
@@ -51,9 +53,10 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # for type checkers and IDEs
     from equivcheck.core.domain import Box, Domain, box_domain
     from equivcheck.core.network import Network
+    from equivcheck.core.options import BoundMethod, ProverOptions
     from equivcheck.core.result import Counterexample, ProofResult, Verdict
     from equivcheck.core.spec import Mode, Norm, Spec
     from equivcheck.errors import EquivcheckError, InputError
     from equivcheck.io.domains import parse_domain
     from equivcheck.io.onnx_import import load_network
-    from equivcheck.solve.prover import prove
+    from equivcheck.solve.prover import KnownBounds, prove, prove_networks

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from equivcheck import testing
+from equivcheck.core.options import DEFAULT_TIMEOUT
 
 UNKNOWN_HELP = "what an UNKNOWN verdict does: fail (default), skip or xfail"
 MARKER_KEYS = ("timeout", "unknown", "domain", "mode", "tolerance", "norm")
@@ -47,14 +48,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("equivcheck", "equivalence checks of ONNX models (equivcheck)")
     group.addoption(
         "--equivcheck-timeout", dest="equivcheck_timeout", type=float, default=None,
-        metavar="SECONDS", help="time limit of each equivcheck check (default 60).",
+        metavar="SECONDS", help=f"time limit of each equivcheck check (default {DEFAULT_TIMEOUT:g}).",
     )
     group.addoption(
         "--equivcheck-unknown", dest="equivcheck_unknown", default=None,
         choices=testing.UNKNOWN_ACTIONS, help=UNKNOWN_HELP + ".",
     )
     parser.addini("equivcheck_timeout", "time limit in seconds of each equivcheck check",
-                  default=str(testing.DEFAULT_TIMEOUT))
+                  default=str(DEFAULT_TIMEOUT))
     parser.addini("equivcheck_unknown", UNKNOWN_HELP, default="fail")
 
 
@@ -154,17 +155,16 @@ KEPT_LINES = ("counterexample x", "reproduces in onnxruntime", "details", "repro
 def _section(records: list) -> str:
     """Every check the test ran: its verdict and, for a failed one, where the counterexample
     is saved, whether it reproduces in onnxruntime and the command that reproduces it."""
-    from equivcheck.report import tolerance_text
+    from equivcheck.report import spec_text
 
     lines = []
     for i, (result, message) in enumerate(records, 1):
-        spec = result.spec["mode"] + (f" {tolerance_text(result.spec)}"
-                                      if "tolerance" in result.spec else "")
         lines.append(
-            f"check {i}: {result.verdict.label.upper()} ({spec}) in {result.seconds:.2f} s: "
+            f"check {i}: {result.verdict.label.upper()} ({spec_text(result.spec, brief=True)}) "
+            f"in {result.seconds:.2f} s: "
             f"{result.model_a} vs {result.model_b}"
         )
-        if result.verdict.label != "proved":
+        if not result.proved:
             lines.append(f"  {result.reason}")
         for line in (message or "").splitlines():
             if line.strip().startswith(KEPT_LINES):

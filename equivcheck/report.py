@@ -1,8 +1,16 @@
-"""Human-readable rendering of a :class:`ProofResult` (rich, for stderr) and plain text."""
+"""Human-readable rendering of a :class:`ProofResult` (rich, for stderr) and plain text.
+
+The one renderer of proof results for people, and the one place a :class:`Spec` is put in
+words (:func:`spec_text`), which the CLI, :mod:`equivcheck.testing` and the pytest plugin share.
+"""
 
 from __future__ import annotations
 
+from fractions import Fraction
+
+from equivcheck.core.options import BoundMethod
 from equivcheck.core.result import BoxResult, Counterexample, ProofResult, Verdict
+from equivcheck.core.spec import Mode, Spec
 
 VERDICT_STYLE = {Verdict.PROVED: "bold green", Verdict.REFUTED: "bold red", Verdict.UNKNOWN: "bold yellow"}
 
@@ -81,16 +89,33 @@ def rest_text(rest: list[BoxResult]) -> str:
     return f"{len(rest)} more box{'es' if len(rest) > 1 else ''} ({what})"
 
 
-def tolerance_text(spec: dict) -> str:
-    """The tolerance of a spec dict, exact (``tolerance_exact``) when the float is not: 1e-400
-    never prints as 0."""
-    if "tolerance_exact" in spec:
-        from fractions import Fraction
+def tolerance_text(spec: Spec) -> str:
+    """The tolerance in short text: ``%g`` of the float when that is the exact value, else the
+    exact rational (so 1e-400 never prints as 0)."""
+    from equivcheck.core.rational import format_rational
 
-        from equivcheck.core.rational import format_rational
+    tol = spec.tolerance
+    if Fraction(float(tol)) != tol:
+        return format_rational(tol, 6)
+    return f"{float(tol):g}"
 
-        return format_rational(Fraction(spec["tolerance_exact"]), 6)
-    return f"{spec['tolerance']:g}"
+
+def spec_text(spec: Spec, brief: bool = False) -> str:
+    """The spec in words: ``strict``, ``argmax`` or ``epsilon (tolerance 0.1, linf)``; with
+    ``brief``, ``epsilon 0.1`` (the norm left out)."""
+    if spec.mode is not Mode.EPSILON:
+        return spec.mode.value
+    if brief:
+        return f"{spec.mode.value} {tolerance_text(spec)}"
+    return f"{spec.mode.value} (tolerance {tolerance_text(spec)}, {spec.norm.value})"
+
+
+BOUNDS_TITLE = {
+    BoundMethod.INTERVAL: "interval bounds",
+    BoundMethod.SYMBOLIC: "symbolic bounds",
+    BoundMethod.LP: "LP-tightened bounds",
+    BoundMethod.EXACT: "the exact stability analysis",
+}
 
 
 def render(result: ProofResult, console) -> None:
@@ -102,16 +127,15 @@ def render(result: ProofResult, console) -> None:
     console.print(f"[{style}]{result.verdict.label.upper()}[/] {escape(result.reason)}")
     console.print(f"  a: {result.model_a}", markup=False)
     console.print(f"  b: {result.model_b}", markup=False)
-    spec = result.spec
-    spec_text = spec["mode"] + (f" (tolerance {tolerance_text(spec)}, {spec['norm']})" if "tolerance" in spec else "")
-    console.print(f"  mode: {spec_text}", markup=False)
+    console.print(f"  mode: {spec_text(result.spec)}", markup=False)
     console.print(f"  domain: {result.domain_text}", markup=False)
     console.print(f"  time: {result.seconds:.3f} s")
     for note in result.notes:
         console.print(f"  note: {note}", markup=False)
     shown, rest = boxes_to_show(result.boxes)
     if any(box.stability for box in shown):
-        table = Table(title="ReLU stability from interval bounds", title_justify="left")
+        title = f"ReLU stability from {BOUNDS_TITLE[result.options.bound_method]}"
+        table = Table(title=title, title_justify="left")
         for col in ("box", "verdict", "net", "layer", "width", "active", "inactive", "unstable", "shared"):
             table.add_column(col, justify="right")
         for box in shown:

@@ -39,14 +39,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from equivcheck.core.deadline import validate_timeout
+from equivcheck.core.options import BoundMethod, ProverOptions
 from equivcheck.errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
     from equivcheck.core.domain import Domain
     from equivcheck.core.result import Counterexample, ProofResult
+    from equivcheck.core.spec import Spec
 
 UNKNOWN_ACTIONS = ("fail", "skip", "xfail")
-DEFAULT_TIMEOUT = 60.0
 SHOWN_VALUES = 8  # values of a vector shown in a message before abbreviating
 
 __all__ = [
@@ -80,8 +81,9 @@ class EquivalenceUnknownError(EquivalenceError):
 class CheckDefaults:
     """Defaults the pytest plugin installs for the duration of one test.
 
-    Any field left ``None`` falls back to the library default. ``record`` receives every
-    :class:`ProofResult` (with the message, when the check failed) for the test's report section.
+    Any field left ``None`` falls back to the library default (for the prover's choices, those
+    of :class:`ProverOptions`). ``record`` receives every :class:`ProofResult` (with the message,
+    when the check failed) for the test's report section.
     """
 
     timeout: float | None = None
@@ -92,6 +94,19 @@ class CheckDefaults:
     norm: str | None = None
     counterexample_dir: Path | None = None
     record: Callable[[ProofResult, str | None], None] | None = field(default=None, compare=False)
+
+    def prover_options(self, timeout: float | None = None, bounds: BoundMethod | str | None = None,
+                       seed: int | None = None) -> ProverOptions:
+        """The :class:`ProverOptions` of one check: the call's values, else these defaults, else
+        the options' own. Raises :class:`InputError` for a bad timeout or bound method."""
+        changes: dict[str, Any] = {}
+        if timeout is not None or self.timeout is not None:
+            changes["timeout"] = validate_timeout(timeout if timeout is not None else self.timeout)
+        if bounds is not None:
+            changes["bound_method"] = bounds
+        if seed is not None:
+            changes["seed"] = seed
+        return ProverOptions(**changes)
 
 
 _DEFAULTS: contextvars.ContextVar[CheckDefaults | None] = contextvars.ContextVar(
@@ -122,8 +137,8 @@ def assert_equivalent(
     unknown: str | None = None,
     example_input: Any = None,
     counterexample_dir: str | os.PathLike | None = None,
-    bounds: str = "interval",
-    seed: int = 0,
+    bounds: BoundMethod | str | None = None,
+    seed: int | None = None,
 ) -> ProofResult:
     """Assert that models ``a`` and ``b`` agree on every input of ``domain``.
 
@@ -133,6 +148,8 @@ def assert_equivalent(
     what gets checked. ``domain`` is ``"LO:HI"``, a ``.vnnlib``/``.json`` path, a
     :class:`~equivcheck.Domain` or a ``(lower, upper)`` pair of sequences; ``mode`` is
     ``"strict"`` (the default), ``"epsilon"`` (with ``tolerance`` and ``norm``) or ``"argmax"``.
+    ``timeout``, ``bounds`` (the bound method) and ``seed`` set those fields of the
+    :class:`ProverOptions` the check runs with (:meth:`CheckDefaults.prover_options`).
 
     Returns the :class:`ProofResult` when the verdict is PROVED (a proof in exact arithmetic on
     the stored weights). Raises :class:`NotEquivalentError` on REFUTED, and on UNKNOWN either
@@ -151,7 +168,7 @@ def assert_equivalent(
     if domain is None:
         domain = d.domain
     norm = norm if norm is not None else (d.norm or "linf")
-    timeout = validate_timeout(timeout if timeout is not None else (d.timeout or DEFAULT_TIMEOUT))
+    options = d.prover_options(timeout, bounds, seed)
     unknown = unknown if unknown is not None else (d.unknown or "fail")
     if unknown not in UNKNOWN_ACTIONS:
         raise InputError(f"unknown={unknown!r}: use one of {', '.join(UNKNOWN_ACTIONS)}")
@@ -161,10 +178,7 @@ def assert_equivalent(
         ma = _as_model(a, example_input, Path(export_dir) / "a.onnx")
         mb = _as_model(b, example_input, Path(export_dir) / "b.onnx")
         dom = _as_domain(domain)
-        result = prove(
-            ma, mb, domain=dom, mode=mode, tolerance=tolerance, norm=norm, timeout=timeout,
-            seed=seed, bounds=bounds,
-        )
+        result = prove(ma, mb, domain=dom, mode=mode, tolerance=tolerance, norm=norm, options=options)
         if result.verdict is Verdict.PROVED:
             if d.record is not None:
                 d.record(result, None)
@@ -173,7 +187,7 @@ def assert_equivalent(
         exported = {key: m for key, m, src in (("model_a", ma, a), ("model_b", mb, b))
                     if _is_torch_module(src)}
         files = _save_artifacts(result, outdir, ma, mb, dom, exported)
-    message = failure_message(result, files, timeout=timeout)
+    message = failure_message(result, files)
     if d.record is not None:
         d.record(result, message)
     if result.verdict is Verdict.REFUTED:
@@ -320,7 +334,7 @@ def _save_artifacts(result, outdir: Path, ma, mb, dom, exported: dict | None = N
 
             export_network(model, path)
         files[key] = path
-    source = str(result.domain.get("source", ""))
+    source = result.domain.source
     in_memory = source.startswith("<") or not source
     if isinstance(dom, Domain) and in_memory and len(dom.boxes) == 1:
         box = dom.boxes[0]
@@ -331,37 +345,43 @@ def _save_artifacts(result, outdir: Path, ma, mb, dom, exported: dict | None = N
     return files
 
 
-def reproduce_command(result, files: dict[str, Path], timeout: float) -> str | None:
-    """The ``equivcheck prove`` command line that re-runs this check (None if not expressible)."""
-    spec = result.spec
+def reproduce_command(result: ProofResult, files: dict[str, Path], timeout: float | None = None
+                      ) -> str | None:
+    """The ``equivcheck prove`` command line that re-runs this check (None if not expressible);
+    ``timeout`` defaults to the one the check ran with."""
+    from equivcheck.core.spec import Mode, Norm
+
+    spec, options = result.spec, result.options
     a = str(files.get("model_a") or result.model_a)
     b = str(files.get("model_b") or result.model_b)
     if a.startswith("<") or b.startswith("<"):
         return None
     parts = ["equivcheck", "prove", a, b]
-    source = str(result.domain.get("source", ""))
+    source = result.domain.source
     if "domain" in files:
         parts += ["--domain", str(files["domain"])]
     elif source.startswith("<") or not source:
         return None  # a multi-box domain built in memory: no file to name
-    elif not result.domain.get("default"):
-        parts += ["--domain", str(result.domain["source"])]
-    parts += ["--mode", spec["mode"]]
-    if spec["mode"] == "epsilon":
+    elif not result.domain.is_default:
+        parts += ["--domain", source]
+    parts += ["--mode", spec.mode.value]
+    if spec.mode is Mode.EPSILON:
         parts += ["--tolerance", _tolerance_arg(spec)]
-        if spec.get("norm", "linf") != "linf":
-            parts += ["--norm", spec["norm"]]
-    parts += ["--timeout", _num(timeout)]
+        if spec.norm is not Norm.LINF:
+            parts += ["--norm", spec.norm.value]
+    if options.bound_method is not ProverOptions().bound_method:
+        parts += ["--bounds", options.bound_method.value]
+    parts += ["--timeout", _num(timeout if timeout is not None else options.timeout)]
     return " ".join(shlex.quote(p) for p in parts)
 
 
-def _tolerance_arg(spec: dict) -> str:
+def _tolerance_arg(spec: Spec) -> str:
     """The exact tolerance as a --tolerance argument (``0.1``, ``1e-400``, ``1/3``)."""
-    if "tolerance_exact" not in spec:
-        return _num(spec["tolerance"])
+    if Fraction(float(spec.tolerance)) == spec.tolerance:
+        return _num(float(spec.tolerance))
     from equivcheck.core.rational import exact_text
 
-    return exact_text(Fraction(spec["tolerance_exact"]))
+    return exact_text(spec.tolerance)
 
 
 def _num(v: float) -> str:
@@ -374,42 +394,39 @@ def _vec(values, limit: int = SHOWN_VALUES) -> str:
     return f"[{shown}{more}]"
 
 
-def _deviation_lines(cex: Counterexample, spec: dict) -> list[str]:
+def _deviation_lines(cex: Counterexample, spec: Spec) -> list[str]:
     """The difference against the tolerance, in the words of the spec."""
+    from equivcheck.core.spec import Mode, Norm
+    from equivcheck.report import tolerance_text
+
     ex = cex.exact
-    mode = spec["mode"]
-    if mode == "argmax":
+    if spec.mode is Mode.ARGMAX:
         ca = max(range(len(ex.output_a)), key=lambda j: (ex.output_a[j], -j))
         cb = max(range(len(ex.output_b)), key=lambda j: (ex.output_b[j], -j))
         return [f"top-1 class: a -> {ca}, b -> {cb} (must be equal)"]
     diffs = [abs(x - y) for x, y in zip(ex.output_a, ex.output_b)]
     worst = max(range(len(diffs)), key=lambda j: diffs[j])
-    if mode == "strict":
+    if spec.mode is Mode.STRICT:
         return [
             f"max |a(x) - b(x)| = {diffs[worst]:.6g} at output {worst} (strict: must be 0)"
         ]
-    from equivcheck.report import tolerance_text
-
-    tol = float(spec["tolerance"])
-    norm = spec.get("norm", "linf")
-    name = "||a(x) - b(x)||_inf" if norm == "linf" else "||a(x) - b(x)||_1"
+    tol = float(spec.tolerance)
+    name = "||a(x) - b(x)||_inf" if spec.norm is Norm.LINF else "||a(x) - b(x)||_1"
     value = ex.margin + tol
     text = (f"{name} = {value:.6g} > tolerance {tolerance_text(spec)} (exceeds it by {ex.margin:.3g}; "
             f"largest difference at output {worst})")
     return [text]
 
 
-def failure_message(result, files: dict[str, Path] | None = None, timeout: float | None = None) -> str:
-    """The assertion message for a REFUTED or UNKNOWN result (plain text, several lines)."""
+def failure_message(result: ProofResult, files: dict[str, Path] | None = None,
+                    timeout: float | None = None) -> str:
+    """The assertion message for a REFUTED or UNKNOWN result (plain text, several lines); the
+    reproduce command uses ``timeout``, by default the one the check ran with."""
     from equivcheck.core.result import Verdict
+    from equivcheck.report import spec_text
 
     files = files or {}
     spec = result.spec
-    spec_text = spec["mode"]
-    if spec["mode"] == "epsilon":
-        from equivcheck.report import tolerance_text
-
-        spec_text += f" (tolerance {tolerance_text(spec)}, {spec.get('norm', 'linf')})"
     if result.verdict is Verdict.REFUTED:
         head = "models are NOT equivalent (REFUTED): " + result.reason
     else:
@@ -418,7 +435,7 @@ def failure_message(result, files: dict[str, Path] | None = None, timeout: float
         head,
         f"  a: {files.get('model_a') or result.model_a}",
         f"  b: {files.get('model_b') or result.model_b}",
-        f"  mode: {spec_text}",
+        f"  mode: {spec_text(spec)}",
         f"  domain: {result.domain_text}",
     ]
     cex = result.counterexample
@@ -448,7 +465,7 @@ def failure_message(result, files: dict[str, Path] | None = None, timeout: float
         lines.append("  no counterexample was found, and no proof finished in time; "
                      "raise the timeout (--equivcheck-timeout, the equivcheck_timeout ini "
                      "setting or @pytest.mark.equivcheck(timeout=...))")
-    cmd = reproduce_command(result, files, timeout if timeout is not None else DEFAULT_TIMEOUT)
+    cmd = reproduce_command(result, files, timeout)
     if cmd:
         lines.append(f"  reproduce: {cmd}")
     return "\n".join(lines)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from equivcheck.bounds.propagation import interval_bounds
+from equivcheck.bounds.interval import interval_bounds
 from equivcheck.core.network import Affine, Layer, Network
 from equivcheck.io.onnx_export import export_network
 

@@ -1,22 +1,10 @@
-"""Shared test fixtures: paths to the third-party models in ../shared (skipped when absent)."""
+"""Shared fixtures and the ``slow`` marker. Builders and paths live in :mod:`tests.helpers`."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-EXTERNAL = REPO.parent / "shared" / "models" / "external"
-MODELS = REPO / "models"
-
-
-def external_path(relative: str) -> Path:
-    """Path of a third-party model under ../shared/models/external, or skip the test."""
-    path = EXTERNAL / relative
-    if not path.exists():
-        pytest.skip(f"third-party model {relative} not found: ../shared/models/external is absent")
-    return path
+from .helpers import external_path
 
 
 @pytest.fixture
@@ -26,5 +14,8 @@ def external():
 
 
 def pytest_configure(config):
-    """Register the ``slow`` marker (fuzz and soak runs; deselect with ``-m "not slow"``)."""
-    config.addinivalue_line("markers", "slow: a long randomized run (fuzz harness, soak test)")
+    """Register the ``slow`` marker: long randomized runs (fuzz, soak), the third-party model
+    sweeps and the slowest deadline checks. CI runs them all; deselect with ``-m "not slow"``."""
+    config.addinivalue_line(
+        "markers", "slow: a long run (fuzz, soak, third-party sweeps); CI still runs it"
+    )

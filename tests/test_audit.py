@@ -11,35 +11,33 @@ import pytest
 from onnx import numpy_helper
 from typer.testing import CliRunner
 
-from equivcheck.audit.auditor import (
-    audit,
+from equivcheck.audit import audit
+from equivcheck.audit.changes import unit_changes
+from equivcheck.audit.deviation import (
     certified_difference,
     difference_network,
     differential_interval,
     exact_deviation,
-    unit_changes,
 )
-from equivcheck.audit.report import to_html, to_markdown, write_report
-from equivcheck.bounds.propagation import BOUND_METHODS
+from equivcheck.audit.report import (
+    summary_lines,
+    terminal_lines,
+    to_html,
+    to_markdown,
+    write_report,
+)
 from equivcheck.cli import app
 from equivcheck.core.network import Affine, Layer, Network
+from equivcheck.core.options import BoundMethod
 from equivcheck.core.result import Verdict
 from equivcheck.errors import InputError
 from equivcheck.io.domains import parse_domain
 from equivcheck.io.onnx_export import export_network
 
-from .conftest import external_path
+from .helpers import external_path
+from .helpers import net as mlp  # float32 weights: every network here is exactly representable
 
 runner = CliRunner()
-
-
-def mlp(weights, biases) -> Network:
-    layers = tuple(
-        Layer(Affine(np.asarray(w, float), np.asarray(b, float)), k < len(weights) - 1, f"l{k}")
-        for k, (w, b) in enumerate(zip(weights, biases))
-    )
-    return Network(layers, input_name="x", input_shape=(1, layers[0].in_dim), output_name="y",
-                   output_shape=(1, layers[-1].out_dim))
 
 
 def random_net(seed: int, dims=(3, 8, 8, 2)) -> Network:
@@ -51,15 +49,15 @@ def random_net(seed: int, dims=(3, 8, 8, 2)) -> Network:
     return mlp(ws, bs)
 
 
-def magnitude_prune(net: Network, fraction: float) -> Network:
+def magnitude_prune(network: Network, fraction: float) -> Network:
     """Zero the smallest-magnitude ``fraction`` of each layer's weights."""
     layers = []
-    for layer in net.layers:
+    for layer in network.layers:
         w = layer.weight.copy()
         k = int(round(fraction * w.size))
         w.ravel()[np.argsort(np.abs(w), axis=None)[:k]] = 0.0
         layers.append(Layer(Affine(w, layer.bias.copy()), layer.relu, layer.name))
-    return net.with_layers(layers)
+    return network.with_layers(layers)
 
 
 # --------------------------------------------------------------------------------------------
@@ -209,8 +207,7 @@ def test_differential_symbolic_bounds_are_sound_and_no_looser(seed):
                    np.where(rng.random((2000, dims[0])) < 0.5, lo, hi)])
     diff = f.evaluate(x) - g.evaluate(x)
     ilo, ihi = differential_interval(f, g, lo, hi)
-    method = "symbolic" if "symbolic" in BOUND_METHODS else "interval"
-    slo, shi = differential_interval(f, g, lo, hi, method, symbolic=True)
+    slo, shi = differential_interval(f, g, lo, hi, BoundMethod.SYMBOLIC, symbolic=True)
     assert np.all(slo <= ihi) and np.all(shi >= ilo)
     # sound: every sampled difference inside (the float64 evaluation error is far below the
     # allowance only when the weights are of moderate size; compare exactly at the extremes)
@@ -252,6 +249,8 @@ def test_bad_data_and_arguments(tmp_path):
         audit(f, g, "0:1", epsilons=("-1",), timeout=5)
     with pytest.raises(InputError, match="no such data file"):
         audit(f, g, "0:1", data=tmp_path / "missing.npy", timeout=5)
+    with pytest.raises(InputError, match="unknown bound method 'magic'"):
+        audit(f, g, "0:1", bounds="magic", timeout=5)
 
 
 def test_reports_carry_the_same_content(tmp_path):
@@ -260,6 +259,9 @@ def test_reports_carry_the_same_content(tmp_path):
     html = to_html(r)
     assert "data:image/png;base64," in html and "<table>" in html
     md = to_markdown(r)
+    lines = terminal_lines(r)
+    assert lines[0].startswith("audit ") and lines[-1].startswith("  time: ")
+    assert lines[2:-1] == summary_lines(r)
     for text in (html, md):
         assert "certified" in text and "witnessed" in text
         for c in r.checks:
@@ -268,6 +270,10 @@ def test_reports_carry_the_same_content(tmp_path):
     path = write_report(r, tmp_path / "a.json")
     data = json.loads(path.read_text())
     assert data["deviation"]["upper_exact"] == str(r.deviation.upper)
+    # the result carries the domain and the prover options it ran with
+    assert data["domain"] == r.domain.to_dict() and data["domain_text"] == r.domain.describe()
+    assert data["options"]["bound_method"] == "symbolic" and data["options"]["seed"] == 0
+    assert {u["kind"] for u in data["units"]} == {"removed"}
     with pytest.raises(InputError, match="use a .html"):
         write_report(r, tmp_path / "a.pdf")
 
@@ -328,6 +334,7 @@ def test_cli_bad_input_exits_4_with_one_line(files, args, message):
 # a real model
 
 
+@pytest.mark.slow
 def test_pruned_acas_xu_on_prop_3(tmp_path):
     src = external_path("acasxu/ACASXU_run2a_1_1_batch_2000.onnx")
     prop = external_path("acasxu/prop_3.vnnlib")
@@ -351,6 +358,7 @@ def test_pruned_acas_xu_on_prop_3(tmp_path):
     assert sum(lc.weights_zeroed for lc in r.layers) > 0.29 * sum(lc.weights for lc in r.layers)
 
 
+@pytest.mark.slow
 def test_certified_bound_on_pruned_mnist_covers_10000_random_points():
     """The Done-when check on the real MNIST net, without the (slow) solver steps: the certified
     bound of a 30%-magnitude-pruned mnist-net_256x2 over prop_0_0.03's box is never below the
@@ -369,3 +377,75 @@ def test_certified_bound_on_pruned_mnist_covers_10000_random_points():
     worst = x[np.argmax(np.max(dev, axis=1))]
     assert max(exact_deviation(f, g, worst)) <= Fraction(float(np.max(ub)))
     assert float(np.max(ub)) < 1.0  # and it is informative (the interval bound alone is ~4.5)
+
+
+# --------------------------------------------------------------------------------------------
+# the shared signed-gradient ascent (core.ascent: the falsifier, the audit's witness search and
+# the stability analysis climb with it)
+
+
+def test_vjp_is_the_gradient_inside_a_linear_region():
+    from equivcheck.core.ascent import vjp
+
+    f = random_net(7, dims=(4, 9, 7, 3))
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (5, 4))
+    c = rng.normal(size=(5, 3))
+    h = 1e-7
+    for k in (None, 0, 1, 2):
+        # y = the output, or the pre-activation of layer k
+        def y(p, k=k):
+            return f.evaluate(p) if k is None else f.pre_activations(p)[k]
+
+        cc = c if k is None or k == 2 else rng.normal(size=(5, f.layers[k].out_dim))
+        g = vjp(f, x, cc, layer=k)
+        for d in range(4):
+            e = np.zeros(4)
+            e[d] = h
+            fd = np.sum(cc * (y(x + e) - y(x - e)), axis=1) / (2 * h)
+            assert np.allclose(g[:, d], fd, rtol=1e-5, atol=1e-6)
+
+
+def test_ascend_climbs_stays_on_the_grid_and_never_loses_ground():
+    from equivcheck.core.ascent import GREEDY, ascend, difference_objective
+    from equivcheck.core.deadline import Deadline
+
+    # f - g = 2 x0 - 3 x1 + x2 on [0, 1]^3: the maximum 3 is at the corner (1, 0, 1)
+    f = mlp([[[2.0, -3.0, 1.0]]], [[0.0]])
+    g = mlp([[[0.0, 0.0, 0.0]]], [[0.0]])
+    lo, hi = np.zeros(3), np.ones(3)
+    x0 = np.random.default_rng(1).uniform(0, 1, (6, 3)).astype(np.float32).astype(float)
+    objective = difference_objective(f, g, np.ones((6, 1)))
+    start = objective.value(x0)
+
+    def project(p):
+        return np.clip(p.astype(np.float32).astype(float), lo, hi)
+
+    x, v = ascend(objective, x0, project, hi - lo, Deadline.start(10), GREEDY)
+    assert np.all(v >= start) and np.allclose(v, 3.0) and np.allclose(x, [1.0, 0.0, 1.0])
+    assert np.array_equal(x, project(x)) and np.array_equal(v, objective.value(x))
+    # an expired deadline moves nothing
+    x, v = ascend(objective, x0, project, hi - lo, Deadline.start(0, allow_zero=True), GREEDY)
+    assert np.array_equal(x, x0) and np.array_equal(v, start)
+
+
+def test_ascend_with_a_goal_keeps_the_first_point_past_it():
+    from equivcheck.core.ascent import ANNEALED, ascend, preactivation_objective
+    from equivcheck.core.deadline import Deadline
+
+    f = random_net(3, dims=(3, 8, 6, 2))
+    rng = np.random.default_rng(2)
+    x0 = rng.uniform(-1, 1, (4, 3))
+    layers, units, signs = np.array([0, 0, 1, 1]), np.array([0, 1, 2, 3]), np.array([1.0, -1, 1, -1])
+    objective = preactivation_objective(f, layers, units, signs)
+    pre = f.pre_activations(x0)
+    assert np.array_equal(objective.value(x0), signs * [pre[k][r, i] for r, (k, i) in
+                                                        enumerate(zip(layers, units))])
+    x, v = ascend(objective, x0, lambda p: np.clip(p, -1, 1), np.full(3, 2.0), Deadline.start(10),
+                  ANNEALED, start_value=np.full(4, -np.inf), goal=0.0)
+    assert np.all(np.abs(x) <= 1) and np.array_equal(v, objective.value(x))
+    assert np.any(v > 0)  # these targets are reachable on this box
+    # the same climb without a goal keeps the best point of the same path: never worse
+    _, best = ascend(objective, x0, lambda p: np.clip(p, -1, 1), np.full(3, 2.0),
+                     Deadline.start(10), ANNEALED, start_value=np.full(4, -np.inf))
+    assert np.all(best >= v)

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from equivcheck import __version__
 from equivcheck.cli import app
 
-from .onnx_builders import make_model, mlp
+from .helpers import make_model, mlp
 
 runner = CliRunner()
 
@@ -227,11 +227,22 @@ def test_bounds_option(pair):
     for method in ("interval", "symbolic", "lp", "exact"):
         r = run("prove", a, same, "--domain", "-1:1", "--bounds", method, "--json")
         assert r.exit_code == 0, (method, r.output)
+        assert json.loads(r.stdout)["options"]["bound_method"] == method  # the options used
     _one_line_error(run("prove", a, same, "--bounds", "magic"), "--bounds", "interval")
 
 
+def test_stability_table_names_the_bound_method(pair):
+    a, _, other = pair
+    for method, title in (("interval", "from interval bounds"), ("lp", "from LP-tightened bounds"),
+                          ("exact", "from the exact stability analysis")):
+        r = run("prove", a, other, "--domain", "-1:1", "--bounds", method)
+        assert f"ReLU stability {title}" in r.stderr, (method, r.stderr)
+        if method != "interval":
+            assert "interval bounds" not in r.stderr
+
+
 def test_compressed_example_reproves_with_exact_bounds():
-    from .conftest import MODELS
+    from .helpers import MODELS
 
     src, small = MODELS / "mnist_2x25_l1.onnx", MODELS / "mnist_2x25_l1.compressed.onnx"
     r = run("prove", src, small, "--domain", "0:1", "--bounds", "exact", "--json")

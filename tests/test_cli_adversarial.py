@@ -16,10 +16,9 @@ from fractions import Fraction
 import numpy as np
 import onnx
 import pytest
-from typer.testing import CliRunner
 
-from equivcheck.cli import app
 from equivcheck.cli.paths import OutputPathError, check_outputs, onnx_external_files
+from equivcheck.core.domain import box_domain
 from equivcheck.core.result import (
     BoxResult,
     Counterexample,
@@ -33,28 +32,9 @@ from equivcheck.core.result import (
     json_text,
     long_int_text,
 )
+from equivcheck.core.spec import Spec
 
-from .onnx_builders import mlp
-
-runner = CliRunner()
-
-W1 = np.array([[1.0, -1.0], [0.5, 0.25], [-1.0, 2.0]])
-B1 = np.array([0.0, -0.5, 0.25])
-W2 = np.array([[1.0, 0.5, -0.25]])
-B2 = np.array([0.125])
-
-
-def run(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def strict_loads(text: str):
-    """``json.loads`` that refuses NaN, Infinity and -Infinity."""
-
-    def refuse(token):
-        raise ValueError(f"not strict JSON: {token}")
-
-    return json.loads(text, parse_constant=refuse)
+from .helpers import assert_one_line_error, cli, mlp, pair_model, strict_json, write_pair
 
 
 def exact(text: str) -> Fraction:
@@ -63,26 +43,10 @@ def exact(text: str) -> Fraction:
         return Fraction(text)
 
 
-def one_line_error(r, *needles):
-    assert r.exit_code == 4, (r.exit_code, r.output)
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, r.stderr
-    assert lines[0].startswith("equivcheck: error:"), lines[0]
-    assert "Traceback" not in r.output
-    assert r.stdout == ""
-    for n in needles:
-        assert n in lines[0], lines[0]
-
-
 @pytest.fixture
 def pair(tmp_path):
     """(a, the same function, a different one) as ONNX files."""
-    a, same, other = tmp_path / "a.onnx", tmp_path / "same.onnx", tmp_path / "other.onnx"
-    onnx.save(mlp([W1, W2], [B1, B2]), a)
-    perm = [2, 0, 1]
-    onnx.save(mlp([W1[perm], W2[:, perm]], [B1[perm], B2]), same)
-    onnx.save(mlp([W1, W2 * 1.5], [B1, B2]), other)
-    return a, same, other
+    return write_pair(tmp_path)
 
 
 @pytest.fixture
@@ -109,7 +73,7 @@ def test_compress_output_hard_link_to_the_input_is_refused(pair, tmp_path, no_wo
     link = tmp_path / "link.onnx"
     os.link(a, link)
     before = snapshot(tmp_path)
-    one_line_error(run("compress", a, "-o", link), "link.onnx", "same file as the input", "a.onnx")
+    assert_one_line_error(cli("compress", a, "-o", link), "link.onnx", "same file as the input", "a.onnx")
     assert snapshot(tmp_path) == before
 
 
@@ -117,7 +81,7 @@ def test_compress_output_symlink_to_the_input_is_refused(pair, tmp_path, no_work
     a, _, _ = pair
     link = tmp_path / "sym.onnx"
     link.symlink_to(a)
-    one_line_error(run("compress", a, "-o", link), "sym.onnx", "input")
+    assert_one_line_error(cli("compress", a, "-o", link), "sym.onnx", "input")
 
 
 def test_prove_counterexample_over_the_domain_file_is_refused(pair, tmp_path, no_work):
@@ -125,15 +89,15 @@ def test_prove_counterexample_over_the_domain_file_is_refused(pair, tmp_path, no
     d = tmp_path / "d.json"
     d.write_text(json.dumps({"lower": [-1, -1], "upper": [1, 1]}))
     before = snapshot(tmp_path)
-    one_line_error(run("prove", a, other, "--domain", d, "-o", d), "--counterexample", "d.json",
+    assert_one_line_error(cli("prove", a, other, "--domain", d, "-o", d), "--counterexample", "d.json",
                    "refusing to overwrite an input")
     assert snapshot(tmp_path) == before
 
 
 def test_prove_counterexample_over_a_model_is_refused(tmp_path, no_work):
     a = tmp_path / "model.json"  # an ONNX file with an odd name is still an input
-    onnx.save(mlp([W1, W2], [B1, B2]), a)
-    one_line_error(run("prove", a, a, "-o", a), "model.json", "input")
+    onnx.save(pair_model(), a)
+    assert_one_line_error(cli("prove", a, a, "-o", a), "model.json", "input")
 
 
 def test_audit_report_over_the_domain_file_is_refused(pair, tmp_path, no_work):
@@ -141,20 +105,20 @@ def test_audit_report_over_the_domain_file_is_refused(pair, tmp_path, no_work):
     d = tmp_path / "d.json"
     d.write_text(json.dumps({"lower": [-1, -1], "upper": [1, 1]}))
     before = snapshot(tmp_path)
-    one_line_error(run("audit", a, other, "--domain", d, "--report", d), "--report", "d.json")
+    assert_one_line_error(cli("audit", a, other, "--domain", d, "--report", d), "--report", "d.json")
     assert snapshot(tmp_path) == before
 
 
 def test_unwritable_output_is_found_before_the_proof(pair, tmp_path, no_work):
     a, _, other = pair
     missing = tmp_path / "no" / "such" / "cex.npy"
-    one_line_error(run("prove", a, other, "-o", missing), "cex.npy", "does not exist")
+    assert_one_line_error(cli("prove", a, other, "-o", missing), "cex.npy", "does not exist")
     folder = tmp_path / "dir.npy"
     folder.mkdir()
-    one_line_error(run("prove", a, other, "-o", folder), "is a folder")
-    one_line_error(run("prove", a, other, "-o", a / "cex.npy"), "not a folder")
-    one_line_error(run("compress", a, "-o", tmp_path / "nowhere" / "c.onnx"), "does not exist")
-    one_line_error(run("audit", a, other, "--report", tmp_path / "nowhere" / "r.md"),
+    assert_one_line_error(cli("prove", a, other, "-o", folder), "is a folder")
+    assert_one_line_error(cli("prove", a, other, "-o", a / "cex.npy"), "not a folder")
+    assert_one_line_error(cli("compress", a, "-o", tmp_path / "nowhere" / "c.onnx"), "does not exist")
+    assert_one_line_error(cli("audit", a, other, "--report", tmp_path / "nowhere" / "r.md"),
                    "does not exist")
     assert not (tmp_path / "nowhere").exists()
 
@@ -167,7 +131,7 @@ def test_read_only_folder_is_found_before_the_proof(pair, tmp_path, no_work):
     ro.mkdir()
     ro.chmod(0o500)
     try:
-        one_line_error(run("prove", a, other, "-o", ro / "cex.npy"), "not writable")
+        assert_one_line_error(cli("prove", a, other, "-o", ro / "cex.npy"), "not writable")
     finally:
         ro.chmod(0o700)
 
@@ -175,10 +139,10 @@ def test_read_only_folder_is_found_before_the_proof(pair, tmp_path, no_work):
 def test_refuted_verdict_still_written_when_the_path_is_fine(pair, tmp_path):
     a, _, other = pair
     out = tmp_path / "cex.json"
-    r = run("prove", a, other, "--domain", "-1:1", "-o", out)
+    r = cli("prove", a, other, "--domain", "-1:1", "-o", out)
     assert r.exit_code == 1, r.output
     assert "REFUTED" in r.stderr
-    assert strict_loads(out.read_text())["input"]
+    assert strict_json(out.read_text())["input"]
 
 
 def test_a_late_write_failure_keeps_the_verdict(pair, tmp_path, monkeypatch):
@@ -188,9 +152,9 @@ def test_a_late_write_failure_keeps_the_verdict(pair, tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(np, "save", disk_full)
-    r = run("prove", a, other, "--domain", "-1:1", "-o", tmp_path / "cex.npy", "--json")
+    r = cli("prove", a, other, "--domain", "-1:1", "-o", tmp_path / "cex.npy", "--json")
     assert r.exit_code == 1, r.output
-    assert strict_loads(r.stdout)["verdict"] == "refuted"
+    assert strict_json(r.stdout)["verdict"] == "refuted"
     assert "warning: could not write the counterexample" in r.stderr
     assert "No space left on device" in r.stderr
 
@@ -200,13 +164,13 @@ def test_paths_with_rich_markup_characters_are_printed_verbatim(pair, tmp_path):
     odd = tmp_path / "[" / "]x[bold].onnx"
     odd.parent.mkdir()
     odd.write_bytes(same.read_bytes())
-    r = run("prove", a, odd, "--domain", "-1:1")
+    r = cli("prove", a, odd, "--domain", "-1:1")
     assert r.exit_code == 0, r.output
     assert "]x[bold].onnx" in r.stderr
 
 
 def test_external_data_files_count_as_inputs(tmp_path):
-    model = mlp([W1, W2], [B1, B2])
+    model = pair_model()
     path = tmp_path / "ext.onnx"
     onnx.save(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
               location="weights.onnx", size_threshold=0)
@@ -214,7 +178,7 @@ def test_external_data_files_count_as_inputs(tmp_path):
     assert weights.exists()
     assert [p.name for p in onnx_external_files(path)] == ["weights.onnx"]
     before = weights.read_bytes()
-    one_line_error(run("compress", path, "-o", weights), "weights.onnx", "input")
+    assert_one_line_error(cli("compress", path, "-o", weights), "weights.onnx", "input")
     assert weights.read_bytes() == before
 
 
@@ -233,7 +197,7 @@ def test_check_outputs_refuses_two_outputs_on_one_file(tmp_path):
 def test_counterexample_written_at_exactly_the_given_name(pair, tmp_path, name):
     a, _, other = pair
     out = tmp_path / name
-    r = run("prove", a, other, "--domain", "-1:1", "-o", out)
+    r = cli("prove", a, other, "--domain", "-1:1", "-o", out)
     assert r.exit_code == 1, r.output
     assert sorted(p.name for p in tmp_path.iterdir() if "cex" in p.name) == [name]
     with open(out, "rb") as f:
@@ -247,24 +211,24 @@ def test_counterexample_written_at_exactly_the_given_name(pair, tmp_path, name):
 
 def test_json_text_has_no_nan_or_infinity_and_says_which():
     text = json_text({"m": math.nan, "v": [math.inf, -math.inf, 1.5], "n": np.float64("nan")})
-    assert strict_loads(text) == {"m": "nan", "v": ["inf", "-inf", 1.5], "n": "nan"}
+    assert strict_json(text) == {"m": "nan", "v": ["inf", "-inf", 1.5], "n": "nan"}
 
 
 def test_huge_rationals_serialise_exactly_past_the_4300_digit_limit():
     q = Fraction(1, 3**12000)  # a denominator of 5,726 digits
-    assert exact(strict_loads(json_text({"q": q}))["q"]) == q
+    assert exact(strict_json(json_text({"q": q}))["q"]) == q
     assert fraction_text(Fraction(7, 2)) == "7/2" and int_text(-12) == "-12"
     # a to_dict that writes a rational with str() (as audit.py does) works too
     class Obj:
         def to_dict(self):
             return {"upper_exact": str(q)}
 
-    assert exact(strict_loads(json_text(Obj()))["upper_exact"]) == q
+    assert exact(strict_json(json_text(Obj()))["upper_exact"]) == q
     # beyond 100,000 digits: a marked approximation, never a false exact value
     assert fraction_text(Fraction(1, 3**300000)).startswith("~")
     # integers too long for json.loads are strings, exact
     n = 7**6000  # 5,071 digits
-    got = strict_loads(json_text([n]))[0]
+    got = strict_json(json_text([n]))[0]
     assert isinstance(got, str) and Decimal(got) == Decimal(n)
 
 
@@ -284,7 +248,7 @@ def test_inf_outputs_never_reproduce_and_render_honestly():
     cex = Counterexample((1.0,), 0, "falsifier", exact, f64, ort)
     assert not ort.finite and f64.finite
     assert cex.reproduces is False
-    data = strict_loads(json_text(cex))
+    data = strict_json(json_text(cex))
     assert data["onnxruntime"]["margin"] == "nan"
     assert data["onnxruntime"]["output_a"] == ["inf"] and data["reproduces"] is False
     text = "\n".join(counterexample_lines(cex))
@@ -297,14 +261,14 @@ def test_cli_overflow_in_onnxruntime_is_not_a_reproduction(tmp_path):
     a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
     onnx.save(mlp([np.array([[1e20]]), np.array([[1e20]])], [np.zeros(1), np.zeros(1)]), a)
     onnx.save(mlp([np.array([[1e20]]), np.array([[2e20]])], [np.zeros(1), np.zeros(1)]), b)
-    r = run("prove", a, b, "--domain", "1:1", "--json")
+    r = cli("prove", a, b, "--domain", "1:1", "--json")
     assert r.exit_code == 1, r.output
-    data = strict_loads(r.stdout)
+    data = strict_json(r.stdout)
     cex = data["counterexample"]
     assert cex["exact"]["violated"] is True
     assert cex["onnxruntime"]["output_a"] == ["inf"] and cex["onnxruntime"]["margin"] == "nan"
     assert cex["reproduces"] is False
-    r = run("prove", a, b, "--domain", "1:1")
+    r = cli("prove", a, b, "--domain", "1:1")
     assert "outputs not finite" in r.stderr
     assert "reproduces in float64 and onnxruntime: NO" in r.stderr
 
@@ -317,8 +281,9 @@ def _many_boxes(n: int, not_proved: dict[int, Verdict]) -> ProofResult:
     boxes = tuple(
         BoxResult(i, not_proved.get(i, Verdict.PROVED), "r", stab) for i in range(n)
     )
-    return ProofResult(Verdict.UNKNOWN, "2 boxes unknown", "a.onnx", "b.onnx", {"mode": "strict"},
-                       {"boxes": []}, f"{n} boxes", None, boxes, 1.0)
+    return ProofResult(verdict=Verdict.UNKNOWN, reason="2 boxes unknown", model_a="a.onnx",
+                       model_b="b.onnx", spec=Spec.make("strict"), domain=box_domain([0], [1]),
+                       counterexample=None, boxes=boxes, seconds=1.0)
 
 
 def test_render_shows_at_most_20_boxes_non_proved_first():
@@ -348,28 +313,28 @@ def test_render_shows_at_most_20_boxes_non_proved_first():
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e12", "0", "-1"])
 def test_bad_timeout_is_one_line_exit_4_before_any_work(pair, tmp_path, no_work, value):
     a, same, _ = pair
-    one_line_error(run("prove", a, same, "--timeout", value), "--timeout")
-    one_line_error(run("compress", a, "-o", tmp_path / "c.onnx", "--timeout", value), "--timeout")
-    one_line_error(run("audit", a, same, "--timeout", value), "--timeout")
-    one_line_error(run("regions", "count", a, "--timeout", value), "--timeout")
+    assert_one_line_error(cli("prove", a, same, "--timeout", value), "--timeout")
+    assert_one_line_error(cli("compress", a, "-o", tmp_path / "c.onnx", "--timeout", value), "--timeout")
+    assert_one_line_error(cli("audit", a, same, "--timeout", value), "--timeout")
+    assert_one_line_error(cli("regions", "count", a, "--timeout", value), "--timeout")
     assert not (tmp_path / "c.onnx").exists()
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-1"])
 def test_bad_gap_is_one_line_exit_4(pair, no_work, value):
     a, same, _ = pair
-    one_line_error(run("audit", a, same, "--gap", value), "--gap")
+    assert_one_line_error(cli("audit", a, same, "--gap", value), "--gap")
 
 
 def test_tolerance_beyond_float_range_is_one_line(pair):
     a, same, _ = pair
-    one_line_error(run("prove", a, same, "--mode", "epsilon", "--tolerance", "1e400"),
+    assert_one_line_error(cli("prove", a, same, "--mode", "epsilon", "--tolerance", "1e400"),
                    "tolerance")
 
 
 def test_tiny_tolerance_is_not_printed_as_zero(pair):
     a, same, _ = pair
-    r = run("prove", a, same, "--domain", "-1:1", "--mode", "epsilon", "--tolerance", "1e-400")
+    r = cli("prove", a, same, "--domain", "-1:1", "--mode", "epsilon", "--tolerance", "1e-400")
     assert r.exit_code == 0, r.output
     assert "tolerance 1e-400" in r.stderr and "tolerance 0," not in r.stderr
 
@@ -378,15 +343,15 @@ def test_tiny_tolerance_is_not_printed_as_zero(pair):
 
 
 def test_regions_bound_of_a_100000_wide_layer():
-    from equivcheck.regions.counting import theorem1_bound
+    from equivcheck.regions.bounds import theorem1_bound
 
-    r = run("regions", "bound", "--widths", "784,100000,10")
+    r = cli("regions", "bound", "--widths", "784,100000,10")
     assert r.exit_code == 0, r.output
     assert "9.990e+30102" in r.stderr and "1.458e+1988" in r.stderr
     assert "not printed" in r.stderr
-    r = run("regions", "bound", "--widths", "784,100000,10", "--json")
+    r = cli("regions", "bound", "--widths", "784,100000,10", "--json")
     assert r.exit_code == 0, r.output
-    data = strict_loads(r.stdout)
+    data = strict_json(r.stdout)
     assert data["theorem1"] == theorem1_bound(784, [100000])  # 1,989 digits: a JSON number
     assert data["activation_patterns_scientific"] == "9.990e+30102"
     assert int(Decimal(data["activation_patterns"])) == 2**100000  # 30,103 digits: text
@@ -399,8 +364,8 @@ def test_regions_bound_of_a_100000_wide_layer():
      ("9" * 5000 + ",1,1", "--widths")],
 )
 def test_regions_bound_refuses_widths_beyond_the_maxima(widths, needle):
-    r = run("regions", "bound", "--widths", widths)
-    one_line_error(r, needle)
+    r = cli("regions", "bound", "--widths", widths)
+    assert_one_line_error(r, needle)
 
 
 def _direct_bound(dim, layers):
@@ -422,7 +387,7 @@ def _direct_bound(dim, layers):
 
 
 def test_fast_recursive_bound_equals_the_double_sum():
-    from equivcheck.regions.counting import _LayerSpec, _recursive_bound
+    from equivcheck.regions.bounds import _LayerSpec, _recursive_bound
 
     rng = random.Random(8)
     for _ in range(1500):
@@ -433,7 +398,7 @@ def test_fast_recursive_bound_equals_the_double_sum():
 
 
 def test_scientific_is_correctly_rounded_for_any_size():
-    from equivcheck.regions.counting import scientific
+    from equivcheck.regions.bounds import scientific
 
     rng = random.Random(3)
     cases = [2**100000, -(3**5000), 10**60, 125 * 10**40, 1235 * 10**50, 1245 * 10**50 + 1]
@@ -461,9 +426,9 @@ def _pair_342(tmp_path):
 
 def test_audit_json_with_an_unchanged_output_is_strict(tmp_path):
     a, b = _pair_342(tmp_path)
-    r = run("audit", a, b, "--json", "--timeout", "3")
+    r = cli("audit", a, b, "--json", "--timeout", "3")
     assert r.exit_code == 0, r.output
-    data = strict_loads(r.stdout)
+    data = strict_json(r.stdout)
     assert Fraction(data["per_output"][1]["lower_exact"]) == 0
     assert Fraction(data["per_output"][1]["upper_exact"]) >= 0
 
@@ -483,10 +448,10 @@ def test_audit_json_and_report_survive_a_5726_digit_bound(tmp_path, monkeypatch)
     monkeypatch.setattr(audit_mod, "audit", audit_with_a_tiny_bound)
     a, b = _pair_342(tmp_path)
     report = tmp_path / "r.json"
-    r = run("audit", a, b, "--json", "--timeout", "2", "--report", report)
+    r = cli("audit", a, b, "--json", "--timeout", "2", "--report", report)
     assert r.exit_code == 0, r.output
     for text in (r.stdout, report.read_text()):
-        assert exact(strict_loads(text)["per_output"][1]["upper_exact"]) == tiny
+        assert exact(strict_json(text)["per_output"][1]["upper_exact"]) == tiny
 
 
 def test_json_safe_refuses_unknown_objects():

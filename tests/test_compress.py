@@ -9,40 +9,20 @@ from fractions import Fraction
 import numpy as np
 import onnx
 import pytest
-from typer.testing import CliRunner
 
-from equivcheck.cli import app
-from equivcheck.compress.pipeline import compress
+import equivcheck.compress.pipeline as pipeline
+from equivcheck.compress import compress
+from equivcheck.core.domain import box_domain
 from equivcheck.core.result import Verdict
+from equivcheck.core.spec import Mode
 from equivcheck.io.onnx_import import load_network
 
-from .conftest import MODELS
-from .onnx_builders import mlp
-
-runner = CliRunner()
+from .helpers import MODELS, assert_exact_agree, box_points, cli, mlp, ort_outputs
 
 
-def ort_outputs(model, x: np.ndarray) -> np.ndarray:
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    inp = sess.get_inputs()[0]
-    shape = [d if isinstance(d, int) else 1 for d in inp.shape]
-    return np.array([sess.run(None, {inp.name: xi.astype(np.float32).reshape(shape)})[0].ravel() for xi in x])
-
-
-def exact_agree(a, b, points, tol=Fraction(0)):
-    for x in points:
-        ya = a.evaluate_exact([Fraction(float(v)) for v in x])
-        yb = b.evaluate_exact([Fraction(float(v)) for v in x])
-        assert max(abs(p - q) for p, q in zip(ya, yb)) <= tol
-
-
-def grid(n_in, lo=0.0, hi=1.0, n=200, seed=0):
-    rng = np.random.default_rng(seed)
-    pts = lo + rng.random((n, n_in)) * (hi - lo)
-    corners = np.where(rng.random((n, n_in)) < 0.5, lo, hi)
-    return np.vstack([pts, corners]).astype(np.float32).astype(np.float64)
+def grid(n_in: int) -> np.ndarray:
+    """200 float32 points of [0, 1]^n_in and 200 of its corners."""
+    return box_points(np.random.default_rng(0), np.zeros(n_in), np.ones(n_in), 200)
 
 
 def test_removes_stably_inactive_units_and_proves_strictly():
@@ -54,9 +34,9 @@ def test_removes_stably_inactive_units_and_proves_strictly():
     row = res.table[0]
     assert (row.units_before, row.removed_inactive, row.folded_active, row.units_after) == (4, 1, 0, 3)
     assert res.exact and res.epsilon is None
-    assert res.proof.verdict is Verdict.PROVED and res.proof.spec["mode"] == "strict"
+    assert res.proof.verdict is Verdict.PROVED and res.proof.spec.mode is Mode.STRICT
     orig = load_network(model)
-    exact_agree(orig, res.compressed, grid(2))
+    assert_exact_agree(orig, res.compressed, grid(2))
     assert res.compressed.num_parameters == orig.num_parameters - 5  # 2 weights + bias + 2 columns
 
 
@@ -70,10 +50,10 @@ def test_folds_linearly_dependent_active_units_with_a_proved_epsilon():
     row = res.table[0]
     assert (row.removed_inactive, row.folded_active, row.units_after) == (0, 2, 2)
     assert not res.exact and res.epsilon is not None and 0 < res.epsilon < Fraction(1, 10**5)
-    assert res.proof.verdict is Verdict.PROVED and res.proof.spec["mode"] == "epsilon"
-    assert res.proof.spec["tolerance"] == float(res.epsilon)
+    assert res.proof.verdict is Verdict.PROVED and res.proof.spec.mode is Mode.EPSILON
+    assert res.proof.spec.tolerance == res.epsilon
     orig = load_network(model)
-    exact_agree(orig, res.compressed, grid(2), tol=res.epsilon)
+    assert_exact_agree(orig, res.compressed, grid(2), tol=res.epsilon)
 
 
 def test_folds_an_all_active_layer_into_the_next():
@@ -87,7 +67,7 @@ def test_folds_an_all_active_layer_into_the_next():
     assert res.table[0].folded_into_next
     assert res.compressed.hidden_widths == (3,)
     assert res.proof.verdict is Verdict.PROVED
-    exact_agree(load_network(model), res.compressed, grid(2))
+    assert_exact_agree(load_network(model), res.compressed, grid(2))
 
 
 def test_collapses_to_a_constant_when_a_layer_is_all_inactive():
@@ -102,7 +82,7 @@ def test_collapses_to_a_constant_when_a_layer_is_all_inactive():
     assert res.compressed.hidden_widths == ()
     assert res.compressed.evaluate(np.zeros(2))[0] == 0.875
     assert res.proof.verdict is Verdict.PROVED
-    exact_agree(load_network(model), res.compressed, grid(2))
+    assert_exact_agree(load_network(model), res.compressed, grid(2))
 
 
 def test_onnx_interface_and_onnxruntime_agreement(tmp_path):
@@ -148,13 +128,13 @@ def test_cli_json_and_table(tmp_path):
     onnx.save(mlp([np.array([[1.0, 1.0], [-1.0, -1.0], [1.0, -1.0]]), np.array([[1.0, 1.0, 1.0]])],
                   [np.array([0.5, -0.5, 0.0]), np.zeros(1)]), src)
     out = tmp_path / "small.onnx"
-    res = runner.invoke(app, ["compress", str(src), "--domain", "0:1", "-o", str(out), "--json"])
+    res = cli("compress", src, "--domain", "0:1", "-o", out, "--json")
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
     assert data["hidden_units_before"] == 3 and data["hidden_units_after"] == 2
     assert data["proof"]["verdict"] == "proved"
     assert out.exists()
-    res = runner.invoke(app, ["compress", str(src), "--domain", "0:1", "-o", str(out)])
+    res = cli("compress", src, "--domain", "0:1", "-o", out)
     assert res.exit_code == 0
     assert "inactive" in res.stderr and "kept" in res.stderr  # the table's header
     assert "1 of 3 hidden units removed" in res.stderr.replace("\n", " ")
@@ -172,16 +152,14 @@ def test_cli_bad_input_is_one_line_and_exit_4(tmp_path, args, needle):
     src = tmp_path / "m.onnx"
     onnx.save(mlp([np.eye(2)], [np.zeros(2)]), src)
     args = [a.format(src=src, out=tmp_path / "o.onnx") for a in args]
-    res = runner.invoke(app, args)
+    res = cli(*args)
     assert res.exit_code == 4
     assert needle in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
 
 
 def test_folds_are_dropped_when_their_epsilon_cannot_be_proved(monkeypatch):
-    import equivcheck.compress.pipeline as cmod
-
-    monkeypatch.setattr(cmod, "FOLD_MAX_RELATIVE_EPSILON", 0.0)  # no epsilon is small enough
+    monkeypatch.setattr(pipeline, "FOLD_MAX_RELATIVE_EPSILON", 0.0)  # no epsilon is small enough
     third = float(np.float32(1 / 3))
     w1 = np.array([[1, 1], [third, third], [1, -1]], dtype=float)
     b1 = np.array([1, third, 0], dtype=float)
@@ -190,15 +168,14 @@ def test_folds_are_dropped_when_their_epsilon_cannot_be_proved(monkeypatch):
     res = compress(model, domain="0:1", timeout=60)
     assert res.table[0].folded_active == 0 and res.table[0].units_after == 3
     assert res.exact and res.epsilon is None
-    assert res.proof.verdict is Verdict.PROVED and res.proof.spec["mode"] == "strict"
+    assert res.proof.verdict is Verdict.PROVED and res.proof.spec.mode is Mode.STRICT
     assert any("folds were dropped" in n for n in res.notes)
 
 
+@pytest.mark.slow
 def test_acas_network_over_a_small_box(external):
     src = external("acasxu/ACASXU_run2a_1_1_batch_2000.onnx")
     # a small box inside prop_1's region: analysis and proof finish quickly
-    from equivcheck.core.domain import box_domain
-
     lo = [0.62, -0.05, -0.05, 0.46, -0.49]
     hi = [0.64, 0.05, 0.05, 0.48, -0.47]
     res = compress(src, domain=box_domain(lo, hi), timeout=20)

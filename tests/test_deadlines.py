@@ -24,12 +24,9 @@ import pytest
 
 from equivcheck import prove
 from equivcheck.audit.auditor import audit
-from equivcheck.bounds.stability import (
-    _State,
-    _vertex_extremes,
-    _vertex_extremes_dyadic,
-    analyze_stability,
-)
+from equivcheck.bounds.stability import analyze_stability
+from equivcheck.bounds.stability_exact import vertex_extremes, vertex_extremes_dyadic
+from equivcheck.bounds.stability_state import AnalysisState
 from equivcheck.compress.pipeline import compress
 from equivcheck.core.deadline import MAX_TIMEOUT, Deadline, validate_timeout
 from equivcheck.core.domain import Domain, box_domain
@@ -40,8 +37,7 @@ from equivcheck.solve.prover import NOT_EXAMINED
 from equivcheck.solve.solver import solve, solve_built
 from equivcheck.testing import assert_equivalent
 
-from .conftest import external_path
-from .onnx_builders import mlp
+from .helpers import external_path, mlp, strict_json
 
 CLI = [sys.executable, "-c", "from equivcheck.cli import main; main()"]
 SLACK = 1.0  # the promise: --timeout T ends within T + 1 s of wall time
@@ -51,13 +47,6 @@ def run_cli(*args, timeout: float = 120) -> tuple[subprocess.CompletedProcess, f
     t0 = time.monotonic()
     proc = subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=timeout)
     return proc, time.monotonic() - t0
-
-
-def strict_json(text: str):
-    def refuse(name):
-        raise ValueError(f"non-standard JSON constant {name}")
-
-    return json.loads(text, parse_constant=refuse)
 
 
 def hard_pair(tmp_path, n_in: int = 10, seed: int = 3) -> tuple:
@@ -196,6 +185,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_sigterm_to_the_cli_kills_the_solver_child(tmp_path):
     """Before: the z3 child kept running ~55 s after SIGTERM to ``equivcheck``."""
@@ -228,6 +218,7 @@ def test_sigterm_to_the_cli_kills_the_solver_child(tmp_path):
 # --timeout T ends within T + 1 s with UNKNOWN
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n_boxes", [100, 2000])
 def test_union_of_many_boxes_stops_at_the_deadline(tmp_path, n_boxes):
     """Before: 100 boxes took 21 s with --timeout 5 (every box examined after the deadline)."""
@@ -254,6 +245,7 @@ def test_boxes_after_the_deadline_get_no_work(tmp_path):
     assert "not examined" in r.reason
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["lp", "exact"])
 def test_mnist_argmax_bound_methods_honour_the_timeout(method):
     """Before: --bounds lp was still running at 597 s, --bounds exact took 7.6-12 s."""
@@ -266,6 +258,7 @@ def test_mnist_argmax_bound_methods_honour_the_timeout(method):
     assert strict_json(proc.stdout)["verdict"] == "unknown"
 
 
+@pytest.mark.slow
 def test_mnist_compress_honours_the_timeout(tmp_path):
     """Before: compress --timeout 5 on mnist 256x6 took 9.1 s (11.4 s under load)."""
     m = external_path("mnistfc")
@@ -304,6 +297,7 @@ def test_audit_stops_when_the_bounds_meet(tmp_path):
         assert d.upper.denominator.bit_length() <= 1100 and d.lower.denominator.bit_length() <= 4000
 
 
+@pytest.mark.slow
 def test_audit_json_is_strict_with_an_unchanged_output(tmp_path):
     a, b = small_pair_one_output_unchanged(tmp_path)
     proc, _ = run_cli("audit", a, b, "--json", "--timeout", 20)
@@ -340,13 +334,13 @@ def test_first_layer_vertex_extremes_integer_path_matches_fractions():
                      [Fraction(1, 10), Fraction(1, 7), 1, Fraction(-3, 2), 0]).boxes[0]
     aff = Affine(w, np.zeros(6))
     rows = [0, 2, 5]
-    assert _vertex_extremes_dyadic(aff.dyadic_weight, rows, box) == _vertex_extremes(
+    assert vertex_extremes_dyadic(aff.dyadic_weight, rows, box) == vertex_extremes(
         aff.rational_weight(), rows, box)
 
 
 def test_stability_state_accepts_a_bare_monotonic_deadline():
     net = Network((Layer(Affine(np.eye(2), np.zeros(2)), True), Layer(Affine(np.ones((1, 2)), np.zeros(1)), False)))
-    st = _State(net, box_domain([0, 0], [1, 1]).boxes[0], time.monotonic() + 5)
+    st = AnalysisState(net, box_domain([0, 0], [1, 1]).boxes[0], time.monotonic() + 5)
     assert 0 < st.time_left() <= 5 and not math.isnan(st.deadline.budget)
 
 

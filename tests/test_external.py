@@ -11,7 +11,7 @@ import equivcheck
 from equivcheck import Verdict
 from equivcheck.io.onnx_import import load_network
 
-from .conftest import external_path
+from .helpers import external_path
 
 ACAS_BOX = "acasxu_box.json"
 ACAS_LOWER = ["-0.328422877", "-0.5", "-0.5", "-0.5", "-0.5"]
@@ -80,6 +80,7 @@ def test_mnist_against_reexport(tmp_path):
     assert r.verdict is Verdict.PROVED
 
 
+@pytest.mark.slow
 def test_mnist_one_weight_changed_refuted(tmp_path):
     import onnx
     from onnx import numpy_helper

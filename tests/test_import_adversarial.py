@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
@@ -30,23 +29,10 @@ from equivcheck.errors import (
 from equivcheck.io.onnx_export import to_onnx
 from equivcheck.io.onnx_import import load_network
 
-from .onnx_builders import make_model, mlp
+from .helpers import gemm_weights, make_model, mlp, ort_session, relu_tail
 
 rng0 = np.random.default_rng(8)
-W1 = rng0.normal(0, 0.5, (4, 3))
-B1 = rng0.normal(0, 0.3, 4)
-W2 = rng0.normal(0, 0.5, (2, 4))
-B2 = rng0.normal(0, 0.3, 2)
-
-
-def _session(model):
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-
-
-def _tail(cur):
-    return [helper.make_node("Relu", [cur], ["r"]), helper.make_node("Gemm", ["r", "W2", "B2"], ["y"], transB=1)]
+W1, B1, W2, B2 = gemm_weights(rng0)
 
 
 # ---- 1. constant subgraphs mean what onnxruntime computes --------------------------------------
@@ -68,7 +54,7 @@ def _gemm_model(w, b):
 
 def test_exp_constant_is_folded_as_onnxruntime_computes_it():
     model, c, b = _exp_models()
-    w_ort = _session(make_model([helper.make_node("Exp", ["C"], ["y"])], {"C": c}, [1], [4, 3])).run(
+    w_ort = ort_session(make_model([helper.make_node("Exp", ["C"], ["y"])], {"C": c}, [1], [4, 3])).run(
         None, {"x": np.zeros(1, np.float32)})[0]
     w_numpy = ReferenceEvaluator(make_model([helper.make_node("Exp", ["C"], ["y"])], {"C": c}, [1], [4, 3])).run(
         None, {"x": np.zeros(1, np.float32)})[0]
@@ -78,8 +64,8 @@ def test_exp_constant_is_folded_as_onnxruntime_computes_it():
     # the premise: onnxruntime runs the Exp model and its onnxruntime-folded copy bit-identically
     x = np.random.default_rng(1).uniform(0, 1, (16, 3)).astype(np.float32)
     for row in x:
-        assert np.array_equal(_session(model).run(None, {"x": row[None]})[0],
-                              _session(ort_copy).run(None, {"x": row[None]})[0])
+        assert np.array_equal(ort_session(model).run(None, {"x": row[None]})[0],
+                              ort_session(ort_copy).run(None, {"x": row[None]})[0])
     net = load_network(model)
     assert np.array_equal(net.layers[0].weight, w_ort.astype(np.float64))
     assert net.notes == ("constant subgraph Exp_3 folded as onnxruntime computes it (float32)",)
@@ -124,7 +110,7 @@ def test_constant_subgraph_matches_onnxruntime_bit_for_bit(name):
     """x * K at x = 1 is K exactly in float32, so onnxruntime's output is its folded K."""
     nodes, inits, by_ort = CONSTANT_SUBGRAPHS[name]
     model = _diag_model(nodes, inits)
-    k_ort = _session(model).run(None, {"x": np.ones((1, 6), np.float32)})[0].ravel()
+    k_ort = ort_session(model).run(None, {"x": np.ones((1, 6), np.float32)})[0].ravel()
     net = load_network(model)
     assert np.array_equal(np.diag(net.layers[0].weight), k_ort.astype(np.float64))
     noted = any("onnxruntime computes" in n for n in net.notes)
@@ -166,7 +152,7 @@ def _bn(var, **attrs):
     nodes = [helper.make_node("Gemm", ["x", "W1", "B1"], ["g"], transB=1),
              helper.make_node("BatchNormalization", ["g", "sc", "bb", "mu", "var"], ["bn"], name="bn1", **attrs)]
     inits = {"W1": W1, "B1": B1, "sc": np.ones(4), "bb": np.zeros(4), "mu": np.zeros(4), "var": np.asarray(var)}
-    return make_model(nodes + _tail("bn"), inits | {"W2": W2, "B2": B2}, [1, 3], [1, 2])
+    return make_model(nodes + relu_tail("bn"), inits | {"W2": W2, "B2": B2}, [1, 3], [1, 2])
 
 
 def _inits(**extra):
@@ -176,25 +162,25 @@ def _inits(**extra):
 def _dropout(flag):
     nodes = [helper.make_node("Gemm", ["x", "W1", "B1"], ["g"], transB=1),
              helper.make_node("Dropout", ["g", "ratio", "train"], ["d"], name="drop")]
-    return make_model(nodes + _tail("d"), _inits(ratio=np.array(0.5), train=np.array(flag)), [1, 3], [1, 2])
+    return make_model(nodes + relu_tail("d"), _inits(ratio=np.array(0.5), train=np.array(flag)), [1, 3], [1, 2])
 
 
 BAD_MODELS = {
-    "gemm_alpha_nan": (lambda: make_model(_gemm(alpha=float("nan")) + _tail("g"), _inits(), [1, 3], [1, 2]),
+    "gemm_alpha_nan": (lambda: make_model(_gemm(alpha=float("nan")) + relu_tail("g"), _inits(), [1, 3], [1, 2]),
                        ModelValueError, "fc.*alpha is nan"),
-    "gemm_beta_inf": (lambda: make_model(_gemm(beta=float("inf")) + _tail("g"), _inits(), [1, 3], [1, 2]),
+    "gemm_beta_inf": (lambda: make_model(_gemm(beta=float("inf")) + relu_tail("g"), _inits(), [1, 3], [1, 2]),
                       ModelValueError, "fc.*beta is inf"),
-    "gemm_c_wrong_shape": (lambda: make_model(_gemm() + _tail("g"), _inits(B1=np.ones(3)), [1, 3], [1, 2]),
+    "gemm_c_wrong_shape": (lambda: make_model(_gemm() + relu_tail("g"), _inits(B1=np.ones(3)), [1, 3], [1, 2]),
                            ShapeMismatchError, r"fc.*C of shape \(3,\) does not broadcast"),
-    "gemm_c_wrong_shape_beta_0": (lambda: make_model(_gemm(beta=0.0) + _tail("g"), _inits(B1=np.ones(3)), [1, 3],
+    "gemm_c_wrong_shape_beta_0": (lambda: make_model(_gemm(beta=0.0) + relu_tail("g"), _inits(B1=np.ones(3)), [1, 3],
                                                      [1, 2]), ShapeMismatchError, r"fc.*C of shape \(3,\)"),
     "transpose_short_perm": (lambda: make_model(
         [helper.make_node("Transpose", ["x"], ["t"], perm=[0], name="tp"),
-         helper.make_node("Gemm", ["t", "W1", "B1"], ["g"], transB=1)] + _tail("g"), _inits(), [1, 3], [1, 2]),
+         helper.make_node("Gemm", ["t", "W1", "B1"], ["g"], transB=1)] + relu_tail("g"), _inits(), [1, 3], [1, 2]),
         ModelValueError, r"tp.*perm \[0\] is not a permutation"),
     "transpose_repeated_perm": (lambda: make_model(
         [helper.make_node("Transpose", ["x"], ["t"], perm=[1, 1], name="tp"),
-         helper.make_node("Gemm", ["t", "W1", "B1"], ["g"], transB=1)] + _tail("g"), _inits(), [1, 3], [1, 2]),
+         helper.make_node("Gemm", ["t", "W1", "B1"], ["g"], transB=1)] + relu_tail("g"), _inits(), [1, 3], [1, 2]),
         ModelValueError, r"tp.*perm \[1, 1\] is not a permutation"),
     "bn_negative_variance": (lambda: _bn([0.5, -0.25, 1.0, 1.0]), ModelValueError, "bn1.*negative variance -0.25"),
     "bn_epsilon_inf": (lambda: _bn([0.5, 0.25, 1.0, 1.0], epsilon=float("inf")), ModelValueError, "bn1.*epsilon is inf"),
@@ -217,20 +203,20 @@ BAD_MODELS = {
                             ModelValueError, "output 'y' is declared with element type 11"),
     "tensor_defined_twice": (lambda: make_model(
         [helper.make_node("Gemm", ["x", "W1", "B1"], ["g"], transB=1),
-         helper.make_node("Relu", ["g"], ["g"], name="again")] + _tail("g"), _inits(), [1, 3], [1, 2]),
+         helper.make_node("Relu", ["g"], ["g"], name="again")] + relu_tail("g"), _inits(), [1, 3], [1, 2]),
         UnsupportedModelError, "again.*output 'g' redefines"),
     "gather_float_indices": (lambda: make_model(
         [helper.make_node("Gather", ["W1", "idx"], ["Wg"], name="pick", axis=0),
-         helper.make_node("Gemm", ["x", "Wg", "B1"], ["g"], transB=1)] + _tail("g"),
+         helper.make_node("Gemm", ["x", "Wg", "B1"], ["g"], transB=1)] + relu_tail("g"),
         _inits(idx=np.array([0.0, 1.0, 2.0, 3.0])), [1, 3], [1, 2]),
         ModelValueError, "pick.*'idx' has type tensor.float.*Gather does not accept"),
     "tile_negative_repeats": (lambda: make_model(
         [helper.make_node("Tile", ["W1", "rep"], ["Wt"], name="tl"),
-         helper.make_node("Gemm", ["x", "W1", "B1"], ["g"], transB=1)] + _tail("g"),
+         helper.make_node("Gemm", ["x", "W1", "B1"], ["g"], transB=1)] + relu_tail("g"),
         _inits(rep=np.array([1, -2])), [1, 3], [1, 2]), ModelValueError, r"tl.*negative size \[1, -2\]"),
     "reshape_below_minus_one": (lambda: make_model(
         [helper.make_node("Reshape", ["x", "s"], ["xr"], name="rs"),
-         helper.make_node("Gemm", ["xr", "W1", "B1"], ["g"], transB=1)] + _tail("g"),
+         helper.make_node("Gemm", ["xr", "W1", "B1"], ["g"], transB=1)] + relu_tail("g"),
         _inits(s=np.array([-2, 3])), [1, 3], [1, 2]), ShapeMismatchError, "rs.*below -1"),
 }
 
@@ -257,7 +243,7 @@ def test_dropout_inference_mode_is_identity():
     model = _dropout(False)
     net = load_network(model)
     x = np.array([[0.3, -0.7, 1.1]], np.float32)
-    np.testing.assert_allclose(net.evaluate(x.ravel()), _session(model).run(None, {"x": x})[0].ravel(),
+    np.testing.assert_allclose(net.evaluate(x.ravel()), ort_session(model).run(None, {"x": x})[0].ravel(),
                                rtol=1e-5, atol=1e-6)
 
 
@@ -314,7 +300,7 @@ def test_huge_weight_after_folding_refused_by_layer():
     # x / 1e-20 then a Gemm with weights ~1e15: each constant is moderate, the folded layer is not
     nodes = [helper.make_node("Div", ["x", "tiny"], ["d"]),
              helper.make_node("Gemm", ["d", "W1", "B1"], ["g"], transB=1, name="fc1")]
-    model = make_model(nodes + _tail("g"), _inits(W1=W1 * 1e15, tiny=np.array(1e-20)), [1, 3], [1, 2],
+    model = make_model(nodes + relu_tail("g"), _inits(W1=W1 * 1e15, tiny=np.array(1e-20)), [1, 3], [1, 2],
                        dtype=np.float64)
     with pytest.raises(ModelValueError, match=r"layer 'r'.*weight of magnitude .*e\+3\d after folding"):
         load_network(model)
@@ -463,7 +449,7 @@ def test_export_with_clashing_names_round_trips(names):
     for a, b in zip(back.layers, net.layers):
         assert np.array_equal(a.weight, b.weight) and np.array_equal(a.bias, b.bias) and a.relu == b.relu
     x = np.random.default_rng(3).uniform(-1, 1, (8, 3))
-    sess = _session(model)
+    sess = ort_session(model)
     for row in x:
         np.testing.assert_allclose(sess.run(None, {in_name: row[None]})[0].ravel(), net.evaluate(row),
                                    rtol=1e-12, atol=1e-12)

@@ -6,7 +6,6 @@ from __future__ import annotations
 from fractions import Fraction
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 from onnx import helper
 
@@ -18,26 +17,15 @@ from equivcheck.errors import (
 )
 from equivcheck.io.onnx_import import load_network
 
-from .onnx_builders import make_model, mlp
+from .helpers import gemm_weights, make_model, mlp, ort_outputs, relu_tail
 
 rng0 = np.random.default_rng(1234)
-W1 = rng0.normal(0, 0.5, (4, 3))
-B1 = rng0.normal(0, 0.3, 4)
-W2 = rng0.normal(0, 0.5, (2, 4))
-B2 = rng0.normal(0, 0.3, 2)
-
-
-def _relu_tail(cur):
-    """Relu, then a final Gemm to 2 outputs (so every model ends in an affine layer)."""
-    return [
-        helper.make_node("Relu", [cur], ["r"]),
-        helper.make_node("Gemm", ["r", "W2", "B2"], ["y"], transB=1),
-    ]
+W1, B1, W2, B2 = gemm_weights(rng0)
 
 
 def case_gemm_attrs():
     nodes = [helper.make_node("Gemm", ["x", "W1t", "B1"], ["g"], alpha=0.5, beta=2.0, transB=0)]
-    return make_model(nodes + _relu_tail("g"), {"W1t": W1.T, "B1": B1, "W2": W2, "B2": B2}, [1, 3], [1, 2])
+    return make_model(nodes + relu_tail("g"), {"W1t": W1.T, "B1": B1, "W2": W2, "B2": B2}, [1, 3], [1, 2])
 
 
 def case_gemm_transA():
@@ -45,7 +33,7 @@ def case_gemm_transA():
         helper.make_node("Reshape", ["x", "s31"], ["xt"]),
         helper.make_node("Gemm", ["xt", "W1", "B1"], ["g"], transA=1, transB=1),
     ]
-    return make_model(nodes + _relu_tail("g"), {"s31": np.array([3, 1]), "W1": W1, "B1": B1, "W2": W2, "B2": B2}, [1, 3], [1, 2])
+    return make_model(nodes + relu_tail("g"), {"s31": np.array([3, 1]), "W1": W1, "B1": B1, "W2": W2, "B2": B2}, [1, 3], [1, 2])
 
 
 def case_matmul_right_rank2():
@@ -53,7 +41,7 @@ def case_matmul_right_rank2():
         helper.make_node("MatMul", ["x", "W1t"], ["m"]),
         helper.make_node("Add", ["m", "B1"], ["g"]),
     ]
-    return make_model(nodes + _relu_tail("g"), {"W1t": W1.T, "B1": B1, "W2": W2, "B2": B2}, [1, 3], [1, 2])
+    return make_model(nodes + relu_tail("g"), {"W1t": W1.T, "B1": B1, "W2": W2, "B2": B2}, [1, 3], [1, 2])
 
 
 def case_matmul_left_rank1():
@@ -106,7 +94,7 @@ def case_normalisation():
     ]
     inits = {"mean": np.array([0.1, 0.2, 0.3]), "std": np.array([0.3, 0.7, 0.11]), "two": np.array(2.0),
              "one": np.array([1.0]), "five": np.array(5.0), "W1": W1, "B1": B1, "W2": W2, "B2": B2}
-    return make_model(nodes + _relu_tail("g"), inits, [1, 3], [1, 2])
+    return make_model(nodes + relu_tail("g"), inits, [1, 3], [1, 2])
 
 
 def case_shapes_and_passthrough():
@@ -133,7 +121,7 @@ def case_batchnorm():
     ]
     inits = {"W1": W1, "B1": B1, "sc": np.array([1.5, 0.5, -1.0, 2.0]), "bb": np.array([0.1, -0.2, 0.0, 0.3]),
              "mu": np.array([0.2, 0.1, -0.1, 0.0]), "var": np.array([0.5, 1.5, 2.0, 0.25]), "W2": W2, "B2": B2}
-    return make_model(nodes + _relu_tail("bn"), inits, [1, 3], [1, 2])
+    return make_model(nodes + relu_tail("bn"), inits, [1, 3], [1, 2])
 
 
 def case_consecutive_gemms():
@@ -142,7 +130,7 @@ def case_consecutive_gemms():
         helper.make_node("Gemm", ["x", "W1", "B1"], ["g0"], transB=1),
         helper.make_node("Gemm", ["g0", "Wm", "B1"], ["g"], transB=1),
     ]
-    return make_model(nodes + _relu_tail("g"), {"W1": W1, "B1": B1, "Wm": w_mid, "W2": W2, "B2": B2}, [1, 3], [1, 2])
+    return make_model(nodes + relu_tail("g"), {"W1": W1, "B1": B1, "Wm": w_mid, "W2": W2, "B2": B2}, [1, 3], [1, 2])
 
 
 def case_symbolic_batch_float64():
@@ -174,7 +162,7 @@ def case_transpose():
         helper.make_node("Gemm", ["f", "W6", "B1"], ["g"], transB=1),
     ]
     w6 = rng0.normal(0, 0.5, (4, 6))
-    return make_model(nodes + _relu_tail("g"), {"s": np.array([1, 2, 3]), "W6": w6, "B1": B1, "W2": W2, "B2": B2}, [1, 6], [1, 2])
+    return make_model(nodes + relu_tail("g"), {"s": np.array([1, 2, 3]), "W6": w6, "B1": B1, "W2": W2, "B2": B2}, [1, 6], [1, 2])
 
 
 def case_final_relu():
@@ -184,14 +172,6 @@ def case_final_relu():
 CASES = {name[5:]: fn for name, fn in globals().items() if name.startswith("case_")}
 
 
-def _ort(model, x):
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    inp = sess.get_inputs()[0]
-    shape = [d if isinstance(d, int) else 1 for d in inp.shape]
-    dtype = np.float64 if "double" in inp.type else np.float32
-    return sess.run(None, {inp.name: x.astype(dtype).reshape(shape)})[0].astype(np.float64).ravel()
-
-
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_construct_matches_onnxruntime(name):
     model = CASES[name]()
@@ -199,7 +179,7 @@ def test_construct_matches_onnxruntime(name):
     rng = np.random.default_rng(7)
     for _ in range(25):
         x = rng.uniform(-2, 2, net.in_dim).astype(np.float32).astype(np.float64)
-        ref = _ort(model, x)
+        ref = ort_outputs(model, x)
         ours = net.evaluate(x)
         assert ours.shape == ref.shape
         np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5, err_msg=name)

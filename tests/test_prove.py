@@ -13,64 +13,16 @@ import equivcheck
 from equivcheck import Verdict
 from equivcheck.core.network import Affine, Layer, Network
 from equivcheck.core.spec import Spec
-from equivcheck.io.onnx_export import to_onnx
 
-
-def f32(a):
-    return np.asarray(a, dtype=np.float32).astype(np.float64)
-
-
-def net(weights, biases, relu_last=False, name="net") -> Network:
-    layers = []
-    for k, (w, b) in enumerate(zip(weights, biases)):
-        last = k == len(weights) - 1
-        layers.append(Layer(Affine(f32(np.atleast_2d(w)), f32(np.atleast_1d(b))), relu=(not last) or relu_last))
-    n_in = layers[0].in_dim
-    return Network(tuple(layers), input_shape=(1, n_in), output_shape=(1, layers[-1].out_dim), source=name)
-
-
-def onnx_of(n: Network):
-    model, exact = to_onnx(n)
-    assert exact
-    return model
-
-
-def random_net(rng, widths):
-    ws = [rng.normal(0, 1 / np.sqrt(widths[i]), (widths[i + 1], widths[i])) for i in range(len(widths) - 1)]
-    bs = [rng.normal(0, 0.3, widths[i + 1]) for i in range(len(widths) - 1)]
-    return net(ws, bs)
-
-
-def permute_hidden(n: Network, layer: int, perm) -> Network:
-    layers = list(n.layers)
-    a, b = layers[layer], layers[layer + 1]
-    layers[layer] = Layer(Affine(a.weight[perm], a.bias[perm]), a.relu)
-    layers[layer + 1] = Layer(Affine(b.weight[:, perm], b.bias), b.relu)
-    return n.with_layers(layers)
-
-
-def with_extra_unit(n: Network, layer: int) -> Network:
-    """The same function with one more hidden unit in ``layer`` whose outgoing weights are 0.
-
-    Changes the shape, so unit-by-unit difference bounds do not apply.
-    """
-    layers = list(n.layers)
-    cur, nxt = layers[layer], layers[layer + 1]
-    w = np.vstack([cur.weight, np.full((1, cur.in_dim), 0.5)])
-    layers[layer] = Layer(Affine(w, np.append(cur.bias, 0.25)), cur.relu)
-    layers[layer + 1] = Layer(Affine(np.hstack([nxt.weight, np.zeros((nxt.out_dim, 1))]), nxt.bias), nxt.relu)
-    return n.with_layers(layers)
-
-
-def exact_sample_check(a: Network, b: Network, spec: Spec, lo, hi, n=30, seed=0) -> bool:
-    """True when no sampled point violates the spec in exact arithmetic."""
-    rng = np.random.default_rng(seed)
-    for _ in range(n):
-        x = [Fraction(float(v)) for v in rng.uniform(lo, hi, a.in_dim).astype(np.float32)]
-        if not spec.holds(a.evaluate_exact(x), b.evaluate_exact(x)):
-            return False
-    return True
-
+from .helpers import (
+    exact_sample_check,
+    f32,
+    net,
+    onnx_of,
+    permute_hidden,
+    random_net,
+    with_extra_unit,
+)
 
 # ---- hand-checkable pairs ---------------------------------------------------------------------
 
@@ -271,7 +223,7 @@ def test_bad_domains_raise_input_error(bad):
 
 
 def test_positively_rescaled_units_proved_without_search():
-    from equivcheck.core.network import fraction_array, nearest_float_array
+    from equivcheck.core.rational import fraction_array, nearest_float_array
 
     a = random_net(np.random.default_rng(9), [3, 6, 5, 2])
     l0, l1, l2 = a.layers
@@ -329,7 +281,7 @@ def test_violation_below_float32_resolution_is_labelled():
 
 def test_difference_bounds_prove_nudged_twins_and_enclose_sampled_deviation():
     from equivcheck.bounds.difference import difference_bounds
-    from equivcheck.bounds.propagation import interval_bounds
+    from equivcheck.bounds.interval import interval_bounds
 
     a = random_net(np.random.default_rng(11), [6, 30, 30, 3])
     l0 = a.layers[0]
@@ -350,7 +302,7 @@ def test_difference_bounds_prove_nudged_twins_and_enclose_sampled_deviation():
        symbolic=st.booleans())
 def test_difference_bounds_enclose_exact_differences(seed, width, scale, symbolic):
     from equivcheck.bounds.difference import difference_bounds
-    from equivcheck.bounds.propagation import interval_bounds
+    from equivcheck.bounds.interval import interval_bounds
 
     rng = np.random.default_rng(seed)
     a = random_net(rng, [3, width, width, 2])
@@ -392,3 +344,96 @@ def test_splitting_proves_what_the_whole_box_cannot():
     assert r.verdict is Verdict.PROVED, r.reason
     assert "split" in r.reason and r.boxes[0].parts > 1
     assert exact_sample_check(a, b, Spec.make("epsilon", "0.003"), -1, 1)
+
+
+# ---- the core API: prove_networks, ProverOptions, KnownBounds --------------------------------
+
+
+def test_prove_networks_is_the_core_and_results_carry_their_inputs():
+    from equivcheck.core.domain import box_domain
+    from equivcheck.core.options import BoundMethod, ProverOptions
+    from equivcheck.solve.prover import prove_networks
+
+    spec = Spec.make("strict")
+    dom = box_domain([-1], [1])
+    opts = ProverOptions(timeout=30, bound_method=BoundMethod.SYMBOLIC)
+    r = prove_networks(RELU_X, RELU_HALF, spec, dom, opts)
+    assert r.verdict is Verdict.REFUTED
+    assert r.spec == spec and r.domain == dom and r.options == opts  # objects, not dicts
+    assert r.counterexample.onnxruntime is None  # no ONNX models given: nothing to run
+    data = r.to_dict()
+    assert data["spec"] == {"mode": "strict"} and data["domain"]["source"] == "<api>"
+    assert data["options"]["bound_method"] == "symbolic" and data["options"]["timeout"] == 30
+    # prove() is the loader around it: the same verdict from ONNX models and domain text
+    via_prove = equivcheck.prove(onnx_of(RELU_X), onnx_of(RELU_HALF), domain="-1:1",
+                                 options=opts)
+    assert via_prove.verdict is Verdict.REFUTED and via_prove.options == opts
+    assert via_prove.counterexample.onnxruntime is not None
+
+
+def test_choices_are_validated_as_input_errors():
+    from equivcheck.core.options import BoundMethod, ProverOptions
+
+    a = random_net(np.random.default_rng(0), [2, 3, 1])
+    with pytest.raises(equivcheck.InputError, match="bound method"):
+        equivcheck.prove(a, a, domain="0:1", bounds="magic")
+    for bad in ({"bound_method": "magic"}, {"falsify_share": -0.5}, {"falsify_share": float("nan")},
+                {"timeout": float("inf")}, {"leaf_unstable": -1}, {"seed": 1.5},
+                {"falsify": "no"}, {"max_depth": True}):
+        with pytest.raises(equivcheck.InputError):
+            ProverOptions(**bad)
+    assert ProverOptions(bound_method="lp").bound_method is BoundMethod.LP
+    assert ProverOptions().bound_share() is None
+    assert ProverOptions(bound_method="exact").bound_share() == ProverOptions().exact_bound_share
+
+
+def test_without_the_falsifier_the_solver_refutes():
+    from equivcheck.core.options import ProverOptions
+
+    r = equivcheck.prove(onnx_of(RELU_X), onnx_of(RELU_HALF), domain="-1:1",
+                         options=ProverOptions(falsify=False))
+    assert r.verdict is Verdict.REFUTED
+    assert r.counterexample.found_by == "solver"
+    assert r.options.falsify is False
+
+
+def test_known_bounds_are_intersected_with_the_computed_ones():
+    from equivcheck.bounds.symbolic import symbolic_bounds
+    from equivcheck.core.domain import box_domain
+    from equivcheck.core.options import ProverOptions
+    from equivcheck.solve.prover import KnownBounds, prove_networks
+
+    a = random_net(np.random.default_rng(6), [3, 8, 8, 2])
+    b = permute_hidden(a, 0, [1, 0, 2, 3, 4, 5, 6, 7])
+    dom = box_domain([-1] * 3, [1] * 3)
+    spec = Spec.make("strict")
+    plain = prove_networks(a, b, spec, dom, ProverOptions())  # interval bounds only
+    assert plain.verdict is Verdict.PROVED
+
+    def unstable(result, tag):
+        return [s.unstable for s in result.stability if s.network == tag]
+
+    # symbolic bounds on the domain are tighter than interval ones in layer 1 here: handed in
+    # as known bounds of a, the prover's (interval) bounds of a are intersected with them
+    known = symbolic_bounds(a, -np.ones(3), np.ones(3))
+    r = prove_networks(a, b, spec, dom, ProverOptions(), KnownBounds(a=known))
+    assert r.verdict is Verdict.PROVED
+    assert unstable(plain, "a") == [7, 8] and unstable(r, "a") == [7, 7]
+    assert unstable(r, "b") == unstable(plain, "b")  # b had none
+    with pytest.raises(equivcheck.InputError, match="known bounds of network b"):
+        prove_networks(a, b, spec, dom, ProverOptions(), KnownBounds(b=known[:1]))
+
+
+def test_no_state_survives_between_calls():
+    """The same exact-bounds check twice in a process: the second takes no shortcut (no hidden
+    cache), so both give the same verdict with the same work."""
+    from equivcheck.core.options import ProverOptions
+
+    a = random_net(np.random.default_rng(4), [3, 6, 6, 2])
+    b = with_extra_unit(a, 0)
+    opts = ProverOptions(bound_method="exact", timeout=60)
+    first = equivcheck.prove(a, b, domain="-1:1", options=opts)
+    second = equivcheck.prove(a, b, domain="-1:1", options=opts)
+    assert first.verdict is second.verdict is Verdict.PROVED
+    assert first.stability == second.stability
+    assert [x.parts for x in first.boxes] == [x.parts for x in second.boxes]

@@ -11,14 +11,12 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from typer.testing import CliRunner
 
-from equivcheck.cli import app
 from equivcheck.core.domain import Box, Domain, box_domain
-from equivcheck.core.network import Affine, Layer, Network
+from equivcheck.core.network import Network
 from equivcheck.errors import InputError
 from equivcheck.io.onnx_export import export_network
-from equivcheck.regions.counting import (
+from equivcheck.regions import (
     CountStatus,
     activation_pattern_bound,
     bounds_for_widths,
@@ -32,17 +30,15 @@ from equivcheck.regions.counting import (
     theorem1_bound,
 )
 
-from .conftest import external_path
+from .helpers import cli as run
+from .helpers import external_path
+from .helpers import net as build_net
 
 
-def make_net(weights, biases, relus=None) -> Network:
-    relus = relus if relus is not None else [True] * (len(weights) - 1) + [False]
-    return Network(
-        tuple(
-            Layer(Affine(np.array(w, dtype=np.float64), np.array(b, dtype=np.float64)), r)
-            for w, b, r in zip(weights, biases, relus)
-        )
-    )
+def make_net(weights, biases, relu_last: bool = False) -> Network:
+    """A chain with a ReLU after every layer but the last, weights exactly as given (no float32
+    rounding: they are small dyadic numbers or float64 samples)."""
+    return build_net(weights, biases, relu_last=relu_last, snap=False)
 
 
 # Four lines in general position in the plane: x+y=1, x-y=1/2, 2x+y=-1, x-3y=-2.
@@ -228,11 +224,11 @@ def test_degenerate_coordinate_and_union_of_boxes():
 
 def test_one_ulp_wide_box_and_network_without_relu():
     # no float lies strictly inside [1, 1 + 2^-52]: the witness is the exact rational midpoint
-    net = make_net([[[1.0]]], [[0.0]], relus=[True])
+    net = make_net([[[1.0]]], [[0.0]], relu_last=True)
     result = count_regions(net, box_domain([1.0], [1.0 + 2.0**-52]))
     assert result.exact and result.count == 1
     assert result.regions[0].witness == (1 + Fraction(1, 2**53),)
-    affine = make_net([[[2.0, 1.0]]], [[0.5]], relus=[False])
+    affine = make_net([[[2.0, 1.0]]], [[0.5]])
     assert count_regions(affine, "0:1").count == 1 == theorem1_bound(2, [])
 
 
@@ -347,13 +343,6 @@ def test_count_on_random_gaussian_nets(seed):
 
 # ---------------------------------------------------------------------------------------------
 # the command line
-
-runner = CliRunner()
-
-
-def run(*args):
-    return runner.invoke(app, list(args))
-
 
 def test_cli_bound_widths_json_is_exact_integer():
     res = run("regions", "bound", "--widths", "784,256,256,256,256,256,256,10", "--json")

@@ -2,28 +2,24 @@
 
 from __future__ import annotations
 
-import time
 from fractions import Fraction
 
 import numpy as np
 import pytest
 
-from equivcheck.bounds.propagation import interval_bounds
-from equivcheck.bounds.stability import (
-    Stage,
-    UnitStatus,
-    _branch_and_bound,
-    _input_split,
-    _State,
-    analyze_stability,
-    exact_preactivations,
-)
+from equivcheck.bounds.interval import interval_bounds
+from equivcheck.bounds.methods import sound_bounds
+from equivcheck.bounds.stability import ExactSearch, analyze_stability
+from equivcheck.bounds.stability_report import Stage
 from equivcheck.core.domain import box_domain
+from equivcheck.core.exact import pre_activations_exact
 from equivcheck.core.network import Affine, Layer, Network
+from equivcheck.core.options import BoundMethod, UnitStability
+from equivcheck.errors import InputError
 from equivcheck.io.domains import parse_domain
 from equivcheck.io.onnx_import import load_network
 
-from .conftest import MODELS
+from .helpers import MODELS
 
 
 def hand_net() -> Network:
@@ -44,12 +40,12 @@ def check_witnesses(net, report, domain):
     box = domain.boxes[0]
     for rep in report.layers:
         for i, status in enumerate(rep.status):
-            if status is not UnitStatus.UNSTABLE:
+            if status is not UnitStability.UNSTABLE:
                 continue
             for idx, sign in ((rep.witness_active[i], 1), (rep.witness_inactive[i], -1)):
                 x = report.witnesses[idx]
                 assert box.contains(x)
-                z = exact_preactivations(net, [Fraction(v) for v in x])[rep.layer][i]
+                z = pre_activations_exact(net.layers, [Fraction(v) for v in x])[rep.layer][i]
                 assert sign * z > 0
 
 
@@ -58,41 +54,92 @@ def test_hand_net_verdicts_and_stages():
     dom = box_domain([-1], [1])
     rep = analyze_stability(net, dom, timeout=30)
     l0, l1 = rep.layer(0), rep.layer(1)
-    assert l0.status == (UnitStatus.UNSTABLE, UnitStatus.UNSTABLE, UnitStatus.ACTIVE,
-                         UnitStatus.INACTIVE, UnitStatus.INACTIVE, UnitStatus.INACTIVE)
+    assert l0.status == (UnitStability.UNSTABLE, UnitStability.UNSTABLE, UnitStability.ACTIVE,
+                         UnitStability.INACTIVE, UnitStability.INACTIVE, UnitStability.INACTIVE)
     # x - 1 reaches exactly 0: the rigorous float bounds cannot tell, the exact vertex can
     assert l0.stage[4] is Stage.EXACT
     assert l0.stage[2] is Stage.INTERVAL and l0.stage[3] is Stage.INTERVAL
-    assert l1.status == (UnitStatus.INACTIVE, UnitStatus.UNSTABLE, UnitStatus.ACTIVE)
+    assert l1.status == (UnitStability.INACTIVE, UnitStability.UNSTABLE, UnitStability.ACTIVE)
     assert l1.stage[0] is not Stage.INTERVAL  # |x| - 1.5 <= 0 needs more than intervals
     assert rep.undecided == ()
     check_witnesses(net, rep, dom)
 
 
-def test_branch_and_bound_proves_what_intervals_cannot():
-    net = hand_net()
-    dom = box_domain([-1], [1])
-    st = _State(net, dom.boxes[0], time.monotonic() + 30)
-    bounds = interval_bounds(net, st.lo, st.hi)
-    assert bounds[1].upper[0] > 0  # intervals say |x| - 1.5 may be positive
-    _branch_and_bound(st, bounds, 1, 0, 1)
-    assert st.status[1][0] is UnitStatus.INACTIVE and st.stage[1][0] is Stage.EXACT
-    assert bounds[1].upper[0] <= 0  # the proved fact is recorded for later questions
-    # an unstable unit is never proved stable: branch and bound finds a witness instead
-    _branch_and_bound(st, bounds, 1, 1, 1)
-    assert st.status[1][1] is UnitStatus.UNDECIDED and st.w_pos[1][1] is not None
+NARROW = 2.0**-20
 
 
-def test_input_splitting_proves_and_witnesses():
-    net = hand_net()
+def twin_net() -> Network:
+    """x in [-1, 1]. Layer 0: x, x, x - 0.5, 0.5 - x. Layer 1: relu(x) - relu(x) - 0.1 (never
+    positive, but every relaxation that treats the two copies of x apart says it may be),
+    2 relu(x) - 0.5 (unstable), 2^-20 - |x - 0.5| (positive only within 2^-20 of 0.5)."""
+    w0 = np.array([[1.0], [1.0], [1.0], [-1.0]])
+    b0 = np.array([0.0, 0.0, -0.5, 0.5])
+    w1 = np.array([[1.0, -1.0, 0.0, 0.0], [1.0, 1.0, 0.0, 0.0], [0.0, 0.0, -1.0, -1.0]])
+    b1 = np.array([-0.1, -0.5, NARROW])
+    return Network((Layer(Affine(w0, b0), True), Layer(Affine(w1, b1), True),
+                    Layer(Affine(np.ones((1, 3)), np.zeros(1)), False)))
+
+
+def test_cheap_stages_cannot_prove_what_the_exact_stage_must():
+    net = twin_net()
     dom = box_domain([-1], [1])
-    st = _State(net, dom.boxes[0], time.monotonic() + 30)
-    bounds = interval_bounds(net, st.lo, st.hi)
-    st.record_bounds(bounds, Stage.INTERVAL)
-    _input_split(st, bounds)
-    assert st.status[1][0] is UnitStatus.INACTIVE
-    assert st.status[1][1] is UnitStatus.UNSTABLE
-    assert st.status[0][0] is UnitStatus.UNSTABLE
+    lo, hi = dom.boxes[0].lower_float(), dom.boxes[0].upper_float()
+    for method in BoundMethod:  # EXACT here, without an analysis, is the LP bounds
+        assert sound_bounds(net, lo, hi, method)[1].upper[0] > 0
+    rep = analyze_stability(net, dom, timeout=30, exact=ExactSearch.NONE)
+    assert rep.layer(1).status[0] is UnitStability.UNDECIDED
+    assert rep.layer(1).stage[0] is Stage.TIMEOUT
+    assert rep.layer(1).status[1] is UnitStability.UNSTABLE
+
+
+@pytest.mark.parametrize("exact", [ExactSearch.BRANCH_AND_BOUND, ExactSearch.INPUT_SPLIT])
+def test_exact_stage_proves_what_relaxations_cannot(exact):
+    net = twin_net()
+    dom = box_domain([-1], [1])
+    rep = analyze_stability(net, dom, timeout=30, exact=exact)
+    l0, l1 = rep.layer(0), rep.layer(1)
+    assert l1.status[0] is UnitStability.INACTIVE and l1.stage[0] is Stage.EXACT
+    assert rep.bounds[1].upper[0] <= 0  # the proved fact is in the bounds later questions use
+    # unstable units are never proved stable: they get exactly checked witnesses instead
+    assert l1.status[1] is UnitStability.UNSTABLE and l1.status[2] is UnitStability.UNSTABLE
+    assert l0.status[0] is UnitStability.UNSTABLE
+    assert rep.undecided == ()
+    check_witnesses(net, rep, dom)
+
+
+def test_branch_and_bound_finds_witnesses_that_sampling_misses():
+    # 2^-20 - |x - 0.5| > 0 only on a sliver: the sampling stages miss it, the LP point of
+    # branch and bound (x = 0.5) is checked exactly and makes the unit unstable
+    net = twin_net()
+    dom = box_domain([-1], [1])
+    cheap = analyze_stability(net, dom, timeout=30, use_lp=False, exact=ExactSearch.NONE)
+    assert cheap.layer(1).status[2] is UnitStability.UNDECIDED
+    rep = analyze_stability(net, dom, timeout=30, use_lp=False,
+                            exact=ExactSearch.BRANCH_AND_BOUND)
+    assert rep.layer(1).status[2] is UnitStability.UNSTABLE
+    assert rep.layer(1).stage[2] is Stage.EXACT
+    check_witnesses(net, rep, dom)
+
+
+def test_clip_returns_new_bounds_and_leaves_the_callers_alone():
+    net = twin_net()
+    dom = box_domain([-1], [1])
+    rep = analyze_stability(net, dom, timeout=30)
+    mine = interval_bounds(net, dom.boxes[0].lower_float(), dom.boxes[0].upper_float())
+    before = [(b.lower.copy(), b.upper.copy()) for b in mine]
+    ids = [id(b) for b in mine]
+    clipped = rep.clip(mine)
+    assert clipped is not mine and [id(b) for b in mine] == ids
+    for b, (lo, hi) in zip(mine, before):
+        assert np.array_equal(b.lower, lo) and np.array_equal(b.upper, hi)
+    assert mine[1].upper[0] > 0 and clipped[1].upper[0] <= 0
+
+
+def test_unknown_exact_search_is_an_input_error():
+    with pytest.raises(InputError, match="unknown exact search"):
+        analyze_stability(twin_net(), box_domain([-1], [1]), timeout=1, exact="magic")
+    assert ExactSearch.parse(True) is ExactSearch.AUTO
+    assert ExactSearch.parse(False) is ExactSearch.NONE
 
 
 def test_timeout_leaves_units_undecided_and_kept():
@@ -102,7 +149,7 @@ def test_timeout_leaves_units_undecided_and_kept():
     for layer, unit in rep.undecided:
         assert rep.layer(layer).stage[unit] is Stage.TIMEOUT
     # whatever was decided is still right
-    assert rep.layer(0).status[3] is UnitStatus.INACTIVE
+    assert rep.layer(0).status[3] is UnitStability.INACTIVE
 
 
 def test_union_of_boxes_combines_verdicts():
@@ -112,19 +159,19 @@ def test_union_of_boxes_combines_verdicts():
 
     dom = Domain((Box((Fraction(-1),), (Fraction(-1, 2),)), Box((Fraction(1, 2),), (Fraction(1),))), "two")
     rep = analyze_stability(net, dom, timeout=30)
-    assert rep.layer(0).status[0] is UnitStatus.UNSTABLE
-    assert rep.layer(0).status[2] is UnitStatus.ACTIVE
+    assert rep.layer(0).status[0] is UnitStability.UNSTABLE
+    assert rep.layer(0).status[2] is UnitStability.ACTIVE
     check_witnesses_union(net, rep, dom)
 
 
 def check_witnesses_union(net, rep, dom):
     for layer in rep.layers:
         for i, status in enumerate(layer.status):
-            if status is UnitStatus.UNSTABLE:
+            if status is UnitStability.UNSTABLE:
                 for idx, sign in ((layer.witness_active[i], 1), (layer.witness_inactive[i], -1)):
                     x = rep.witnesses[idx]
                     assert any(b.contains(x) for b in dom.boxes)
-                    assert sign * exact_preactivations(net, [Fraction(v) for v in x])[layer.layer][i] > 0
+                    assert sign * pre_activations_exact(net.layers, [Fraction(v) for v in x])[layer.layer][i] > 0
 
 
 def test_trained_mnist_model_verdicts_agree_with_samples():
@@ -142,9 +189,35 @@ def test_trained_mnist_model_verdicts_agree_with_samples():
     for layer in rep.layers:
         z = zs[layer.layer]
         for i, status in enumerate(layer.status):
-            if status is UnitStatus.INACTIVE:
+            if status is UnitStability.INACTIVE:
                 assert z[:, i].max() <= 1e-9
-            elif status is UnitStatus.ACTIVE:
+            elif status is UnitStability.ACTIVE:
                 assert z[:, i].min() >= -1e-9
     counts = rep.stage_counts()
     assert sum(v["stable"] for v in counts.values()) + sum(v["unstable"] for v in counts.values()) == 50
+
+
+def test_a_regions_count_first_does_not_break_later_lps():
+    # HiGHS' thread pool is global to a process and fixed by the first model that runs: when a
+    # regions count ran first with another thread count, every later LP of the stability
+    # analysis failed and units were left undecided. A fresh process shows it.
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np\n"
+        "from tests.test_stability import twin_net\n"
+        "from equivcheck.core.domain import box_domain\n"
+        "from equivcheck.regions import count_regions\n"
+        "from equivcheck.bounds.stability import analyze_stability, ExactSearch\n"
+        "from equivcheck.core.options import UnitStability\n"
+        "net = twin_net(); dom = box_domain([-1], [1])\n"
+        "count_regions(net, dom, timeout=30)\n"
+        "rep = analyze_stability(net, dom, timeout=30, exact=ExactSearch.BRANCH_AND_BOUND)\n"
+        "print(rep.layer(1).status[0].value)\n"
+    )
+    from .helpers import REPO
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=REPO, timeout=120)
+    assert out.stdout.strip().splitlines()[-1] == UnitStability.INACTIVE.value, out.stderr[-500:]

@@ -12,7 +12,9 @@ import onnx
 import pytest
 
 from equivcheck.core.network import Affine, Layer, Network
+from equivcheck.core.options import DEFAULT_TIMEOUT
 from equivcheck.core.result import Verdict
+from equivcheck.core.spec import Mode
 from equivcheck.errors import InputError
 from equivcheck.io.onnx_export import export_network, to_onnx
 from equivcheck.testing import EquivalenceUnknownError, NotEquivalentError, assert_equivalent
@@ -93,7 +95,8 @@ def models(tmp_path) -> dict[str, Path]:
 def test_equivalent_models_pass_and_return_the_proof(models):
     result = assert_equivalent(models["base"], models["rescaled"], domain="-1:1")
     assert result.verdict is Verdict.PROVED
-    assert result.spec["mode"] == "strict"
+    assert result.spec.mode is Mode.STRICT
+    assert result.options.timeout == DEFAULT_TIMEOUT  # the one default, recorded in the result
 
 
 def test_refuted_message_reads_like_an_assertion(models, tmp_path):
@@ -139,6 +142,25 @@ def test_epsilon_message_states_the_difference_against_the_tolerance(models):
     ok = assert_equivalent(models["base"], models["shifted"], domain="-1:1", mode="epsilon",
                            tolerance=0.25)
     assert ok.proved
+
+
+def test_check_options_come_from_one_place(models):
+    from equivcheck.core.options import BoundMethod, ProverOptions
+    from equivcheck.testing import CheckDefaults
+
+    assert CheckDefaults().prover_options() == ProverOptions()
+    opts = CheckDefaults(timeout=5.0).prover_options(bounds="lp", seed=3)
+    assert (opts.timeout, opts.bound_method, opts.seed) == (5.0, BoundMethod.LP, 3)
+    assert CheckDefaults(timeout=5.0).prover_options(timeout=7.0).timeout == 7.0
+    with pytest.raises(InputError, match="bound method"):
+        assert_equivalent(models["base"], models["shifted"], domain="-1:1", bounds="magic")
+    # the options the check ran with are in the result and in the reproduce command
+    with pytest.raises(NotEquivalentError) as info:
+        assert_equivalent(models["base"], models["shifted"], domain="-1:1", bounds="symbolic",
+                          timeout=30)
+    err = info.value
+    assert err.result.options.bound_method is BoundMethod.SYMBOLIC
+    assert "--bounds symbolic --timeout 30" in str(err)
 
 
 def test_argmax_message_names_both_classes():

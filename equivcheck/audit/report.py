@@ -1,5 +1,5 @@
-"""Rendering an :class:`~equivcheck.audit.auditor.AuditResult`: HTML (with an embedded plot), Markdown,
-JSON, and a short plain-text summary for the terminal.
+"""The one renderer of an :class:`~equivcheck.audit.results.AuditResult`: HTML (with an embedded
+plot), Markdown, JSON, and the plain text for the terminal.
 
 All renderings carry the same content: the verdict table, the certified / witnessed deviation
 bounds overall and per output, the units pruning removed or changed, and the deviation
@@ -14,7 +14,7 @@ import io
 import json
 from pathlib import Path
 
-from equivcheck.audit.auditor import AuditResult
+from equivcheck.audit.results import AuditResult, ChangeKind
 from equivcheck.core.result import json_safe, long_int_text
 from equivcheck.errors import InputError
 
@@ -57,6 +57,13 @@ def summary_lines(r: AuditResult) -> list[str]:
             )
     lines.extend(f"note: {n}" for n in r.notes)
     return lines
+
+
+def terminal_lines(r: AuditResult) -> list[str]:
+    """What ``equivcheck audit`` prints without ``--json``: the models, the domain, the
+    :func:`summary_lines` and the time."""
+    return [f"audit {r.original} -> {r.pruned}", f"  domain: {r.domain_text}",
+            *summary_lines(r), f"  time: {r.seconds:.1f} s"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,7 +201,7 @@ def to_html(r: AuditResult) -> str:
                      f"<td>{lc.units_removed_harmless}</td><td>{lc.units_removed_live}</td>"
                      f"<td>{lc.units_changed}</td><td>{lc.units_changed_harmless}</td></tr>")
         p.append("</table>")
-        removed = [u for u in r.units if u.kind == "removed"]
+        removed = [u for u in r.units if u.kind is ChangeKind.REMOVED]
         if removed:
             items = ", ".join(
                 f"L{u.layer}#{u.unit} ({u.original}{', harmless' if u.harmless else ', LIVE'})"

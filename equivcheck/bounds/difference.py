@@ -28,8 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from equivcheck.bounds import propagation as _bounds
-from equivcheck.bounds.propagation import LayerBounds
+from equivcheck.bounds.interval import TINY, LayerBounds, affine_interval, gamma
+from equivcheck.bounds.symbolic import relu_relaxation
 from equivcheck.core.deadline import Deadline
 from equivcheck.core.network import Network
 
@@ -117,8 +117,8 @@ def difference_bounds(
         exact_dw = not np.any(err)
         db = la.bias - lb.bias
         zero_b = np.zeros(la.out_dim)
-        t1l, t1u = _bounds.affine_interval(lb.weight, zero_b, d_lo, d_hi)
-        t2l, t2u = _bounds.affine_interval(d_w, zero_b, h_lo, h_hi, exact_weights=exact_dw)
+        t1l, t1u = affine_interval(lb.weight, zero_b, d_lo, d_hi)
+        t2l, t2u = affine_interval(d_w, zero_b, h_lo, h_hi, exact_weights=exact_dw)
         zl = _down(_down(t1l + t2l) + _down(db))
         zu = _up(_up(t1u + t2u) + _up(db))
         ba, bb = bounds_a[k], bounds_b[k]
@@ -172,8 +172,8 @@ def _diff_back_substitute(f: Network, g: Network, k: int, c: np.ndarray, bf, bg,
     Back-substitutes two streams of coefficients, on ``delta_j = h_f,j - h_g,j`` and on
     ``h_f,j``, through ``dz_j = W_g delta_{j-1} + D_j h_f,{j-1} + db_j`` and
     ``z_f,j = W_f h_f,{j-1} + b_f,j``, relaxing each ReLU with :func:`_relax_difference` and
-    ``equivcheck.bounds.propagation.relu_relaxation`` (from the sound bounds ``pre``/``post`` of the differences and ``bf`` of
-    f). As in :func:`equivcheck.bounds.propagation.back_substitute`, every float product and sum is covered
+    :func:`~equivcheck.bounds.symbolic.relu_relaxation` (from the sound bounds ``pre``/``post`` of the differences and ``bf`` of
+    f). As in :func:`equivcheck.bounds.symbolic.back_substitute`, every float product and sum is covered
     by ``gamma(N)`` times a magnitude accumulated in ``mag``; the float errors of ``W_f - W_g``
     and ``b_f - b_g`` (exact, from TwoSum) are added as ``slack``. The result holds for the
     exact network whatever the float coefficients came out as.
@@ -204,7 +204,7 @@ def _diff_back_substitute(f: Network, g: Network, k: int, c: np.ndarray, bf, bg,
         both_active = (fb.lower >= 0.0) & (gb.lower >= 0.0)
         both_off = (fb.upper <= 0.0) & (gb.upper <= 0.0)
         rho_d, r_d, m_d = _relax_difference(nu_d, dl, du, both_active, both_off)
-        rho_h, r_h, m_h = _bounds.relu_relaxation(nu_h, fb.lower, fb.upper)  # CROWN relaxation
+        rho_h, r_h, m_h = relu_relaxation(nu_h, fb.lower, fb.upper)  # CROWN relaxation
         val += r_d + r_h
         mag += m_d + m_h
         d_w, d_err = _two_diff(fj.weight, gj.weight)
@@ -221,7 +221,7 @@ def _diff_back_substitute(f: Network, g: Network, k: int, c: np.ndarray, bf, bg,
     val += np.maximum(nu_h * lo, nu_h * hi).sum(axis=1)
     mag += np.abs(nu_h) @ xmax
     n = max(max(layer.in_dim, layer.out_dim) for layer in f.layers) + 12 * len(f.layers) + 24
-    factor = 4.0 * _bounds.gamma(2 * n)
-    return val + factor * (mag + slack) + slack + 8.0 * (ops + len(lo)) * _bounds.TINY
+    factor = 4.0 * gamma(2 * n)
+    return val + factor * (mag + slack) + slack + 8.0 * (ops + len(lo)) * TINY
 
 

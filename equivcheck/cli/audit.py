@@ -13,6 +13,7 @@ from equivcheck.cli import app
 from equivcheck.cli.common import check_timeout, console, emit_json, fail, guarded
 from equivcheck.cli.paths import check_outputs, domain_file, onnx_external_files
 from equivcheck.core.deadline import Deadline
+from equivcheck.core.options import MULTI_PROOF_TIMEOUT
 from equivcheck.errors import InputError
 
 
@@ -34,7 +35,7 @@ def audit_cmd(
     gap: Annotated[float, typer.Option(
         "--gap", help="Refine the deviation bounds until (upper-lower)/upper <= GAP.")] = 0.05,
     timeout: Annotated[float, typer.Option(
-        "--timeout", "-t", help="Limit in seconds for the whole audit.")] = 120.0,
+        "--timeout", "-t", help="Limit in seconds for the whole audit.")] = MULTI_PROOF_TIMEOUT,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> int:
     """Audit a pruned model against the original: verdicts for strict / epsilon / argmax

@@ -11,6 +11,7 @@ from equivcheck.cli import app
 from equivcheck.cli.common import check_timeout, console, emit_json, fail, guarded
 from equivcheck.cli.paths import check_outputs, domain_file, onnx_external_files
 from equivcheck.core.deadline import Deadline
+from equivcheck.core.options import MULTI_PROOF_TIMEOUT
 
 
 @app.command("compress")
@@ -19,7 +20,7 @@ def compress_cmd(
     model: Annotated[Path, typer.Argument(help="Model to compress (ONNX).", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the compressed ONNX model.")],
     domain: Annotated[Optional[str], typer.Option("--domain", "-d", help="LO:HI, a .vnnlib or a .json file; default 0:1 on every input.")] = None,
-    timeout: Annotated[float, typer.Option("--timeout", "-t", help="Hard limit in seconds for the whole command, counted from its start: stability analysis (at most 40%) and proof share it (finite, positive).")] = 120.0,
+    timeout: Annotated[float, typer.Option("--timeout", "-t", help="Hard limit in seconds for the whole command, counted from its start: stability analysis (at most 40%) and proof share it (finite, positive).")] = MULTI_PROOF_TIMEOUT,
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the equivalence proof of original vs compressed.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> int:
@@ -49,6 +50,8 @@ def render(result, output: Path) -> None:
     from rich.markup import escape
     from rich.table import Table
 
+    from equivcheck.core.result import Verdict
+
     con = console()
     table = Table(title=f"equivcheck compress: {escape(str(result.original.source))}")
     for col in ("layer", "units", "inactive removed", "active folded", "units kept",
@@ -77,6 +80,6 @@ def render(result, output: Path) -> None:
         return
     p = result.proof
     what = "strictly equal" if result.epsilon is None else f"equal within epsilon = {result.epsilon} (linf, {float(result.epsilon):.3g})"
-    colour = {"proved": "green", "refuted": "red", "unknown": "yellow"}[p.verdict.label]
+    colour = {Verdict.PROVED: "green", Verdict.REFUTED: "red", Verdict.UNKNOWN: "yellow"}[p.verdict]
     con.print(f"  proof: [{colour}]{p.verdict.label.upper()}[/] {what} on {escape(p.domain_text)} "
               f"({p.seconds:.2f} s): {escape(p.reason)}")

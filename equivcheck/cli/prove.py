@@ -13,8 +13,11 @@ from equivcheck.cli import app
 from equivcheck.cli.common import check_timeout, console, emit_json, fail, guarded
 from equivcheck.cli.paths import check_outputs, domain_file, onnx_external_files
 from equivcheck.core.deadline import Deadline
+from equivcheck.core.exact import round_to
+from equivcheck.core.options import DEFAULT_TIMEOUT, BoundMethod, ProverOptions
 from equivcheck.core.result import json_text
 from equivcheck.core.spec import Mode, Norm
+from equivcheck.errors import InputError
 
 CEX_SUFFIXES = (".npy", ".json")
 
@@ -28,8 +31,8 @@ def prove_cmd(
     mode: Annotated[Mode, typer.Option("--mode", "-m", help="strict, epsilon or argmax.")] = Mode.STRICT,
     tolerance: Annotated[Optional[str], typer.Option("--tolerance", "-e", help="EPS for --mode epsilon (default 1e-6), read exactly.")] = None,
     norm: Annotated[Norm, typer.Option("--norm", help="Norm for --mode epsilon.")] = Norm.LINF,
-    timeout: Annotated[float, typer.Option("--timeout", "-t", help="Hard limit in seconds for the whole check (finite, positive).")] = 60.0,
-    bounds: Annotated[str, typer.Option("--bounds", help="Bound method that classifies ReLUs: interval, symbolic, lp, exact (stability analysis); all rigorous.")] = "interval",
+    timeout: Annotated[float, typer.Option("--timeout", "-t", help="Hard limit in seconds for the whole check (finite, positive).")] = DEFAULT_TIMEOUT,
+    bounds: Annotated[str, typer.Option("--bounds", help="Bound method that classifies ReLUs: interval, symbolic, lp, exact (stability analysis); all rigorous.")] = ProverOptions().bound_method.value,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
     counterexample: Annotated[Optional[Path], typer.Option("--counterexample", "-o", help="Write the counterexample input to PATH (.npy or .json); checked before the proof starts.")] = None,
 ) -> int:
@@ -37,19 +40,21 @@ def prove_cmd(
 
     Exit codes: 0 proved, 1 refuted, 3 unknown, 4 bad input.
     """
-    from equivcheck.bounds.propagation import BOUND_METHODS
     from equivcheck.solve.prover import prove
 
-    if bounds not in BOUND_METHODS:
-        fail(f"--bounds {bounds!r}: use one of {', '.join(BOUND_METHODS)}")
-    check_timeout(timeout)
+    try:
+        method = BoundMethod.parse(bounds)
+    except InputError:
+        fail(f"--bounds {bounds!r}: use one of {', '.join(m.value for m in BoundMethod)}")
+    options = ProverOptions(timeout=check_timeout(timeout), bound_method=method)
     if counterexample is not None:
         if counterexample.suffix.lower() not in CEX_SUFFIXES:
             fail(f"--counterexample {counterexample}: use a .npy or .json file name")
         inputs = [model_a, model_b, *onnx_external_files(model_a), *onnx_external_files(model_b),
                   *domain_file(domain)]
         check_outputs([("--counterexample", counterexample)], inputs)
-    result = prove(model_a, model_b, domain=domain, mode=mode.value, tolerance=tolerance, norm=norm.value, timeout=Deadline.for_command(timeout), bounds=bounds)
+    result = prove(model_a, model_b, domain=domain, mode=mode.value, tolerance=tolerance, norm=norm.value,
+                   timeout=Deadline.for_command(timeout), options=options)
     write_error = None
     if counterexample is not None and result.counterexample is not None:
         write_error = write_counterexample(counterexample, result.counterexample)
@@ -77,9 +82,9 @@ def write_counterexample(path: Path, cex) -> str | None:
     try:
         if path.suffix.lower() == ".npy":
             x = np.array(cex.input, dtype=np.float64)
-            x32 = x.astype(np.float32)
+            is_f32 = np.array_equal(round_to(x, "float32"), x)
             with open(path, "wb") as f:
-                np.save(f, x32 if np.array_equal(x32.astype(np.float64), x) else x)
+                np.save(f, x.astype(np.float32) if is_f32 else x)
         else:
             path.write_text(json_text(cex, indent=2) + "\n", encoding="utf-8")
     except OSError as exc:

@@ -11,6 +11,8 @@ import typer
 
 from equivcheck.cli import app
 from equivcheck.cli.common import check_timeout, console, emit_json, fail, guarded
+from equivcheck.core.deadline import Deadline
+from equivcheck.core.options import DEFAULT_TIMEOUT
 
 EXIT_LOWER_BOUND = 3  # the count stopped early (cap, timeout, unresolved branch): a lower bound
 PRINT_DIGITS = 1000  # longer exact integers are not printed on the terminal
@@ -57,7 +59,7 @@ def bound_cmd(
     and the bound of one hidden layer with all N units; with --domain also the bound refined by
     unit stability on the domain and by weight ranks.
     """
-    from equivcheck.regions.counting import bounds_for_widths, network_bounds, parse_widths
+    from equivcheck.regions import bounds_for_widths, network_bounds, parse_widths
 
     if (model is None) == (widths is None):
         fail("give either a model or --widths (not both)")
@@ -81,7 +83,7 @@ def bound_cmd(
 def _render_bounds(b) -> None:
     from rich.markup import escape
 
-    from equivcheck.regions.counting import scientific
+    from equivcheck.regions import scientific
 
     con = console()
     units = sum(b.widths)
@@ -124,7 +126,7 @@ def _render_bounds(b) -> None:
 
 def _exact_text(n: int) -> str:
     """``n`` in full when it has at most :data:`PRINT_DIGITS` digits, else its size."""
-    from equivcheck.regions.counting import scientific
+    from equivcheck.regions import scientific
 
     if n.bit_length() <= PRINT_DIGITS * 3.32:
         return str(n)
@@ -145,7 +147,7 @@ def count_cmd(
     ] = 100_000,
     timeout: Annotated[
         float, typer.Option("--timeout", "-t", help="Stop after this many seconds (lower bound).")
-    ] = 60.0,
+    ] = DEFAULT_TIMEOUT,
     as_json: JsonOpt = False,
 ) -> int:
     """Count the linear regions of a small network on a box, exactly.
@@ -154,7 +156,7 @@ def count_cmd(
     timeout or an undecided branch), 4 bad input.
     """
     from equivcheck.io.onnx_import import load_network
-    from equivcheck.regions.counting import count_regions
+    from equivcheck.regions import count_regions
 
     if cap < 1:
         fail(f"--cap must be at least 1, got {cap}")
@@ -178,9 +180,9 @@ def count_cmd(
             def progress(done: float, found: int) -> None:
                 bar.update(task, completed=done, regions=found)
 
-            result = count_regions(net, domain, cap=cap, timeout=timeout, progress=progress)
+            result = count_regions(net, domain, cap=cap, timeout=Deadline.for_command(timeout), progress=progress)
     else:
-        result = count_regions(net, domain, cap=cap, timeout=timeout)
+        result = count_regions(net, domain, cap=cap, timeout=Deadline.for_command(timeout))
     out = result.to_dict()
     out = {"model": str(model), **out}
     if as_json:

@@ -37,7 +37,8 @@ class Box:
     Strictness is honoured exactly wherever a point is judged (:meth:`contains`, the solver's
     encoding, the float points the falsifier samples); float *enclosures* (:meth:`lower_float`,
     :meth:`upper_float`) cover the closure, which is sound for bounds. Bounds must lie within the
-    float32 range, so every point of a box can be handed to float code.
+    float32 range, so every point of a box can be handed to float code. Bounds given as ints,
+    floats or decimal text are stored as the exact Fractions they denote (:func:`exact_bound`).
     """
 
     lower: tuple[Fraction, ...]
@@ -46,6 +47,8 @@ class Box:
     upper_strict: tuple[bool, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "lower", _exact_tuple(self.lower))
+        object.__setattr__(self, "upper", _exact_tuple(self.upper))
         if len(self.lower) != len(self.upper):
             raise DomainError(
                 f"domain has {len(self.lower)} lower and {len(self.upper)} upper bounds"
@@ -55,30 +58,37 @@ class Box:
         n = len(self.lower)
         for name in ("lower_strict", "upper_strict"):
             flags = getattr(self, name)
-            if not flags:
-                object.__setattr__(self, name, (False,) * n)
-            elif len(flags) != n:
+            if len(flags) not in (0, n):
                 raise DomainError(f"domain has {n} bounds but {len(flags)} {name} flags")
+            object.__setattr__(self, name, tuple(bool(f) for f in flags) if flags else (False,) * n)
         for i, (lo, hi) in enumerate(zip(self.lower, self.upper)):
-            for q in (lo, hi):
-                if abs(q) > FLOAT32_MAX:
-                    raise DomainError(
-                        f"domain bound {format_rational(q)} at input {i} lies beyond the float32 "
-                        f"range (|x| <= {float(FLOAT32_MAX):.4g})"
-                    )
-            if lo > hi:
+            strict = self.lower_strict[i] or self.upper_strict[i]
+            if not (_FLOAT32_MIN <= lo <= hi <= FLOAT32_MAX) or (strict and lo == hi):
+                self._refuse_interval(i)
+
+    def _refuse_interval(self, i: int) -> None:
+        """Raise the :class:`DomainError` saying why input ``i``'s interval is refused (a bound
+        beyond the float32 range, inverted, or empty because of a strict bound)."""
+        lo, hi = self.lower[i], self.upper[i]
+        for q in (lo, hi):
+            if abs(q) > FLOAT32_MAX:
                 raise DomainError(
-                    f"domain is inverted at input {i}: lower {format_rational(lo)} > "
-                    f"upper {format_rational(hi)}"
+                    f"domain bound {format_rational(q)} at input {i} lies beyond the float32 "
+                    f"range (|x| <= {float(FLOAT32_MAX):.4g})"
                 )
-            if lo == hi and (self.lower_strict[i] or self.upper_strict[i]):
-                raise DomainError(
-                    f"domain is empty at input {i}: a strict bound excludes its only value "
-                    f"{format_rational(lo)}"
-                )
+        if lo > hi:
+            raise DomainError(
+                f"domain is inverted at input {i}: lower {format_rational(lo)} > "
+                f"upper {format_rational(hi)}"
+            )
+        raise DomainError(
+            f"domain is empty at input {i}: a strict bound excludes its only value "
+            f"{format_rational(lo)}"
+        )
 
     @property
     def dim(self) -> int:
+        """The number of (flat) inputs."""
         return len(self.lower)
 
     @property
@@ -96,16 +106,17 @@ class Box:
 
     def float32_box(self) -> tuple[np.ndarray, np.ndarray] | None:
         """The float32 points inside the exact box, as (lower, upper), or None if there are none."""
-        lo = np.array([f32_up(v, s) for v, s in zip(self.lower, self.lower_strict)])
-        hi = np.array([f32_down(v, s) for v, s in zip(self.upper, self.upper_strict)])
-        if np.any(lo > hi):
-            return None
-        return lo, hi
+        return self._inner_box(f32_up, f32_down)
 
     def float64_box(self) -> tuple[np.ndarray, np.ndarray] | None:
         """The float64 points inside the exact box, as (lower, upper), or None if there are none."""
-        lo = np.array([f64_up(v, s) for v, s in zip(self.lower, self.lower_strict)])
-        hi = np.array([f64_down(v, s) for v, s in zip(self.upper, self.upper_strict)])
+        return self._inner_box(f64_up, f64_down)
+
+    def _inner_box(self, up, down) -> tuple[np.ndarray, np.ndarray] | None:
+        """Each bound rounded inward (``up(q, strict)`` for lower bounds, ``down`` for upper
+        ones), or None when that leaves no point on some input."""
+        lo = np.array([up(v, s) for v, s in zip(self.lower, self.lower_strict)])
+        hi = np.array([down(v, s) for v, s in zip(self.upper, self.upper_strict)])
         if np.any(lo > hi):
             return None
         return lo, hi
@@ -150,10 +161,12 @@ class Box:
         return left, right
 
     def describe(self) -> str:
+        """The box as interval text, ``[lo, hi]^n`` when every input has the same interval."""
+
         def one(i: int) -> str:
             left = "(" if self.lower_strict[i] else "["
             right = ")" if self.upper_strict[i] else "]"
-            return f"{left}{_fmt(self.lower[i])}, {_fmt(self.upper[i])}{right}"
+            return f"{left}{format_rational(self.lower[i])}, {format_rational(self.upper[i])}{right}"
 
         if (len(set(self.lower)) == 1 and len(set(self.upper)) == 1
                 and len(set(self.lower_strict)) == 1 and len(set(self.upper_strict)) == 1):
@@ -161,23 +174,32 @@ class Box:
         return " x ".join(one(i) for i in range(self.dim))
 
 
-def _fmt(q: Fraction) -> str:
-    return format_rational(q)
-
-
 @dataclass(frozen=True)
 class Domain:
-    """A union of boxes over the flat input; ``source`` says where it came from."""
+    """A union of boxes over the flat input; ``source`` says where it came from.
+
+    There is at least one box, and every box has the same number of inputs.
+    """
 
     boxes: tuple[Box, ...]
     source: str
     is_default: bool = False
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "boxes", tuple(self.boxes))
+        if not self.boxes:
+            raise DomainError(f"domain {self.source} has no boxes")
+        dims = {b.dim for b in self.boxes}
+        if len(dims) != 1:
+            raise DomainError(f"domain {self.source} has boxes over {sorted(dims)} inputs (one count for all)")
+
     @property
     def dim(self) -> int:
+        """The number of (flat) inputs."""
         return self.boxes[0].dim
 
     def describe(self) -> str:
+        """One line: the boxes (or their count, when long) and where the domain came from."""
         text = " ∪ ".join(b.describe() for b in self.boxes)
         if len(text) > 160:
             text = f"{len(self.boxes)} box(es) over {self.dim} inputs"
@@ -185,6 +207,7 @@ class Domain:
         return f"{origin}{text} (from {self.source})"
 
     def to_dict(self) -> dict:
+        """JSON-ready: the source, whether it is the default, and each box (:func:`_box_dict`)."""
         return {
             "source": self.source,
             "default": self.is_default,
@@ -205,9 +228,17 @@ def _box_dict(b: Box) -> dict:
     return d
 
 
+_FLOAT32_MIN = -FLOAT32_MAX
+
+
+def _exact_tuple(values) -> tuple[Fraction, ...]:
+    """The bounds as a tuple of exact Fractions (:func:`exact_bound`; Fractions kept as they are)."""
+    return tuple(v if type(v) is Fraction else exact_bound(v) for v in values)
+
+
 def box_domain(lower, upper, source: str = "<api>") -> Domain:
-    """A one-box domain from sequences (floats, ints, Fractions or decimal strings)."""
-    return Domain((Box(tuple(exact_bound(v) for v in lower), tuple(exact_bound(v) for v in upper)),), source)
+    """A one-box domain from sequences (floats, ints, Fractions or decimal strings), read exactly."""
+    return Domain((Box(tuple(lower), tuple(upper)),), source)
 
 
 def exact_bound(value) -> Fraction:

@@ -34,6 +34,8 @@ from functools import cached_property
 
 import numpy as np
 
+from equivcheck.core.exact import dyadic_matrix, pre_activations_exact, relu_exact
+from equivcheck.core.rational import fraction_array
 from equivcheck.errors import ModelValueError, ShapeMismatchError, UnsupportedModelError
 
 MAX_WIDTH = 100_000
@@ -57,21 +59,6 @@ def check_dense_size(rows: int, cols: int, where: str) -> None:
             f"{where}: a dense {rows:,} x {cols:,} layer ({rows * cols:,} weights) is too large "
             f"(equivcheck handles up to {MAX_LAYER_ENTRIES:,} weights per layer)"
         )
-
-
-def fraction_array(values: np.ndarray) -> np.ndarray:
-    """Exact rationals of float values, as an object array (``Fraction(float)`` is exact)."""
-    flat = [Fraction(float(v)) for v in np.asarray(values, dtype=np.float64).ravel()]
-    out = np.empty(len(flat), dtype=object)
-    out[:] = flat
-    return out.reshape(np.shape(values))
-
-
-def nearest_float_array(values: np.ndarray) -> np.ndarray:
-    """Nearest float64 of each exact rational."""
-    return np.array([float(v) for v in np.asarray(values).ravel()], dtype=np.float64).reshape(
-        np.shape(values)
-    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -134,18 +121,7 @@ class Affine:
         """
         if not self.is_exact_float:
             return None
-        mant, exp = np.frexp(self.weight)
-        ints = (mant * 2.0**53).astype(np.int64)  # exact: a float64 has 53 mantissa bits
-        exps = exp.astype(np.int64) - 53
-        nonzero = ints != 0
-        if not np.any(nonzero):
-            return np.zeros(self.weight.shape, dtype=object), 0
-        emin = int(exps[nonzero].min())
-        shifts = np.where(nonzero, exps - emin, 0)
-        flat = [int(m) << int(sh) for m, sh in zip(ints.ravel(), shifts.ravel())]
-        out = np.empty(len(flat), dtype=object)
-        out[:] = flat
-        return out.reshape(self.weight.shape), emin
+        return dyadic_matrix(self.weight)
 
     def same_as(self, other: Affine) -> bool:
         """True when both maps have exactly the same weights and biases."""
@@ -265,15 +241,15 @@ class Network:
 
     def evaluate_exact(self, x: Sequence[Fraction | float | int]) -> list[Fraction]:
         """Outputs in exact rational arithmetic on the stored weights, for one flat input."""
-        h = np.empty(len(x), dtype=object)
-        h[:] = [Fraction(v) for v in x]
-        if len(h) != self.in_dim:
-            raise ShapeMismatchError(f"{self.source}: input has {len(h)} values, expected {self.in_dim}")
-        for layer in self.layers:
-            h = _exact_matvec(layer.affine, h)
-            if layer.relu:
-                h = np.array([v if v > 0 else Fraction(0) for v in h], dtype=object)
-        return list(h)
+        z = self.pre_activations_exact(x)[-1]
+        return list(relu_exact(z) if self.layers[-1].relu else z)
+
+    def pre_activations_exact(self, x: Sequence[Fraction | float | int]) -> list[np.ndarray]:
+        """Pre-activation values of every layer in exact rational arithmetic on the stored
+        weights, for one flat input (floats are taken exactly)."""
+        if len(x) != self.in_dim:
+            raise ShapeMismatchError(f"{self.source}: input has {len(x)} values, expected {self.in_dim}")
+        return pre_activations_exact(self.layers, x)
 
     def with_layers(self, layers: Sequence[Layer], note: str | None = None) -> Network:
         """The same model interface with other layers (used by transformations)."""
@@ -293,36 +269,3 @@ class Network:
     def description(self) -> str:
         widths = [self.in_dim] + [layer.out_dim for layer in self.layers]
         return "-".join(str(w) for w in widths)
-
-
-def _exact_matvec(affine: Affine, h: np.ndarray) -> np.ndarray:
-    """Exact ``W h + b`` in rational arithmetic.
-
-    Float weights are dyadic rationals. When the input is dyadic too, the product is computed
-    with Python's exact integers (``W = M 2^e``, ``h = H / D``), much faster than summing
-    ``Fraction`` objects; otherwise with ``Fraction`` s.
-    """
-    b_exact = affine.rational_bias()
-    dyadic = affine.dyadic_weight
-    h_den = _pow2_common_denominator(h)
-    if dyadic is not None and h_den:
-        m, e = dyadic
-        h_int = np.empty(len(h), dtype=object)
-        h_int[:] = [int(v * h_den) for v in h]
-        acc = m.dot(h_int) if len(h) else np.zeros(m.shape[0], dtype=object)
-        num_scale, den = (1 << e, h_den) if e >= 0 else (1, h_den << -e)
-        return np.array(
-            [Fraction(int(a) * num_scale, den) + bb for a, bb in zip(acc, b_exact)], dtype=object
-        )
-    return affine.rational_weight().dot(h) + b_exact
-
-
-def _pow2_common_denominator(values) -> int:
-    """The common denominator when every denominator is a power of two, else 0."""
-    den = 1
-    for v in values:
-        d = v.denominator
-        if d & (d - 1):
-            return 0
-        den = max(den, d)
-    return den

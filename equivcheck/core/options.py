@@ -8,8 +8,9 @@ text raise :class:`~equivcheck.errors.InputError` through :meth:`BoundMethod.par
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
+from equivcheck.core.deadline import validate_timeout
 from equivcheck.errors import InputError
 
 
@@ -64,33 +65,75 @@ class SearchOutcome(str, enum.Enum):
         return self.value
 
 
-DEFAULT_TIMEOUT = 60.0  # seconds for a whole check: the one default of every entry point
+DEFAULT_TIMEOUT = 60.0  # seconds for one check: the one default of every entry point
+MULTI_PROOF_TIMEOUT = 120.0  # seconds for audit and compress, which run an analysis and several proofs
 
 
 @dataclass(frozen=True)
 class ProverOptions:
     """Every budget and method choice of one check, with its single default.
 
-    ``timeout`` is the whole check's limit in seconds. Shares are fractions of the time left
-    when a stage starts, capped by the matching ``*_seconds``.
+    ``timeout`` is the whole check's limit in seconds (when the caller hands down a
+    :class:`~equivcheck.core.deadline.Deadline`, that deadline rules and ``timeout`` records its
+    budget). A stage that takes part of the time gets ``*_share`` of the time left when it
+    starts, capped at ``*_seconds``; a share of 1 means "no cap but the seconds". Values that are
+    not sensible (a negative share, a NaN, an unknown bound method) raise
+    :class:`~equivcheck.errors.InputError` when the options are built.
     """
 
     timeout: float = DEFAULT_TIMEOUT
     bound_method: BoundMethod = BoundMethod.INTERVAL
     seed: int = 0
+    # the falsifier (sampling and local search) before the exact query, on every box
+    falsify: bool = True
     falsify_share: float = 1 / 4
     falsify_seconds: float = 1.0
     exact_checks: int = 4  # falsifier candidates confirmed in exact arithmetic per box
+    # the exact search: the whole box first, then (low-dimensional boxes) halves, recursively
+    first_try_share: float = 1 / 8  # the whole box gets this share of the time left ...
+    first_try_seconds: float = 2.0  # ... or at least this long, before splitting starts
+    leaf_unstable: int = 12  # parts with at most this many unstable ReLUs go to the solver
+    leaf_seconds: float = 1.0  # the solver's limit on one part
+    max_split_dim: int = 32  # boxes of more inputs are not split (it rarely pays)
+    max_depth: int = 60  # a part this deep gets the solver with all the time left
+    # the share of the time left that each network's bounds may take, for the costly methods
+    lp_bound_share: float = 1 / 3
+    exact_bound_share: float = 1 / 6
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "bound_method", BoundMethod.parse(self.bound_method))
+        object.__setattr__(self, "timeout", validate_timeout(self.timeout, allow_zero=True))
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise InputError(f"seed must be an integer, got {self.seed!r}")
+        if not isinstance(self.falsify, bool):
+            raise InputError(f"falsify must be True or False, got {self.falsify!r}")
+        for name in ("falsify_share", "first_try_share", "lp_bound_share", "exact_bound_share"):
+            _check_number(name, getattr(self, name), upper=1.0)
+        for name in ("falsify_seconds", "first_try_seconds", "leaf_seconds"):
+            object.__setattr__(self, name, validate_timeout(getattr(self, name), name, allow_zero=True))
+        for name in ("exact_checks", "leaf_unstable", "max_split_dim", "max_depth"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise InputError(f"{name} must be a whole number >= 0, got {value!r}")
+
+    def bound_share(self) -> float | None:
+        """The share of the time left each network's bounds may take (None: the method is
+        cheap and needs no cap)."""
+        if self.bound_method is BoundMethod.LP:
+            return self.lp_bound_share
+        if self.bound_method is BoundMethod.EXACT:
+            return self.exact_bound_share
+        return None
 
     def to_dict(self) -> dict:
-        return {
-            "timeout": self.timeout,
-            "bound_method": self.bound_method.value,
-            "seed": self.seed,
-            "falsify_share": self.falsify_share,
-            "falsify_seconds": self.falsify_seconds,
-            "exact_checks": self.exact_checks,
-        }
+        """Every field as plain JSON values (the ``"options"`` of a result's ``--json``)."""
+        return {name: (value.value if isinstance(value, enum.Enum) else value)
+                for name, value in ((f.name, getattr(self, f.name)) for f in fields(self))}
+
+
+def _check_number(name: str, value, upper: float) -> None:
+    """An :class:`InputError` unless ``value`` is a real number in ``[0, upper]``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(f"{name} must be a number, got {value!r}")
+    if not (0 <= value <= upper):  # False for NaN
+        raise InputError(f"{name} must lie in [0, {upper:g}], got {value!r}")

@@ -28,6 +28,27 @@ def to_fraction(v) -> Fraction:
     return Fraction(float(v))
 
 
+def fraction_array(values: np.ndarray) -> np.ndarray:
+    """Exact rationals of float values, as an object array (``Fraction(float)`` is exact)."""
+    flat = [Fraction(float(v)) for v in np.asarray(values, dtype=np.float64).ravel()]
+    out = np.empty(len(flat), dtype=object)
+    out[:] = flat
+    return out.reshape(np.shape(values))
+
+
+def as_fraction_array(values: np.ndarray) -> np.ndarray:
+    """``values`` as an object array of exact rationals: object arrays are returned as they are,
+    float arrays converted exactly (:func:`fraction_array`)."""
+    return values if values.dtype == object else fraction_array(values)
+
+
+def nearest_float_array(values: np.ndarray) -> np.ndarray:
+    """The nearest float64 of each exact rational (round to nearest, ties to even)."""
+    return np.array([float(v) for v in np.asarray(values).ravel()], dtype=np.float64).reshape(
+        np.shape(values)
+    )
+
+
 def _nearest_float(q: Fraction) -> float:
     try:
         return float(q)

@@ -23,6 +23,10 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
+from equivcheck.core.domain import Domain
+from equivcheck.core.options import ProverOptions
+from equivcheck.core.spec import Spec
+
 MAX_EXACT_DIGITS = 100_000  # longest integer written exactly (int -> text is quadratic)
 MAX_JSON_INT_DIGITS = 4_000  # longest integer written as a JSON number (readers refuse 4,300+)
 _LOG10_2 = math.log10(2)
@@ -147,6 +151,17 @@ class Verdict(enum.IntEnum):
 EXIT_CODES = {Verdict.PROVED: 0, Verdict.REFUTED: 1, Verdict.UNKNOWN: 3}
 
 
+class FoundBy(str, enum.Enum):
+    """Which search found a counterexample."""
+
+    FALSIFIER = "falsifier"  # sampling and local search before the solver
+    SOLVER = "solver"  # a model of the exact query (or a float point near it)
+    AUDIT = "audit witness search"  # the audit's search for the worst deviation
+
+    def __str__(self) -> str:
+        return self.value
+
+
 def _q(v: Fraction) -> str:
     return fraction_text(v) if isinstance(v, Fraction) else repr(v)
 
@@ -197,13 +212,16 @@ class Counterexample:
 
     input: tuple[float, ...]
     box_index: int
-    found_by: str  # "falsifier" or "solver"
+    found_by: FoundBy
     exact: Evaluation
     float64: Evaluation
     onnxruntime: Evaluation | None
     note: str = ""
     exact_input: tuple[Fraction, ...] = ()  # the point the exact evaluation is at (in the domain)
     float_input_in_domain: bool = True  # the float point(s) run in float64/onnxruntime lie in the domain
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "found_by", FoundBy(self.found_by))
 
     @property
     def reproduces(self) -> bool:
@@ -220,7 +238,7 @@ class Counterexample:
             "input_exact": [_q(v) for v in self.exact_input],
             "float_input_in_domain": self.float_input_in_domain,
             "box_index": self.box_index,
-            "found_by": self.found_by,
+            "found_by": self.found_by.value,
             "reproduces": self.reproduces,
             "exact": self.exact.to_dict(),
             "float64": self.float64.to_dict(),
@@ -231,7 +249,8 @@ class Counterexample:
 
 @dataclass(frozen=True)
 class LayerStability:
-    """How interval bounds classified the ReLUs of one hidden layer of one network."""
+    """How the check's rigorous bounds (its bound method) classified the ReLUs of one hidden
+    layer of one network over one box."""
 
     network: str  # "a" or "b"
     layer: int
@@ -275,19 +294,21 @@ class BoxResult:
 
 @dataclass(frozen=True)
 class ProofResult:
-    """The answer of :func:`equivcheck.prove`."""
+    """The answer of :func:`equivcheck.prove` (and of
+    :func:`equivcheck.solve.prover.prove_networks`): the verdict, the spec and the domain it is
+    about, and the options it was reached with."""
 
     verdict: Verdict
     reason: str
     model_a: str
     model_b: str
-    spec: dict
-    domain: dict
-    domain_text: str
+    spec: Spec
+    domain: Domain
     counterexample: Counterexample | None
     boxes: tuple[BoxResult, ...]
     seconds: float
     notes: tuple[str, ...] = field(default_factory=tuple)
+    options: ProverOptions = field(default_factory=ProverOptions)
 
     @property
     def proved(self) -> bool:
@@ -296,6 +317,11 @@ class ProofResult:
     @property
     def exit_code(self) -> int:
         return EXIT_CODES[self.verdict]
+
+    @property
+    def domain_text(self) -> str:
+        """The domain in words (:meth:`Domain.describe`)."""
+        return self.domain.describe()
 
     @property
     def stability(self) -> tuple[LayerStability, ...]:
@@ -307,12 +333,13 @@ class ProofResult:
             "reason": self.reason,
             "model_a": self.model_a,
             "model_b": self.model_b,
-            "spec": json_safe(self.spec),
-            "domain": json_safe(self.domain),
+            "spec": json_safe(self.spec.to_dict()),
+            "domain": json_safe(self.domain.to_dict()),
             "counterexample": self.counterexample.to_dict() if self.counterexample else None,
             "boxes": [b.to_dict() for b in self.boxes],
             "seconds": round(self.seconds, 4),
             "notes": list(self.notes),
+            "options": self.options.to_dict(),
         }
 
 

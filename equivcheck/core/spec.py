@@ -80,14 +80,6 @@ class Spec:
             raise InputError(f"--tolerance only applies to --mode epsilon (mode is {mode.value})")
         return Spec(mode, Fraction(0), norm)
 
-    def describe(self) -> str:
-        if self.mode is Mode.STRICT:
-            return "strict: f(x) = g(x) exactly"
-        if self.mode is Mode.EPSILON:
-            n = "inf" if self.norm is Norm.LINF else "1"
-            return f"epsilon: ||f(x) - g(x)||_{n} <= {format_rational(self.tolerance, 6)}"
-        return "argmax: same top-1 class (ties go to the lowest index, as numpy.argmax)"
-
     def to_dict(self) -> dict:
         d = {"mode": self.mode.value}
         if self.mode is Mode.EPSILON:

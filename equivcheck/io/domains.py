@@ -16,6 +16,9 @@ from equivcheck.core.rational import format_rational, parse_decimal
 from equivcheck.errors import DomainError, ShapeMismatchError
 
 DEFAULT_DOMAIN_TEXT = "0:1"
+MAX_INPUTS = 10**7  # a VNN-LIB file may not declare more inputs than this (memory guard)
+# one input bound from VNN-LIB: (input index, "lo" | "hi" | "eq", value, strict)
+Atom = tuple[int, str, Fraction, bool]
 
 
 def parse_domain(spec: "str | Domain | None", n_inputs: int) -> Domain:
@@ -64,6 +67,7 @@ def _exists(path: Path) -> bool:
 
 
 def _is_file(path: Path) -> bool:
+    """``path.is_file()``, False for a text that is no valid path."""
     try:
         return path.is_file()
     except (OSError, ValueError):
@@ -71,6 +75,7 @@ def _is_file(path: Path) -> bool:
 
 
 def _interval_domain(text: str, n: int, source: str) -> Domain:
+    """The box ``[LO, HI]^n`` of an ``LO:HI`` text (both read exactly)."""
     parts = text.split(":")
     if len(parts) != 2 or not parts[0].strip() or not parts[1].strip():
         raise DomainError(f"domain {text!r} is not of the form LO:HI")
@@ -81,6 +86,8 @@ def _interval_domain(text: str, n: int, source: str) -> Domain:
 
 
 def _json_domain(path: Path, n: int) -> Domain:
+    """The box of a JSON file ``{"lower": ..., "upper": ...}``, every number read exactly from
+    its text (NaN and Infinity refused)."""
     if not _is_file(path):
         raise DomainError(f"{path}: no such domain file")
     try:
@@ -108,6 +115,7 @@ def _reject_constant(name: str):
 
 
 def _flatten(v):
+    """The numbers of nested lists, in order; refuses booleans and nulls."""
     for x in v:
         if isinstance(x, list):
             yield from _flatten(x)
@@ -122,6 +130,7 @@ def _flatten(v):
 
 
 def _tokenize(text: str) -> list[str]:
+    """The tokens of SMT-LIB text: parentheses and atoms, comments (``;``) dropped."""
     tokens: list[str] = []
     for line in text.splitlines():
         line = line.split(";", 1)[0]
@@ -130,6 +139,7 @@ def _tokenize(text: str) -> list[str]:
 
 
 def _parse_sexprs(tokens: list[str], path: Path) -> list:
+    """The top-level s-expressions (nested lists of atoms); refuses unbalanced parentheses."""
     stack: list[list] = [[]]
     for tok in tokens:
         if tok == "(":
@@ -147,12 +157,13 @@ def _parse_sexprs(tokens: list[str], path: Path) -> list:
 
 
 def _mentions(expr, prefix: str) -> bool:
+    """True when some atom of ``expr`` starts with ``prefix``."""
     if isinstance(expr, str):
         return expr.startswith(prefix)
     return any(_mentions(e, prefix) for e in expr)
 
 
-def _atom_bounds(expr, path: Path, n_max: int) -> list[tuple[int, str, Fraction, bool]]:
+def _atom_bounds(expr, path: Path, n_max: int) -> list[Atom]:
     """Input bounds of an ``and`` of comparisons: (index, 'lo'|'hi'|'eq', value, strict)."""
     if isinstance(expr, list) and expr and expr[0] == "and":
         out = []
@@ -179,6 +190,7 @@ def _atom_bounds(expr, path: Path, n_max: int) -> list[tuple[int, str, Fraction,
 
 
 def _var_index(var: str, path: Path, n_max: int) -> int:
+    """The index ``i`` of ``X_i``, below ``n_max``."""
     digits = var[2:]
     if not digits.isdigit() or len(digits) > 9:
         raise DomainError(f"{path}: bad variable name {var[:40]}")
@@ -189,6 +201,7 @@ def _var_index(var: str, path: Path, n_max: int) -> int:
 
 
 def _vnnlib_number(value, path: Path) -> Fraction:
+    """A constant (``0.5``, ``(- 0.5)``), read exactly."""
     if isinstance(value, list):
         # (- 0.5) is how SMT-LIB writes a negative constant
         if len(value) == 2 and value[0] == "-" and isinstance(value[1], str):
@@ -201,16 +214,15 @@ def _vnnlib_number(value, path: Path) -> Fraction:
 
 
 def _is_var(x) -> bool:
+    """True for an input or output variable name."""
     return isinstance(x, str) and (x.startswith("X_") or x.startswith("Y_"))
 
 
 def _show(expr) -> str:
+    """An s-expression as text again (for messages)."""
     if isinstance(expr, str):
         return expr
     return "(" + " ".join(_show(e) for e in expr) + ")"
-
-
-MAX_INPUTS = 10**7  # a VNN-LIB file may not declare more inputs than this (memory guard)
 
 
 def read_vnnlib_domain(path: Path, n_inputs: int | None = None) -> Domain:
@@ -231,8 +243,8 @@ def read_vnnlib_domain(path: Path, n_inputs: int | None = None) -> Domain:
     n_max = MAX_INPUTS if n_inputs is None else n_inputs
     exprs = _parse_sexprs(_tokenize(text), path)
     n = 0
-    common: list[tuple[int, str, Fraction, bool]] = []
-    disjunctions: list[list[list[tuple[int, str, Fraction, bool]]]] = []
+    common: list[Atom] = []
+    disjunctions: list[list[list[Atom]]] = []
     for e in exprs:
         if not isinstance(e, list) or not e:
             raise DomainError(f"{path}: unexpected token {_show(e)[:80]}")
@@ -253,37 +265,41 @@ def read_vnnlib_domain(path: Path, n_inputs: int | None = None) -> Domain:
     if len(disjunctions) > 1:
         raise DomainError(f"{path}: more than one disjunction over the inputs is not supported")
     alternatives = disjunctions[0] if disjunctions else [[]]
-    boxes = []
-    for alt in alternatives:
-        lo: list[Fraction | None] = [None] * n
-        hi: list[Fraction | None] = [None] * n
-        lo_strict = [False] * n
-        hi_strict = [False] * n
-        for index, kind, q, strict in common + alt:
-            if index >= n:
-                raise DomainError(f"{path}: X_{index} is used but not declared")
-            if kind in ("lo", "eq"):
-                if lo[index] is None or q > lo[index]:
-                    lo[index], lo_strict[index] = q, strict
-                elif q == lo[index]:
-                    lo_strict[index] = lo_strict[index] or strict
-            if kind in ("hi", "eq"):
-                if hi[index] is None or q < hi[index]:
-                    hi[index], hi_strict[index] = q, strict
-                elif q == hi[index]:
-                    hi_strict[index] = hi_strict[index] or strict
-        for i in range(n):
-            if lo[i] is None or hi[i] is None:
-                side = "lower" if lo[i] is None else "upper"
-                raise DomainError(f"{path}: X_{i} has no {side} bound")
-            if lo[i] > hi[i] or (lo[i] == hi[i] and (lo_strict[i] or hi_strict[i])):
-                raise DomainError(
-                    f"{path}: X_{i} has an empty range "
-                    f"{'(' if lo_strict[i] else '['}{format_rational(lo[i])}, "
-                    f"{format_rational(hi[i])}{')' if hi_strict[i] else ']'}"
-                )
-        try:
-            boxes.append(Box(tuple(lo), tuple(hi), tuple(lo_strict), tuple(hi_strict)))
-        except DomainError as exc:
-            raise DomainError(f"{path}: {exc}") from None
-    return Domain(tuple(boxes), str(path))
+    boxes = tuple(_box_of(common + alt, n, path) for alt in alternatives)
+    return Domain(boxes, str(path))
+
+
+def _box_of(atoms: list[Atom], n: int, path: Path) -> Box:
+    """The box over ``n`` inputs the bounds ``atoms`` state together: the tightest bound on each
+    side wins (strict when a strict bound ties it); every input needs both sides."""
+    lo: list[Fraction | None] = [None] * n
+    hi: list[Fraction | None] = [None] * n
+    lo_strict = [False] * n
+    hi_strict = [False] * n
+    for index, kind, q, strict in atoms:
+        if index >= n:
+            raise DomainError(f"{path}: X_{index} is used but not declared")
+        if kind in ("lo", "eq"):
+            if lo[index] is None or q > lo[index]:
+                lo[index], lo_strict[index] = q, strict
+            elif q == lo[index]:
+                lo_strict[index] = lo_strict[index] or strict
+        if kind in ("hi", "eq"):
+            if hi[index] is None or q < hi[index]:
+                hi[index], hi_strict[index] = q, strict
+            elif q == hi[index]:
+                hi_strict[index] = hi_strict[index] or strict
+    for i in range(n):
+        if lo[i] is None or hi[i] is None:
+            side = "lower" if lo[i] is None else "upper"
+            raise DomainError(f"{path}: X_{i} has no {side} bound")
+        if lo[i] > hi[i] or (lo[i] == hi[i] and (lo_strict[i] or hi_strict[i])):
+            raise DomainError(
+                f"{path}: X_{i} has an empty range "
+                f"{'(' if lo_strict[i] else '['}{format_rational(lo[i])}, "
+                f"{format_rational(hi[i])}{')' if hi_strict[i] else ']'}"
+            )
+    try:
+        return Box(tuple(lo), tuple(hi), tuple(lo_strict), tuple(hi_strict))
+    except DomainError as exc:
+        raise DomainError(f"{path}: {exc}") from None

@@ -17,7 +17,7 @@ from fractions import Fraction
 import numpy as np
 
 from equivcheck.bounds.difference import DiffBounds
-from equivcheck.bounds.propagation import LayerBounds, Stability
+from equivcheck.bounds.interval import LayerBounds, StabilityCode
 from equivcheck.core.domain import Box
 from equivcheck.core.network import Network
 from equivcheck.core.spec import Mode, Norm, Spec
@@ -101,7 +101,7 @@ class _Writer:
         names_all = tuple(h_in[j][0] for j in live)
         scales = [h_in[j][1] for j in live]
         unit_scales = all(sc == 1 for sc in scales)
-        stab = bounds.stability() if layer.relu else np.full(layer.out_dim, Stability.ACTIVE)
+        stab = bounds.stability() if layer.relu else np.full(layer.out_dim, StabilityCode.ACTIVE)
         out: list = []
         for i in range(layer.out_dim):
             row = w[i][live] if live else w[i][:0]
@@ -124,12 +124,12 @@ class _Writer:
             terms = [f"(* {num(c)} {v})" for v, c in zip(names, cz)] + [num(bias)]
             expr = terms[0] if len(terms) == 1 else "(+ " + " ".join(terms) + ")"
             entry = self._units.setdefault(key, [])
-            if layer.relu and stab[i] == Stability.INACTIVE:
+            if layer.relu and stab[i] == StabilityCode.INACTIVE:
                 entry.append((None, norm, names, cz, bias))
                 out.append(None)
                 continue
             lo, hi = bounds.lower[i], bounds.upper[i]
-            if not layer.relu or stab[i] == Stability.ACTIVE:
+            if not layer.relu or stab[i] == StabilityCode.ACTIVE:
                 name = f"{prefix}_{i}"
                 self.declare(name)
                 self.lines.append(f"(assert (= {name} {expr}))")

@@ -1,8 +1,8 @@
 """Cheap counterexample search that runs before the solver.
 
 Samples the box (centre, corners, uniform points), then climbs the disagreement from the most
-promising samples with signed-gradient steps (the networks are piecewise linear, so the gradient
-inside a linear region is exact and cheap). Every point it returns is float32-representable and
+promising samples with the shared signed-gradient ascent of :mod:`equivcheck.core.ascent` (the
+networks are piecewise linear, so the gradient inside a linear region is exact and cheap). Every point it returns is float32-representable and
 inside the exact box; it is only a *candidate*: the prover confirms it in exact arithmetic.
 """
 
@@ -12,10 +12,14 @@ import itertools
 
 import numpy as np
 
+from equivcheck.core.ascent import Objective, Schedule, ascend, vjp
 from equivcheck.core.deadline import Deadline
 from equivcheck.core.domain import Box
+from equivcheck.core.exact import snap
 from equivcheck.core.network import Network
 from equivcheck.core.spec import Mode, Norm, Spec
+
+_SCHEDULE = Schedule(step=0.25, scales=(1.0, 0.5, 0.1), min_step=1e-7, jitter=0.1)
 
 
 def batch_margin(spec: Spec, ya: np.ndarray, yb: np.ndarray) -> np.ndarray:
@@ -61,37 +65,11 @@ def _objective_weights(spec: Spec, ya: np.ndarray, yb: np.ndarray) -> tuple[np.n
     return ca, -ca
 
 
-def vjp(net: Network, x: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """Rows of c^T J(x): gradients of c . net(x) with respect to x (inside linear regions)."""
-    masks = []
-    h = x
-    for layer in net.layers:
-        z = h @ layer.weight.T + layer.bias
-        if layer.relu:
-            m = z > 0
-            masks.append(m)
-            h = np.where(m, z, 0.0)
-        else:
-            masks.append(None)
-            h = z
-    g = c
-    for layer, m in zip(reversed(net.layers), reversed(masks)):
-        if m is not None:
-            g = g * m
-        g = g @ layer.weight
-    return g
-
-
 def _f32_box(box: Box) -> tuple[np.ndarray, np.ndarray] | None:
     """Float bounds whose every float point lies in the exact box (strict faces honoured):
     float32 points when the box holds any, else float64 points; None when it holds neither."""
     got = box.sample_box()
     return None if got is None else got[0]
-
-
-def _snap(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Round to float32 and clamp into [lo, hi] (whose values are float32)."""
-    return np.clip(x.astype(np.float32).astype(np.float64), lo, hi)
 
 
 def search(
@@ -127,7 +105,7 @@ def search(
     pts.extend(lo + corners * (hi - lo))
     n_rand = max(16, min(samples, int(4_000_000 // max(dim, 1))))
     rand = lo + rng.random((n_rand, dim)) * (hi - lo)
-    x = _snap(np.vstack([np.atleast_2d(np.array(pts)), rand]), lo, hi)
+    x = snap(np.vstack([np.atleast_2d(np.array(pts)), rand]), lo, hi)
     # evaluate in chunks so that a small budget is honoured on large networks
     chunk = max(64, int(2_000_000 // max(1, sum(layer.weight.size for layer in tuple(a.layers) + tuple(b.layers)))))
     parts_a, parts_b = [], []
@@ -149,34 +127,21 @@ def search(
     if found and found[0][0] > noise:
         return found[:keep]
 
-    # local search from the best starts
-    cur = x[best].copy()
-    cur_m = margin[best].copy()
-    width = hi - lo
-    step = 0.25
-    while not deadline.expired() and step > 1e-7:
-        ya, yb = a.evaluate(cur), b.evaluate(cur)
-        ca, cb = _objective_weights(spec, ya, yb)
-        g = vjp(a, cur, ca) + vjp(b, cur, cb)
-        moved = False
-        for scale in (1.0, 0.5, 0.1):
-            cand = _snap(cur + np.sign(g) * width * step * scale, lo, hi)
-            m = batch_margin(spec, a.evaluate(cand), b.evaluate(cand))
-            better = m > cur_m
-            if np.any(better):
-                cur[better], cur_m[better] = cand[better], m[better]
-                moved = True
-        if not moved:
-            step *= 0.5
-        # also perturb randomly a little to leave flat regions
-        jitter = _snap(cur + rng.normal(0, 1, cur.shape) * width * step * 0.1, lo, hi)
-        m = batch_margin(spec, a.evaluate(jitter), b.evaluate(jitter))
-        better = m > cur_m
-        cur[better], cur_m[better] = jitter[better], m[better]
-        if np.any(cur_m > noise):
-            break
+    # local search from the best starts: climb the margin (jitter leaves flat regions); stop
+    # once one candidate's margin is above the noise
+    objective = Objective(lambda p: batch_margin(spec, a.evaluate(p), b.evaluate(p)),
+                          lambda p: _margin_gradient(a, b, spec, p))
+    cur, cur_m = ascend(objective, x[best], lambda p: snap(p, lo, hi), hi - lo, deadline,
+                        _SCHEDULE, rng, done=lambda v: bool(np.any(v > noise)),
+                        start_value=margin[best])
     for m, p in zip(cur_m, cur):
         if m > 0:
             found.append((float(m), p))
     found.sort(key=lambda t: -t[0])
     return [(m, p) for m, p in found if box.contains(p)][:keep]
+
+
+def _margin_gradient(a: Network, b: Network, spec: Spec, x: np.ndarray) -> np.ndarray:
+    """Per row, the gradient of the local linear measure of the disagreement at ``x``."""
+    ca, cb = _objective_weights(spec, a.evaluate(x), b.evaluate(x))
+    return vjp(a, x, ca) + vjp(b, x, cb)

@@ -1,24 +1,40 @@
-"""The prover pipeline: load -> bounds -> falsify -> encode -> solve -> result.
+"""The prover: for each box of the domain, bounds -> difference bounds -> falsify -> exact search.
 
-:func:`prove` is the library entry point the CLI and the pytest plugin both call.
+:func:`prove_networks` is the core: two :class:`Network` s, a :class:`Spec`, a :class:`Domain`
+and the :class:`ProverOptions` in, a :class:`ProofResult` out; nothing else is read (no cache,
+no module-level setting), so the same call takes the same time whatever ran before it.
+:func:`prove` is the thin loader the CLI, the pytest plugin and the audit call: model files or
+protos, domain text and mode names become those objects.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 
 from equivcheck.bounds.difference import difference_bounds
-from equivcheck.bounds.propagation import LayerBounds, Stability, bounds_pair
+from equivcheck.bounds.interval import LayerBounds, StabilityCode
+from equivcheck.bounds.methods import bounds_pair, sound_bounds
 from equivcheck.core.deadline import Deadline
 from equivcheck.core.domain import Box, Domain
+from equivcheck.core.exact import snap
 from equivcheck.core.network import Network
-from equivcheck.core.result import BoxResult, Counterexample, LayerStability, ProofResult, Verdict
+from equivcheck.core.options import BoundMethod, ProverOptions, SearchOutcome
+from equivcheck.core.result import (
+    BoxResult,
+    Counterexample,
+    FoundBy,
+    LayerStability,
+    ProofResult,
+    Verdict,
+)
 from equivcheck.core.spec import Spec
-from equivcheck.errors import ShapeMismatchError
+from equivcheck.errors import InputError, ShapeMismatchError
 from equivcheck.io.domains import parse_domain
 from equivcheck.io.onnx_import import ModelLike, load_model, load_network
 from equivcheck.solve import falsify
@@ -26,36 +42,74 @@ from equivcheck.solve.encode import shared_prefix
 from equivcheck.solve.search import decide, epsilon_bound
 from equivcheck.solve.witness import OrtRunner, build_counterexample, exact_evaluation
 
-DEFAULT_TIMEOUT = 60.0
-EXACT_CHECKS = 4  # falsifier candidates confirmed in exact arithmetic per box
 NOT_EXAMINED = "timeout: the time limit was reached before this box was examined"
+_DECIDED = {SearchOutcome.PROVED: Verdict.PROVED, SearchOutcome.REFUTED: Verdict.REFUTED,
+            SearchOutcome.UNKNOWN: Verdict.UNKNOWN}
 
 
-@dataclass
-class _Models:
-    """Both models: the ONNX protos (for onnxruntime) and the imported networks."""
+@dataclass(frozen=True, eq=False)
+class KnownBounds:
+    """Rigorous pre-activation bounds of every layer of network ``a`` and/or ``b`` (None: none
+    known), valid on the *whole* domain, e.g. the bounds ``compress`` proved by its stability
+    analysis.
 
-    proto_a: object
-    proto_b: object
+    Soundness contract: every bound encloses the exact pre-activation values of the network as
+    given to the prover, on every input of the domain. The prover intersects them with the bounds
+    it computes itself, on every box and every part of a box.
+    """
+
+    a: tuple[LayerBounds, ...] | None = None
+    b: tuple[LayerBounds, ...] | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("a", "b"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, tuple(value))
+
+    def check(self, a: Network, b: Network) -> None:
+        """An :class:`InputError` unless each network's bounds have one entry per layer, of the
+        layer's width."""
+        for tag, net, bounds in (("a", a, self.a), ("b", b, self.b)):
+            if bounds is None:
+                continue
+            widths = [layer.out_dim for layer in net.layers]
+            got = [(np.shape(lb.lower), np.shape(lb.upper)) for lb in bounds]
+            if got != [((w,), (w,)) for w in widths]:
+                raise InputError(
+                    f"known bounds of network {tag} do not match its layers (widths {widths})"
+                )
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedPair:
+    """Both models: the ONNX protos (None for a model given as a :class:`Network`; they are run
+    in onnxruntime to re-check a counterexample) and the imported networks."""
+
+    proto_a: Any
+    proto_b: Any
     net_a: Network
     net_b: Network
 
 
-def load_pair(a: ModelLike | Network, b: ModelLike | Network) -> _Models:
-    """Load two models and check that their inputs and outputs have the same sizes."""
+def load_pair(a: ModelLike | Network, b: ModelLike | Network) -> LoadedPair:
+    """Load two models (paths, ``onnx.ModelProto`` s or :class:`Network` s) and check that their
+    inputs and outputs have the same sizes (:class:`ShapeMismatchError` if not)."""
     pa = a if isinstance(a, Network) else load_model(a)
     pb = b if isinstance(b, Network) else load_model(b)
     na = a if isinstance(a, Network) else load_network(pa, name=_label(a))
     nb = b if isinstance(b, Network) else load_network(pb, name=_label(b))
-    if na.in_dim != nb.in_dim:
-        raise ShapeMismatchError(
-            f"{na.source} takes {na.in_dim} inputs but {nb.source} takes {nb.in_dim}"
-        )
-    if na.out_dim != nb.out_dim:
-        raise ShapeMismatchError(
-            f"{na.source} has {na.out_dim} outputs but {nb.source} has {nb.out_dim}"
-        )
-    return _Models(None if isinstance(a, Network) else pa, None if isinstance(b, Network) else pb, na, nb)
+    check_pair(na, nb)
+    return LoadedPair(None if isinstance(a, Network) else pa,
+                      None if isinstance(b, Network) else pb, na, nb)
+
+
+def check_pair(a: Network, b: Network) -> None:
+    """A :class:`ShapeMismatchError` unless both networks take and give as many values."""
+    if a.in_dim != b.in_dim:
+        raise ShapeMismatchError(f"{a.source} takes {a.in_dim} inputs but {b.source} takes {b.in_dim}")
+    if a.out_dim != b.out_dim:
+        raise ShapeMismatchError(f"{a.source} has {a.out_dim} outputs but {b.source} has {b.out_dim}")
 
 
 def _label(m) -> str:
@@ -74,9 +128,9 @@ def stability_table(net: Network, tag: str, bounds: list[LayerBounds], shared: i
                 network=tag,
                 layer=li,
                 width=layer.out_dim,
-                active=int(np.sum(st == Stability.ACTIVE)),
-                inactive=int(np.sum(st == Stability.INACTIVE)),
-                unstable=int(np.sum(st == Stability.UNSTABLE)),
+                active=int(np.sum(st == StabilityCode.ACTIVE)),
+                inactive=int(np.sum(st == StabilityCode.INACTIVE)),
+                unstable=int(np.sum(st == StabilityCode.UNSTABLE)),
                 shared=li < shared,
             )
         )
@@ -90,166 +144,250 @@ def prove(
     mode: str = "strict",
     tolerance=None,
     norm: str = "linf",
-    timeout: float | Deadline = DEFAULT_TIMEOUT,
+    timeout: float | Deadline | None = None,
     falsify_seconds: float | None = None,
-    seed: int = 0,
-    bounds: str = "interval",
+    seed: int | None = None,
+    bounds: BoundMethod | str | None = None,
+    *,
+    options: ProverOptions | None = None,
 ) -> ProofResult:
     """Decide whether models ``a`` and ``b`` agree on every input of ``domain``.
 
-    ``a``/``b`` are paths, ``onnx.ModelProto`` s or :class:`Network` s. Returns a
-    :class:`ProofResult` whose verdict is
+    ``a``/``b`` are paths, ``onnx.ModelProto`` s or :class:`Network` s; ``domain`` is text
+    (``"LO:HI"``, a ``.vnnlib`` or ``.json`` path), a :class:`Domain` or None (``[0, 1]`` on every
+    input); ``mode``/``tolerance``/``norm`` make the :class:`Spec`. The choices of the check are
+    ``options`` (default :class:`ProverOptions`), of which ``timeout``, ``falsify_seconds``,
+    ``seed`` and ``bounds`` (the bound method: "interval", "symbolic", "lp" or "exact") override
+    one field each when given. ``timeout`` is seconds for the whole call, loading included, or a
+    :class:`Deadline` handed down by a caller. Returns :func:`prove_networks`' result (see there
+    for what each verdict promises); its ``seconds`` count the loading too.
+
+    Raises an :class:`~equivcheck.errors.InputError` for bad models, domains or choices (an
+    unknown bound method, a timeout that is not a positive finite number of seconds of at most
+    ``MAX_TIMEOUT``).
+    """
+    start = time.monotonic()
+    deadline = timeout if isinstance(timeout, Deadline) else None
+    changes: dict[str, Any] = {}
+    if timeout is not None:
+        changes["timeout"] = deadline.budget if deadline is not None else timeout
+    if falsify_seconds is not None:  # exactly this long (no share of the time left)
+        changes.update(falsify_share=1.0, falsify_seconds=falsify_seconds)
+    if seed is not None:
+        changes["seed"] = seed
+    if bounds is not None:
+        changes["bound_method"] = BoundMethod.parse(bounds)
+    opts = dataclasses.replace(options or ProverOptions(), **changes)
+    if deadline is None:
+        deadline = Deadline.start(opts.timeout)
+    spec = Spec.make(mode, tolerance, norm)
+    models = load_pair(a, b)
+    dom = parse_domain(domain, models.net_a.in_dim)
+    result = prove_networks(models.net_a, models.net_b, spec, dom, opts, deadline=deadline,
+                            onnx_models=(models.proto_a, models.proto_b))
+    return dataclasses.replace(result, seconds=time.monotonic() - start)
+
+
+def prove_networks(
+    a: Network,
+    b: Network,
+    spec: Spec,
+    domain: Domain,
+    options: ProverOptions,
+    known_bounds: KnownBounds | None = None,
+    *,
+    deadline: Deadline | None = None,
+    onnx_models: tuple[Any, Any] | None = None,
+) -> ProofResult:
+    """Decide whether networks ``a`` and ``b`` agree by ``spec`` on every input of ``domain``.
+
+    The verdict of the returned :class:`ProofResult` is
 
     * PROVED: the negated spec is unsatisfiable over the reals on the stored weights (exactly),
       on every box of the domain;
     * REFUTED: a point of the domain violates the spec in exact arithmetic; the counterexample
-      says whether it also shows in float64 and in onnxruntime on the original files;
+      says whether it also shows in float64 and in onnxruntime (run on ``onnx_models``, the
+      models ``a`` and ``b`` were imported from, when both are given);
     * UNKNOWN: the time ran out or the solver gave up; ``reason`` says which.
 
-    ``bounds`` chooses the (always sound) bound method that classifies ReLUs before encoding:
-    "interval", "symbolic", "lp", or "exact" (the exact stability analysis of
-    :mod:`equivcheck.bounds.stability` on the whole box, with a sixth of the time).
-    ``timeout`` is seconds for the whole call, loading included, or a :class:`Deadline` handed
-    down by a caller; once it has passed, the boxes not examined yet are UNKNOWN at once.
-    Raises an :class:`~equivcheck.errors.InputError` for bad models or domains, and for a
-    timeout that is not a positive finite number of seconds (at most ``MAX_TIMEOUT``).
+    ``options.bound_method`` chooses the (always sound) bounds that classify ReLUs before
+    encoding; with EXACT each box gets an exact stability analysis of each network, unless
+    ``known_bounds`` gives that network's bounds on the whole domain (which every method
+    intersects with its own). The check ends by ``deadline`` when given (a caller's budget),
+    else ``options.timeout`` seconds from now; once it has passed, the boxes not examined yet are
+    UNKNOWN at once. Raises :class:`~equivcheck.errors.InputError` when the networks, the domain
+    and the known bounds disagree on shapes.
     """
     start = time.monotonic()
-    deadline = Deadline.of(timeout)
-    spec = Spec.make(mode, tolerance, norm)
-    models = load_pair(a, b)
-    dom = parse_domain(domain, models.net_a.in_dim)
-    runner = OrtRunner() if models.proto_a is not None and models.proto_b is not None else None
+    if deadline is None:
+        deadline = Deadline.start(options.timeout)
+    check_pair(a, b)
+    if domain.dim != a.in_dim:
+        raise ShapeMismatchError(f"domain {domain.source} has {domain.dim} inputs but the networks "
+                                 f"take {a.in_dim}")
+    known = known_bounds or KnownBounds()
+    known.check(a, b)
+    proto_a, proto_b = onnx_models if onnx_models is not None else (None, None)
+    runner = OrtRunner() if proto_a is not None and proto_b is not None else None
+    run = _BoxRun(a, b, spec, options, known, deadline, proto_a, proto_b, runner)
     box_results: list[BoxResult] = []
     cex: Counterexample | None = None
-    for index, box in enumerate(dom.boxes):
+    for index, box in enumerate(domain.boxes):
         if deadline.expired():  # no per-box work once the time is up
-            box_results.extend(BoxResult(i, Verdict.UNKNOWN, NOT_EXAMINED) for i in range(index, len(dom.boxes)))
+            box_results.extend(BoxResult(i, Verdict.UNKNOWN, NOT_EXAMINED)
+                               for i in range(index, len(domain.boxes)))
             break
-        res, found = _prove_box(models, spec, box, index, deadline, runner, falsify_seconds, seed, bounds)
+        res, found = run.prove_box(box, index)
         box_results.append(res)
         if found is not None:
             cex = found
             break
-    verdict = min(r.verdict for r in box_results)
-    first = next(r for r in box_results if r.verdict == verdict)
-    reason = first.reason if len(dom.boxes) == 1 else f"{first.reason} (box {first.index})"
-    skipped = sum(1 for r in box_results if r.reason == NOT_EXAMINED)
-    if skipped and first.reason != NOT_EXAMINED:
-        reason += f"; {skipped} of {len(dom.boxes)} boxes not examined (time limit)"
-    if verdict is Verdict.PROVED and len(dom.boxes) > 1:
-        reason = f"proved on all {len(dom.boxes)} boxes"
-    notes = tuple(models.net_a.notes) + tuple(models.net_b.notes)
-    if dom.is_default:
+    verdict, reason = _summary(box_results, len(domain.boxes))
+    notes = tuple(a.notes) + tuple(b.notes)
+    if domain.is_default:
         notes += ("no --domain given: checked the default domain [0, 1] on every input",)
     return ProofResult(
         verdict=verdict,
         reason=reason,
-        model_a=models.net_a.source,
-        model_b=models.net_b.source,
-        spec=spec.to_dict(),
-        domain=dom.to_dict(),
-        domain_text=dom.describe(),
+        model_a=a.source,
+        model_b=b.source,
+        spec=spec,
+        domain=domain,
         counterexample=cex,
         boxes=tuple(box_results),
         seconds=time.monotonic() - start,
         notes=notes,
+        options=options,
     )
 
 
-def _prove_box(
-    models: _Models,
-    spec: Spec,
-    box: Box,
-    index: int,
-    deadline: Deadline,
-    runner: OrtRunner | None,
-    falsify_seconds: float | None,
-    seed: int,
-    bound_method: str,
-) -> tuple[BoxResult, Counterexample | None]:
-    t0 = time.monotonic()
-    a, b = models.net_a, models.net_b
-    lo, hi = box.lower_float(), box.upper_float()
-    # "exact": the whole box gets a real stability analysis (parts of it, when splitting, do not)
-    ba, bb = bounds_pair(a, b, lo, hi, bound_method, deadline)
-    k = shared_prefix(a, b)
-    stab = tuple(stability_table(a, "a", ba, k) + stability_table(b, "b", bb, k))
+def _summary(box_results: list[BoxResult], n_boxes: int) -> tuple[Verdict, str]:
+    """The weakest verdict of the boxes and the reason of the first box that has it."""
+    verdict = min(r.verdict for r in box_results)
+    first = next(r for r in box_results if r.verdict == verdict)
+    reason = first.reason if n_boxes == 1 else f"{first.reason} (box {first.index})"
+    skipped = sum(1 for r in box_results if r.reason == NOT_EXAMINED)
+    if skipped and first.reason != NOT_EXAMINED:
+        reason += f"; {skipped} of {n_boxes} boxes not examined (time limit)"
+    if verdict is Verdict.PROVED and n_boxes > 1:
+        reason = f"proved on all {n_boxes} boxes"
+    return verdict, reason
 
-    def done(verdict, reason, dec=None, cex=None):
-        unstable, shared, parts = (dec.unstable, dec.shared_units, dec.parts) if dec is not None else (0, 0, 0)
-        res = BoxResult(index, verdict, reason, stab, unstable, k, shared, parts, time.monotonic() - t0)
-        return res, cex
 
-    if k == len(a.layers) == len(b.layers):
-        return done(Verdict.PROVED, "the networks are identical after canonicalisation (no search needed)")
+@dataclass(frozen=True, eq=False)
+class _BoxRun:
+    """What every box of one check shares: the networks, the spec, the options, the known
+    bounds, the deadline and the onnxruntime sessions."""
 
-    # 1. bounds on the difference of same-shaped networks may settle epsilon outright
-    diff = difference_bounds(a, b, lo, hi, ba, bb, symbolic=True, deadline=deadline)
-    eps = epsilon_bound(spec, diff)
-    if eps is not None and eps <= spec.tolerance:
-        return done(
-            Verdict.PROVED,
-            f"difference bounds: ||f(x) - g(x)|| <= {float(eps):.6g} on the whole box (no search needed)",
-        )
-    if deadline.expired():
-        return done(Verdict.UNKNOWN, "timeout: the time ran out while computing bounds")
+    a: Network
+    b: Network
+    spec: Spec
+    options: ProverOptions
+    known: KnownBounds
+    deadline: Deadline
+    proto_a: Any
+    proto_b: Any
+    runner: OrtRunner | None  # onnxruntime sessions of both protos (None: not both given)
 
-    # 2. falsification first
-    budget = deadline.sub(seconds=falsify_seconds) if falsify_seconds is not None else deadline.sub(1 / 4, seconds=1.0)
-    candidates = falsify.search(a, b, spec, box, deadline=budget, seed=seed + index)
-    for _, x in candidates[:EXACT_CHECKS]:
+    # -- bounds
+    def box_bounds(self, box: Box) -> tuple[list[LayerBounds], list[LayerBounds]]:
+        """Rigorous bounds of both networks over a whole box of the domain, by the options'
+        bound method (the costly ones take ``bound_share()`` of the time left per network; EXACT
+        runs a stability analysis of a network whose bounds are not known), with the known
+        bounds."""
+        return bounds_pair(self.a, self.b, box.lower_float(), box.upper_float(),
+                           self.options.bound_method, self.deadline, self.known.a, self.known.b,
+                           share=self.options.bound_share(), box=box)
+
+    def part_bounds(self, part: Box, deadline: Deadline) -> tuple[list[LayerBounds], list[LayerBounds]]:
+        """Rigorous bounds of both networks over a part of a box (when the search splits it):
+        the bound method's own, with no stability analysis, and the known bounds."""
+        lo, hi = part.lower_float(), part.upper_float()
+        method = self.options.bound_method
+        return (sound_bounds(self.a, lo, hi, method, deadline, self.known.a),
+                sound_bounds(self.b, lo, hi, method, deadline, self.known.b))
+
+    # -- one box
+    def prove_box(self, box: Box, index: int) -> tuple[BoxResult, Counterexample | None]:
+        """The verdict on one box, and the counterexample when it is REFUTED."""
+        t0 = time.monotonic()
+        a, b, spec, opts, deadline = self.a, self.b, self.spec, self.options, self.deadline
+        lo, hi = box.lower_float(), box.upper_float()
+        ba, bb = self.box_bounds(box)
+        k = shared_prefix(a, b)
+        stab = tuple(stability_table(a, "a", ba, k) + stability_table(b, "b", bb, k))
+
+        def done(verdict, reason, dec=None, cex=None):
+            unstable, shared, parts = (dec.unstable, dec.shared_units, dec.parts) if dec is not None else (0, 0, 0)
+            res = BoxResult(index, verdict, reason, stab, unstable, k, shared, parts, time.monotonic() - t0)
+            return res, cex
+
+        if k == len(a.layers) == len(b.layers):
+            return done(Verdict.PROVED, "the networks are identical after canonicalisation (no search needed)")
+
+        # 1. bounds on the difference of same-shaped networks may settle epsilon outright
+        diff = difference_bounds(a, b, lo, hi, ba, bb, symbolic=True, deadline=deadline)
+        eps = epsilon_bound(spec, diff)
+        if eps is not None and eps <= spec.tolerance:
+            return done(
+                Verdict.PROVED,
+                f"difference bounds: ||f(x) - g(x)|| <= {float(eps):.6g} on the whole box (no search needed)",
+            )
         if deadline.expired():
-            return done(Verdict.UNKNOWN, "timeout: the time ran out while confirming falsifier candidates")
+            return done(Verdict.UNKNOWN, "timeout: the time ran out while computing bounds")
+
+        # 2. falsification first
+        if opts.falsify:
+            budget = deadline.sub(opts.falsify_share, seconds=opts.falsify_seconds)
+            candidates = falsify.search(a, b, spec, box, deadline=budget, seed=opts.seed + index)
+            for _, x in candidates[:opts.exact_checks]:
+                if deadline.expired():
+                    return done(Verdict.UNKNOWN, "timeout: the time ran out while confirming falsifier candidates")
+                found = self._confirmed(box, index, x, FoundBy.FALSIFIER)
+                if found is not None:
+                    return done(Verdict.REFUTED, "counterexample found by sampling and local search", cex=found)
+
+        # 3. the exact query: the solver on the box, or on parts of it
+        dec = decide(a, b, spec, box, ba, bb, diff, deadline, opts, self.part_bounds)
+        if dec.status is not SearchOutcome.REFUTED:
+            return done(_DECIDED[dec.status], dec.reason, dec)
+        x_q = list(dec.point)
+        cex = self._float_counterexample(box, index, x_q)
+        if cex is None:
+            # no float point near the solver's point shows the violation: report the exact point
+            note = "the solver's point is rational; no float32 point near it shows the violation"
+            cex = build_counterexample(a, b, spec, x_q, index, FoundBy.SOLVER, self.runner, self.proto_a,
+                                       self.proto_b, exact_evaluation(a, b, spec, x_q), note, box=box)
+        return done(Verdict.REFUTED, dec.reason, dec, cex)
+
+    def _confirmed(self, box: Box, index: int, x: np.ndarray, found_by: FoundBy) -> Counterexample | None:
+        """A counterexample at the float point ``x`` if it lies in the box and violates the spec
+        in exact arithmetic, else None."""
         if not box.contains(x):
-            continue
-        ex = exact_evaluation(a, b, spec, [Fraction(float(v)) for v in x])
-        if ex.violated:
-            cex = build_counterexample(a, b, spec, x, index, "falsifier", runner, models.proto_a, models.proto_b, ex, box=box)
-            return done(Verdict.REFUTED, "counterexample found by sampling and local search", cex=cex)
+            return None
+        ex = exact_evaluation(self.a, self.b, self.spec, [Fraction(float(v)) for v in x])
+        if not ex.violated:
+            return None
+        return build_counterexample(self.a, self.b, self.spec, x, index, found_by, self.runner,
+                                    self.proto_a, self.proto_b, ex, box=box)
 
-    # 3. the exact query: the solver on the box, or on parts of it
-    dec = decide(a, b, spec, box, ba, bb, diff, deadline, bound_method)
-    if dec.status == "proved":
-        return done(Verdict.PROVED, dec.reason, dec)
-    if dec.status == "unknown":
-        return done(Verdict.UNKNOWN, dec.reason, dec)
-    x_q = list(dec.point)
-    ex = exact_evaluation(a, b, spec, x_q)
-    cex = _float_counterexample(models, spec, box, index, x_q, runner, seed)
-    if cex is None:
-        # no float point near the solver's point shows the violation: report the exact point
-        note = "the solver's point is rational; no float32 point near it shows the violation"
-        cex = build_counterexample(a, b, spec, x_q, index, "solver", runner, models.proto_a, models.proto_b, ex, note, box=box)
-    return done(Verdict.REFUTED, dec.reason, dec, cex)
-
-
-def _float_counterexample(models, spec, box, index, x_q, runner, seed) -> Counterexample | None:
-    """A float counterexample inside the box at or near the solver's rational point, if one is
-    found (float32 points when the box holds any, else float64 points)."""
-    a, b = models.net_a, models.net_b
-    got = box.sample_box()
-    if got is None:
+    def _float_counterexample(self, box: Box, index: int, x_q: list[Fraction]) -> Counterexample | None:
+        """A float counterexample inside the box at or near the solver's rational point, if one
+        is found (float32 points when the box holds any, else float64 points)."""
+        got = box.sample_box()
+        if got is None:
+            return None
+        (lo, hi), precision = got
+        x0 = snap(np.array([float(v) for v in x_q]), lo, hi, precision)
+        starts = [x0]
+        rng = np.random.default_rng(self.options.seed)
+        width = hi - lo
+        for scale in (1e-6, 1e-4, 1e-2):
+            starts.extend(snap(x0 + rng.normal(0, 1, (4, len(x0))) * width * scale, lo, hi, precision))
+        pts = np.array(starts)
+        margins = falsify.batch_margin(self.spec, self.a.evaluate(pts), self.b.evaluate(pts))
+        for i in np.argsort(-margins)[:self.options.exact_checks]:
+            found = self._confirmed(box, index, pts[i], FoundBy.SOLVER)
+            if found is not None:
+                return found
         return None
-    (lo, hi), precision = got
-    dtype = np.float32 if precision == "float32" else np.float64
-
-    def snap(p):
-        return np.clip(np.asarray(p).astype(dtype).astype(np.float64), lo, hi)
-
-    x0 = snap(np.array([float(v) for v in x_q]))
-    starts = [x0]
-    rng = np.random.default_rng(seed)
-    width = hi - lo
-    for scale in (1e-6, 1e-4, 1e-2):
-        starts.extend(snap(x0 + rng.normal(0, 1, (4, len(x0))) * width * scale))
-    pts = np.array(starts)
-    margins = falsify.batch_margin(spec, a.evaluate(pts), b.evaluate(pts))
-    for i in np.argsort(-margins)[:EXACT_CHECKS]:
-        x = pts[i]
-        if not box.contains(x):
-            continue
-        ex = exact_evaluation(a, b, spec, [Fraction(float(v)) for v in x])
-        if ex.violated:
-            return build_counterexample(a, b, spec, x, index, "solver", runner, models.proto_a, models.proto_b, ex, box=box)
-    return None

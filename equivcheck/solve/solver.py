@@ -13,6 +13,7 @@ interrupted in-process, such as writing a large encoding, then ends at the deadl
 from __future__ import annotations
 
 import contextlib
+import enum
 import multiprocessing as mp
 import os
 import signal
@@ -37,11 +38,23 @@ _FORWARDED_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP
 Builder = Callable[[], "tuple[dict, str | None, tuple[str, ...]]"]
 
 
+class SolveStatus(str, enum.Enum):
+    """What the solver said about a query."""
+
+    SAT = "sat"  # satisfiable: the outcome's model holds exact values of the input names
+    UNSAT = "unsat"  # unsatisfiable over the reals
+    UNKNOWN = "unknown"  # the solver gave up (its reason says why), or there was nothing to solve
+    TIMEOUT = "timeout"  # the time limit was reached (the child was stopped or killed)
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @dataclass(frozen=True)
 class SolveOutcome:
-    """``status`` is "sat", "unsat", "unknown" or "timeout"; ``model`` maps names to rationals."""
+    """The solver's ``status`` and, when it is SAT, the ``model``: names to exact rationals."""
 
-    status: str
+    status: SolveStatus
     seconds: float
     model: dict[str, Fraction] = field(default_factory=dict)
     reason: str = ""
@@ -74,6 +87,9 @@ def _die_with_parent(parent_pid: int) -> None:
 
 
 def _child(conn, parent_pid: int, query, soft_end: float) -> None:
+    """In the child: build the query if asked, solve it, and send ``(kind, values, reason)``
+    messages: kind "built" (the builder's info), then a :class:`SolveStatus` value, "nothing"
+    (nothing to solve) or "error"."""
     _die_with_parent(parent_pid)
     try:
         if callable(query):
@@ -88,7 +104,7 @@ def _child(conn, parent_pid: int, query, soft_end: float) -> None:
 
         soft_ms = int((soft_end - time.monotonic()) * 1000)
         if soft_ms <= 0:
-            conn.send(("timeout", {}, "no time left after building the query"))
+            conn.send((SolveStatus.TIMEOUT.value, {}, "no time left after building the query"))
             return
         solver = z3.Solver()
         solver.set("timeout", min(soft_ms, MAX_SOFT_MS))
@@ -100,11 +116,11 @@ def _child(conn, parent_pid: int, query, soft_end: float) -> None:
             for name in names:
                 v = m.eval(z3.Real(name), model_completion=True)
                 values[name] = str(v.as_fraction())
-            conn.send(("sat", values, ""))
+            conn.send((SolveStatus.SAT.value, values, ""))
         elif result == z3.unsat:
-            conn.send(("unsat", {}, ""))
+            conn.send((SolveStatus.UNSAT.value, {}, ""))
         else:
-            conn.send(("unknown", {}, solver.reason_unknown()))
+            conn.send((SolveStatus.UNKNOWN.value, {}, solver.reason_unknown()))
     except BaseException as exc:  # report, never hang the parent
         with contextlib.suppress(Exception):
             conn.send(("error", {}, f"{type(exc).__name__}: {exc}"))
@@ -198,16 +214,16 @@ def _run(query, timeout: float, deadline: Deadline | None
 def _outcome(got, seconds: float, limit: float, timed_out: bool, exitcode, what: str) -> SolveOutcome:
     if got is None:
         if timed_out:
-            return SolveOutcome("timeout", seconds, reason=f"{what} timed out after {seconds:.3g} s")
+            return SolveOutcome(SolveStatus.TIMEOUT, seconds, reason=f"{what} timed out after {seconds:.3g} s")
         raise SolverError(f"the solver process died (exit code {exitcode})")
     status, values, reason = got
     if status == "error":
         raise SolverError(f"the solver failed: {reason}")
-    if status == "timeout":
-        return SolveOutcome("timeout", seconds, reason=f"{what} timed out: {reason}")
-    if status == "unknown" and seconds >= limit * 0.95:
-        return SolveOutcome("timeout", seconds, reason=f"solver timed out after {limit:.3g} s ({reason})")
-    return SolveOutcome(status, seconds, {k: Fraction(v) for k, v in values.items()}, reason)
+    if status == SolveStatus.TIMEOUT:
+        return SolveOutcome(SolveStatus.TIMEOUT, seconds, reason=f"{what} timed out: {reason}")
+    if status == SolveStatus.UNKNOWN and seconds >= limit * 0.95:
+        return SolveOutcome(SolveStatus.TIMEOUT, seconds, reason=f"solver timed out after {limit:.3g} s ({reason})")
+    return SolveOutcome(SolveStatus(status), seconds, {k: Fraction(v) for k, v in values.items()}, reason)
 
 
 def solve(text: str, names: tuple[str, ...], timeout: float,
@@ -215,7 +231,7 @@ def solve(text: str, names: tuple[str, ...], timeout: float,
     """Decide the SMT-LIB ``text``; on *sat* return the values of ``names`` exactly.
 
     The child process is killed after ``timeout`` seconds (plus a short grace for start-up),
-    or at ``deadline`` if that comes first, and the outcome is then "timeout".
+    or at ``deadline`` if that comes first, and the outcome is then TIMEOUT.
     """
     _, got, seconds, limit, timed_out, code = _run((text, tuple(names)), timeout, deadline)
     return _outcome(got, seconds, limit, timed_out, code, "solver")
@@ -224,17 +240,17 @@ def solve(text: str, names: tuple[str, ...], timeout: float,
 def solve_built(build: Builder, timeout: float, deadline: Deadline | None = None) -> BuiltOutcome:
     """Like :func:`solve`, but the query is made by ``build()`` in the child process, within
     the same time limit (so a long encoding cannot overrun it). ``build`` returns
-    ``(info, text, names)``; with ``text`` None only ``info`` comes back (status "unsat" is not
-    implied: the outcome's status is then "unknown" with reason "nothing to solve")."""
+    ``(info, text, names)``; with ``text`` None only ``info`` comes back (UNSAT is not implied:
+    the outcome's status is then UNKNOWN with reason "nothing to solve")."""
     built, got, seconds, limit, timed_out, code = _run(build, timeout, deadline)
     if built is None:
         if timed_out:
             why = "the time limit was reached while building the query"
-            return BuiltOutcome(None, (), SolveOutcome("timeout", seconds, reason=why))
+            return BuiltOutcome(None, (), SolveOutcome(SolveStatus.TIMEOUT, seconds, reason=why))
         if got is not None and got[0] == "error":
             raise SolverError(f"building the query failed: {got[2]}")
         raise SolverError(f"the solver process died (exit code {code})")
     _, info, names = built
     if got is not None and got[0] == "nothing":
-        return BuiltOutcome(info, names, SolveOutcome("unknown", seconds, reason="nothing to solve"))
+        return BuiltOutcome(info, names, SolveOutcome(SolveStatus.UNKNOWN, seconds, reason="nothing to solve"))
     return BuiltOutcome(info, names, _outcome(got, seconds, limit, timed_out, code, "solver"))

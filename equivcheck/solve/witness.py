@@ -15,9 +15,10 @@ from typing import Sequence
 import numpy as np
 
 from equivcheck.core.domain import Box
+from equivcheck.core.exact import round_to
 from equivcheck.core.network import Network
 from equivcheck.core.rational import format_rational, to_fraction
-from equivcheck.core.result import Counterexample, Evaluation
+from equivcheck.core.result import Counterexample, Evaluation, FoundBy
 from equivcheck.core.spec import Spec
 from equivcheck.errors import SoundnessError
 
@@ -116,7 +117,7 @@ def build_counterexample(
     spec: Spec,
     x: Sequence,
     box_index: int,
-    found_by: str,
+    found_by: FoundBy | str,
     runner: OrtRunner | None,
     model_a=None,
     model_b=None,
@@ -126,7 +127,7 @@ def build_counterexample(
     box: Box,
 ) -> Counterexample:
     """A counterexample at ``x`` (floats or exact Fractions), evaluated exactly, in float64 and
-    in onnxruntime.
+    in onnxruntime; ``found_by`` is a :class:`FoundBy` (or its value).
 
     This is the one place a :class:`Counterexample` is made, and it promises: the exact point
     lies in ``box`` (strict bounds honoured) and violates ``spec`` in exact arithmetic; otherwise
@@ -135,6 +136,7 @@ def build_counterexample(
     point; when the float point (or its float32 rounding, which onnxruntime runs) lies outside the
     domain the counterexample says so and does not count as reproducing.
     """
+    found_by = FoundBy(found_by)
     x_exact = tuple(to_fraction(v) for v in x)
     if not box.contains(x_exact):
         raise SoundnessError(
@@ -157,7 +159,7 @@ def build_counterexample(
     if runner is not None and model_a is not None and model_b is not None:
         ort_ev = ort_evaluation(runner, model_a, model_b, a, b, spec, xf)
         if "float32" in (a.input_dtype, b.input_dtype):  # either model rounds its input
-            x32 = xf.astype(np.float32).astype(np.float64)
+            x32 = round_to(xf, "float32")
             if not np.array_equal(x32, xf):
                 if box.contains(x32):
                     notes.append("the point is not float32-representable: onnxruntime ran its float32 rounding, which lies in the domain")

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .domains import json_is_strict
+from ..helpers import strict_json
 from .nets import OUTSIDE_BYTES, OUTSIDE_FILE
 
 VERDICT_CODES = {"proved": 0, "refuted": 1, "unknown": 3}
@@ -242,7 +242,7 @@ def check_run(run: Run, before: dict[str, str], after: dict[str, str], expect: E
             problems.append("exit 4 with output on stdout: " + run.stdout.strip()[:120])
     if expect.json and run.code in (0, 1, 3):
         try:
-            data = json_is_strict(run.stdout)
+            data = strict_json(run.stdout, long_ints=True)
             if not isinstance(data, dict):
                 problems.append("--json output is not one JSON object")
         except ValueError as exc:
@@ -261,7 +261,7 @@ def check_run(run: Run, before: dict[str, str], after: dict[str, str], expect: E
 def parse_json(run: Run):
     """The JSON object on stdout, or None."""
     try:
-        data = json_is_strict(run.stdout)
+        data = strict_json(run.stdout, long_ints=True)
     except ValueError:
         return None
     return data if isinstance(data, dict) else None

@@ -8,7 +8,6 @@ decimal text goes into the file as it is.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from fractions import Fraction
@@ -318,18 +317,3 @@ def mangle_json(dom: DomainSpec, kind: str) -> bytes:
         "not_json": "lower: 0\nupper: 1\n",
     }
     return texts[kind].encode()
-
-
-def json_is_strict(text: str):
-    """Parse ``text`` as strict JSON (no NaN / Infinity); raises ValueError otherwise."""
-
-    def reject(name):
-        raise ValueError(f"non-standard JSON constant {name}")
-
-    def integer(digits: str):
-        try:
-            return int(digits)
-        except ValueError:  # beyond Python's int-from-text limit: valid JSON all the same
-            return digits
-
-    return json.loads(text, parse_constant=reject, parse_int=integer)

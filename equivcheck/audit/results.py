@@ -1,0 +1,231 @@
+"""What an audit found: the result types of :func:`equivcheck.audit.audit` (frozen; their
+``to_dict`` is the JSON the CLI prints and :mod:`equivcheck.audit.report` renders)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import numpy as np
+
+from equivcheck.core.domain import Domain
+from equivcheck.core.options import ProverOptions, UnitStability
+from equivcheck.core.result import Counterexample, Verdict
+from equivcheck.core.spec import Mode
+
+
+class DecidedBy(str, enum.Enum):
+    """How a :class:`CheckVerdict` was decided."""
+
+    PROVER = "prover"  # equivcheck.prove
+    CERTIFIED_BOUND = "certified bound"  # the certified deviation bound is <= the tolerance
+    WITNESS = "witness"  # an exactly checked input deviates more than the tolerance
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class ChangeKind(str, enum.Enum):
+    """What pruning did to a hidden unit."""
+
+    REMOVED = "removed"  # incoming (or outgoing) weights all zero in the pruned model only
+    CHANGED = "changed"  # incoming weights or bias differ
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class CheckVerdict:
+    """One equivalence notion (``name``: "strict", "epsilon 0.01", "argmax") and how it was
+    decided (``method``, see :class:`DecidedBy`)."""
+
+    name: str
+    mode: Mode
+    tolerance: Fraction | None
+    verdict: Verdict
+    reason: str
+    method: DecidedBy
+    counterexample: Counterexample | None = None
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "mode": self.mode.value,
+            "tolerance": None if self.tolerance is None else float(self.tolerance),
+            "tolerance_exact": None if self.tolerance is None else str(self.tolerance),
+            "verdict": self.verdict.label,
+            "reason": self.reason,
+            "method": self.method.value,
+            "counterexample": self.counterexample.to_dict() if self.counterexample else None,
+            "seconds": round(self.seconds, 4),
+        }
+
+
+@dataclass(frozen=True)
+class DeviationBound:
+    """``lower <= max_x |f(x) - g(x)| <= upper`` over the domain (``output`` None: all outputs,
+    the L-infinity norm).
+
+    ``lower`` is exact: the deviation at ``witness`` computed in rational arithmetic (at
+    ``witness_exact`` when the witness is a rational point that is not a float vector, as in a
+    domain holding no float32 point; ``witness`` is then its nearest floats). ``upper`` is
+    certified by ``upper_method``; it is always a float value (rounded up where needed), so no
+    bound grows huge denominators.
+    """
+
+    output: int | None
+    lower: Fraction
+    upper: Fraction
+    witness: tuple[float, ...] | None
+    upper_method: str
+    witness_output: int | None = None
+    witness_exact: tuple[Fraction, ...] | None = None  # set when the witness is not a float point
+
+    @property
+    def gap(self) -> float:
+        return float(self.upper - self.lower)
+
+    def within(self, rel_gap: float) -> bool:
+        return float(self.upper - self.lower) <= rel_gap * float(self.upper) or self.upper == 0
+
+    def to_dict(self) -> dict:
+        return {
+            "output": self.output,
+            "lower": float(self.lower),
+            "upper": float(self.upper),
+            "lower_exact": str(self.lower),
+            "upper_exact": str(self.upper),
+            "upper_method": self.upper_method,
+            "witness": list(self.witness) if self.witness is not None else None,
+            "witness_exact": [str(v) for v in self.witness_exact] if self.witness_exact else None,
+            "witness_output": self.witness_output,
+        }
+
+
+@dataclass(frozen=True)
+class UnitChange:
+    """A hidden unit that pruning removed or changed.
+
+    ``original`` is the unit's stability on the domain in the original model by sound bounds
+    (active, inactive or unstable). A removed unit is ``harmless`` when it was stably inactive
+    in the original and outputs 0 in the pruned model too; a changed unit when it is stably
+    inactive in both.
+    """
+
+    layer: int
+    unit: int
+    kind: ChangeKind
+    original: UnitStability
+    harmless: bool
+
+    def to_dict(self) -> dict:
+        return {"layer": self.layer, "unit": self.unit, "kind": self.kind.value,
+                "original": self.original.value, "harmless": self.harmless}
+
+
+@dataclass(frozen=True)
+class LayerChange:
+    """Per layer: how many weights and units pruning touched."""
+
+    layer: int
+    width: int
+    relu: bool
+    weights: int
+    weights_zeroed: int
+    weights_changed: int
+    units_removed: int
+    units_removed_harmless: int
+    units_changed: int
+    units_changed_harmless: int
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    @property
+    def units_removed_live(self) -> int:
+        return self.units_removed - self.units_removed_harmless
+
+
+@dataclass(frozen=True)
+class SampleStats:
+    """Deviation statistics on a set of inputs, evaluated in numpy float64 (not certified)."""
+
+    source: str
+    count: int
+    inside_domain: int
+    top1_agreement: float  # percent
+    deviation_max: float
+    quantiles: dict[str, float]
+    histogram_edges: tuple[float, ...]
+    histogram_counts: tuple[int, ...]
+    deviations: np.ndarray = field(repr=False, compare=False, default_factory=lambda: np.zeros(0))
+    deviations_inside: np.ndarray = field(repr=False, compare=False,
+                                          default_factory=lambda: np.zeros(0))
+
+    def to_dict(self) -> dict:
+        return {
+            "source": self.source,
+            "count": self.count,
+            "inside_domain": self.inside_domain,
+            "top1_agreement_percent": self.top1_agreement,
+            "deviation_max": self.deviation_max,
+            "quantiles": self.quantiles,
+            "histogram": {"edges": list(self.histogram_edges),
+                          "counts": list(self.histogram_counts)},
+        }
+
+
+@dataclass(frozen=True)
+class AuditResult:
+    """Everything :func:`audit` found, with the domain and the prover options it ran with;
+    ``to_dict`` is the JSON the CLI prints."""
+
+    original: str
+    pruned: str
+    domain: Domain
+    options: ProverOptions
+    checks: tuple[CheckVerdict, ...]
+    deviation: DeviationBound
+    per_output: tuple[DeviationBound, ...]
+    layers: tuple[LayerChange, ...]
+    units: tuple[UnitChange, ...]
+    samples: SampleStats
+    data: SampleStats | None
+    gap: float
+    converged: bool
+    seconds: float
+    notes: tuple[str, ...] = ()
+
+    @property
+    def domain_text(self) -> str:
+        return self.domain.describe()
+
+    def check(self, name: str) -> CheckVerdict:
+        """The verdict called ``name`` ("strict", "argmax", "epsilon 0.01", ...)."""
+        for c in self.checks:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    def to_dict(self) -> dict:
+        return {
+            "original": self.original,
+            "pruned": self.pruned,
+            "domain": self.domain.to_dict(),
+            "domain_text": self.domain_text,
+            "options": self.options.to_dict(),
+            "checks": [c.to_dict() for c in self.checks],
+            "deviation": self.deviation.to_dict(),
+            "per_output": [d.to_dict() for d in self.per_output],
+            "gap_target": self.gap,
+            "converged": self.converged,
+            "layers": [lc.to_dict() for lc in self.layers],
+            "units": [u.to_dict() for u in self.units],
+            "samples": self.samples.to_dict(),
+            "data": self.data.to_dict() if self.data else None,
+            "seconds": round(self.seconds, 3),
+            "notes": list(self.notes),
+        }
