@@ -253,3 +253,21 @@ def test_audit_epsilons_are_range_checked_like_the_tolerance():
     a = mlp([np.array([[1.0]])], [np.array([0.0])])
     with pytest.raises(InputError, match="epsilon"):
         audit(a, a, domain="0:1", epsilons=("1e400",), timeout=10)
+
+
+def test_describing_a_large_union_formats_only_what_it_shows(monkeypatch):
+    # the text of 100 boxes x 784 inputs was built in full (1.1 s) before being cut to a count
+    import equivcheck.core.domain as dmod
+    from equivcheck.core.domain import Domain
+
+    calls = []
+    real = dmod.format_rational
+    monkeypatch.setattr(dmod, "format_rational", lambda q, *a: calls.append(q) or real(q, *a))
+    rng = np.random.default_rng(0)
+    boxes = []
+    for _ in range(100):
+        c = rng.uniform(0.1, 0.9, 784)
+        boxes.append(Box(tuple(Fraction(v - 0.01) for v in c), tuple(Fraction(v + 0.01) for v in c)))
+    text = Domain(tuple(boxes), "many.vnnlib").describe()
+    assert text == "100 box(es) over 784 inputs (from many.vnnlib)"
+    assert len(calls) < 100

@@ -160,8 +160,11 @@ class Box:
         right = Box(put(self.lower, mid), self.upper, put(self.lower_strict, False), self.upper_strict)
         return left, right
 
-    def describe(self) -> str:
-        """The box as interval text, ``[lo, hi]^n`` when every input has the same interval."""
+    def describe(self, limit: int | None = None) -> str:
+        """The box as interval text, ``[lo, hi]^n`` when every input has the same interval.
+
+        With ``limit``, stops (and ends the text with "...") once the text passes ``limit``
+        characters, so a box of many inputs costs no more than the part that is shown."""
 
         def one(i: int) -> str:
             left = "(" if self.lower_strict[i] else "["
@@ -171,7 +174,13 @@ class Box:
         if (len(set(self.lower)) == 1 and len(set(self.upper)) == 1
                 and len(set(self.lower_strict)) == 1 and len(set(self.upper_strict)) == 1):
             return f"{one(0)}^{self.dim}"
-        return " x ".join(one(i) for i in range(self.dim))
+        parts, size = [], 0
+        for i in range(self.dim):
+            parts.append(one(i))
+            size += len(parts[-1]) + 3
+            if limit is not None and size > limit and i + 1 < self.dim:
+                return " x ".join(parts) + " x ..."
+        return " x ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -200,8 +209,15 @@ class Domain:
 
     def describe(self) -> str:
         """One line: the boxes (or their count, when long) and where the domain came from."""
-        text = " ∪ ".join(b.describe() for b in self.boxes)
-        if len(text) > 160:
+        limit = 160
+        parts, size = [], 0
+        for b in self.boxes:  # stops building text as soon as it is too long to show
+            parts.append(b.describe(limit - size))
+            size += len(parts[-1]) + 3
+            if size > limit:
+                break
+        text = " ∪ ".join(parts)
+        if size > limit:
             text = f"{len(self.boxes)} box(es) over {self.dim} inputs"
         origin = "default " if self.is_default else ""
         return f"{origin}{text} (from {self.source})"
