@@ -32,6 +32,7 @@ from equivcheck.bounds.interval import TINY, LayerBounds, affine_interval, gamma
 from equivcheck.bounds.symbolic import relu_relaxation
 from equivcheck.core.deadline import Deadline
 from equivcheck.core.network import Network
+from equivcheck.core.rational import two_diff
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,15 +64,6 @@ def same_shape(a: Network, b: Network) -> bool:
         and la.affine.is_exact_float and lb.affine.is_exact_float
         for la, lb in zip(a.layers, b.layers)
     )
-
-
-def _two_diff(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Knuth's TwoSum for ``a - b``: ``(s, err)`` with ``s + err == a - b`` exactly."""
-    nb = -b
-    s = a + nb
-    bp = s - a
-    ap = s - bp
-    return s, (a - ap) + (nb - bp)
 
 
 def _relu_difference(zl, zu, ba: LayerBounds, bb: LayerBounds) -> tuple[np.ndarray, np.ndarray]:
@@ -113,7 +105,7 @@ def difference_bounds(
     post: list[tuple[np.ndarray, np.ndarray]] = []
     out: list[DiffBounds] = []
     for k, (la, lb) in enumerate(zip(a.layers, b.layers)):
-        d_w, err = _two_diff(la.weight, lb.weight)
+        d_w, err = two_diff(la.weight, lb.weight)
         exact_dw = not np.any(err)
         db = la.bias - lb.bias
         zero_b = np.zeros(la.out_dim)
@@ -188,8 +180,8 @@ def _diff_back_substitute(f: Network, g: Network, k: int, c: np.ndarray, bf, bg,
 
     c = np.atleast_2d(np.asarray(c, dtype=np.float64))
     lf, lg = f.layers[k], g.layers[k]
-    d_w, d_err = _two_diff(lf.weight, lg.weight)
-    d_b, b_err = _two_diff(lf.bias, lg.bias)
+    d_w, d_err = two_diff(lf.weight, lg.weight)
+    d_b, b_err = two_diff(lf.bias, lg.bias)
     abs_c = np.abs(c)
     val = c @ d_b
     mag = abs_c @ np.abs(d_b)
@@ -207,8 +199,8 @@ def _diff_back_substitute(f: Network, g: Network, k: int, c: np.ndarray, bf, bg,
         rho_h, r_h, m_h = relu_relaxation(nu_h, fb.lower, fb.upper)  # CROWN relaxation
         val += r_d + r_h
         mag += m_d + m_h
-        d_w, d_err = _two_diff(fj.weight, gj.weight)
-        d_b, b_err = _two_diff(fj.bias, gj.bias)
+        d_w, d_err = two_diff(fj.weight, gj.weight)
+        d_b, b_err = two_diff(fj.bias, gj.bias)
         abs_d, abs_h = np.abs(rho_d), np.abs(rho_h)
         val += rho_d @ d_b + rho_h @ fj.bias
         mag += abs_d @ np.abs(d_b) + abs_h @ np.abs(fj.bias)

@@ -181,3 +181,12 @@ def exact_text(q: Fraction) -> str:
     if places == 0:
         return f"{sign}{digits}"
     return f"{sign}{digits}e-{places}" if places > 30 else f"{sign}{digits // 10**places}.{digits % 10**places:0{places}d}".rstrip("0").rstrip(".")
+
+
+def two_diff(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Knuth's TwoSum for ``a - b``: ``(s, err)`` with ``s + err == a - b`` exactly."""
+    nb = -b
+    s = a + nb
+    bp = s - a
+    ap = s - bp
+    return s, (a - ap) + (nb - bp)

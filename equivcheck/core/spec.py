@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Sequence
 
+import numpy as np
+
 from equivcheck.core.rational import FLOAT64_MAX, format_rational, parse_decimal
 from equivcheck.errors import InputError
 
@@ -150,3 +152,48 @@ def _gap(y: Sequence, i: int):
     if not others:
         return y[i] - y[i] + 1  # a single output: the class never changes
     return y[i] - max(others)
+
+
+def batch_margin(spec: Spec, ya: np.ndarray, yb: np.ndarray) -> np.ndarray:
+    """Float64 :meth:`Spec.margin` for batches of outputs (one row per point; > 0: violated).
+    The one batched margin of the falsifier, the search, the prover and the engine."""
+    d = ya - yb
+    if spec.mode is Mode.STRICT:
+        return np.max(np.abs(d), axis=1)
+    if spec.mode is Mode.EPSILON:
+        norm = np.max(np.abs(d), axis=1) if spec.norm is Norm.LINF else np.sum(np.abs(d), axis=1)
+        return norm - float(spec.tolerance)
+    if ya.shape[1] == 1:
+        return np.full(len(ya), -1.0)  # a single output: the class never changes
+    rows = np.arange(len(ya))
+    i, k = np.argmax(ya, axis=1), np.argmax(yb, axis=1)
+    differ = np.minimum(ya[rows, i] - ya[rows, k], yb[rows, k] - yb[rows, i])
+    sa, sb = np.sort(ya, axis=1), np.sort(yb, axis=1)
+    same = -np.minimum(sa[:, -1] - sa[:, -2], sb[:, -1] - sb[:, -2])
+    return np.where(i != k, differ, same)
+
+
+def objective_weights(spec: Spec, ya: np.ndarray, yb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, ``(ca, cb)`` such that ``ca . ya + cb . yb`` grows with the violation locally (the
+    direction a signed-gradient ascent on the inputs climbs)."""
+    n, m = ya.shape
+    ca = np.zeros((n, m))
+    rows = np.arange(n)
+    d = ya - yb
+    if spec.mode is Mode.ARGMAX:
+        i = np.argmax(ya, axis=1)
+        gain = yb - yb[rows, i][:, None]
+        gain[rows, i] = -np.inf
+        k = np.argmax(gain, axis=1)
+        ca[rows, i] += 1.0
+        ca[rows, k] -= 1.0
+        return ca, -ca
+    if spec.mode is Mode.EPSILON and spec.norm is Norm.L1:
+        ca = np.sign(d)
+        ca[ca == 0] = 1.0
+        return ca, -ca
+    j = np.argmax(np.abs(d), axis=1)
+    s = np.sign(d[rows, j])
+    s[s == 0] = 1.0
+    ca[rows, j] = s
+    return ca, -ca

@@ -17,52 +17,9 @@ from equivcheck.core.deadline import Deadline
 from equivcheck.core.domain import Box
 from equivcheck.core.exact import snap
 from equivcheck.core.network import Network
-from equivcheck.core.spec import Mode, Norm, Spec
+from equivcheck.core.spec import Spec, batch_margin, objective_weights
 
 _SCHEDULE = Schedule(step=0.25, scales=(1.0, 0.5, 0.1), min_step=1e-7, jitter=0.1)
-
-
-def batch_margin(spec: Spec, ya: np.ndarray, yb: np.ndarray) -> np.ndarray:
-    """Float64 :meth:`Spec.margin` for batches of outputs (rows)."""
-    d = ya - yb
-    if spec.mode is Mode.STRICT:
-        return np.max(np.abs(d), axis=1)
-    if spec.mode is Mode.EPSILON:
-        norm = np.max(np.abs(d), axis=1) if spec.norm is Norm.LINF else np.sum(np.abs(d), axis=1)
-        return norm - float(spec.tolerance)
-    rows = np.arange(len(ya))
-    i, k = np.argmax(ya, axis=1), np.argmax(yb, axis=1)
-    differ = np.minimum(ya[rows, i] - ya[rows, k], yb[rows, k] - yb[rows, i])
-    if ya.shape[1] == 1:
-        return np.full(len(ya), -1.0)
-    sa, sb = np.sort(ya, axis=1), np.sort(yb, axis=1)
-    same = -np.minimum(sa[:, -1] - sa[:, -2], sb[:, -1] - sb[:, -2])
-    return np.where(i != k, differ, same)
-
-
-def _objective_weights(spec: Spec, ya: np.ndarray, yb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, (ca, cb) such that ca.ya + cb.yb locally measures the disagreement."""
-    n, m = ya.shape
-    ca = np.zeros((n, m))
-    rows = np.arange(n)
-    d = ya - yb
-    if spec.mode is Mode.ARGMAX:
-        i = np.argmax(ya, axis=1)
-        gain = yb - yb[rows, i][:, None]
-        gain[rows, i] = -np.inf
-        k = np.argmax(gain, axis=1)
-        ca[rows, i] += 1.0
-        ca[rows, k] -= 1.0
-        return ca, -ca
-    if spec.mode is Mode.EPSILON and spec.norm is Norm.L1:
-        ca = np.sign(d)
-        ca[ca == 0] = 1.0
-        return ca, -ca
-    j = np.argmax(np.abs(d), axis=1)
-    s = np.sign(d[rows, j])
-    s[s == 0] = 1.0
-    ca[rows, j] = s
-    return ca, -ca
 
 
 def _f32_box(box: Box) -> tuple[np.ndarray, np.ndarray] | None:
@@ -143,5 +100,5 @@ def search(
 
 def _margin_gradient(a: Network, b: Network, spec: Spec, x: np.ndarray) -> np.ndarray:
     """Per row, the gradient of the local linear measure of the disagreement at ``x``."""
-    ca, cb = _objective_weights(spec, a.evaluate(x), b.evaluate(x))
+    ca, cb = objective_weights(spec, a.evaluate(x), b.evaluate(x))
     return vjp(a, x, ca) + vjp(b, x, cb)

@@ -33,7 +33,7 @@ from equivcheck.core.result import (
     ProofResult,
     Verdict,
 )
-from equivcheck.core.spec import Spec
+from equivcheck.core.spec import Spec, batch_margin
 from equivcheck.errors import InputError, ShapeMismatchError
 from equivcheck.io.domains import parse_domain
 from equivcheck.io.onnx_import import ModelLike, load_model, load_network
@@ -385,7 +385,7 @@ class _BoxRun:
         for scale in (1e-6, 1e-4, 1e-2):
             starts.extend(snap(x0 + rng.normal(0, 1, (4, len(x0))) * width * scale, lo, hi, precision))
         pts = np.array(starts)
-        margins = falsify.batch_margin(self.spec, self.a.evaluate(pts), self.b.evaluate(pts))
+        margins = batch_margin(self.spec, self.a.evaluate(pts), self.b.evaluate(pts))
         for i in np.argsort(-margins)[:self.options.exact_checks]:
             found = self._confirmed(box, index, pts[i], FoundBy.SOLVER)
             if found is not None:

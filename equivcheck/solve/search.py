@@ -21,9 +21,8 @@ from equivcheck.core.deadline import Deadline
 from equivcheck.core.domain import Box
 from equivcheck.core.network import Network
 from equivcheck.core.options import ProverOptions, SearchOutcome
-from equivcheck.core.spec import Mode, Norm, Spec
+from equivcheck.core.spec import Mode, Norm, Spec, batch_margin
 from equivcheck.solve.encode import encode_disagreement
-from equivcheck.solve.falsify import batch_margin
 from equivcheck.solve.solver import SolveOutcome, SolveStatus, solve, solve_built
 
 # Rigorous bounds of both networks over a part of the box, computed by ``deadline``.

@@ -1,0 +1,287 @@
+"""Batched differential bounds of a pair of networks over many input boxes at once.
+
+:func:`pair_bounds` runs the forward symbolic pass (:mod:`equivcheck.engine.forward`) layer by
+layer and, with ``refine``, tightens the units whose relaxation matters by back-substitution
+(:mod:`equivcheck.engine.backward`, CROWN/DeepPoly style, two streams for the difference) from
+the concrete bounds of the earlier layers; the output differences are always back-substituted
+then. For same-shaped pairs g's hidden bounds come from ``z_g = z_f - dz``. Pairs of different
+shapes get bounds of f and g separately, and their output difference by back-substituting both
+networks and adding the input coefficients before the box is applied (the shared input keeps
+them correlated).
+
+Why this mix (measured on ACAS Xu float16 copies, ``benchmarks/engine_acas.py``): forward
+symbolic bounds alone cost ~0.3 ms per box but their looseness grows like ``|W|`` per layer (on
+boxes a tenth of prop_1's the difference bound is 6000x the sampled one: 0.034 vs 5e-6), so
+prop_1 needs tens of thousands of boxes; back-substituting every unstable unit gives 5.6e-6 on
+the same boxes (tight) at ~2-5 ms per box, and decides prop_1 instances with 10-50x fewer boxes.
+Back-substituting the hidden differences too (not only the outputs') halved the boxes again but
+doubled the cost per box: not worth it on ACAS Xu (``hidden_diff``, off by default).
+
+Rows are gathered per box (each box back-substitutes only its own unstable units) when that is
+cheaper than the union over the batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from equivcheck.engine.backward import (
+    History,
+    back_difference,
+    back_factor,
+    back_network,
+    concretize,
+    underflow_allowance,
+)
+from equivcheck.engine.forward import (
+    Boxes,
+    Lin,
+    NetState,
+    affine_step,
+    diff_affine_step,
+    diff_relu_step,
+    input_state,
+    lin_difference,
+    make_state,
+    relu_step,
+)
+from equivcheck.engine.model import PairModel
+from equivcheck.engine.rounding import sub_down, sub_up
+
+
+@dataclass(frozen=True, eq=False)
+class PairBounds:
+    """Bounds over ``B`` boxes of the outputs of f, of g and of ``d = f - g``.
+
+    ``*_lo``/``*_hi`` are ``[B, out]``; ``*_lin`` the linear bounds (``[out, n, B]``) they were
+    concretised from (with ``*_mag`` their magnitudes), for bounds of linear combinations of
+    the outputs (:func:`row_upper`). ``unstable`` counts, per box, the ReLUs of either network
+    that the bounds could not fix."""
+
+    boxes: Boxes
+    f_lo: np.ndarray
+    f_hi: np.ndarray
+    g_lo: np.ndarray
+    g_hi: np.ndarray
+    d_lo: np.ndarray
+    d_hi: np.ndarray
+    f_lin: Lin
+    g_lin: Lin
+    d_lin: Lin
+    f_mag: np.ndarray
+    g_mag: np.ndarray
+    d_mag: np.ndarray
+    unstable: np.ndarray
+    model: PairModel
+    hist: History
+    d_nu: np.ndarray | None  # [B, 2 out, n]: input coefficients of the bounds of +-(f_i - g_i)
+
+
+def _selector(idx: np.ndarray, m: int) -> np.ndarray:
+    """Rows ``+e_i`` then ``-e_i`` for the units ``idx`` of a layer of ``m`` units."""
+    r = len(idx)
+    c = np.zeros((2 * r, m))
+    c[np.arange(r), idx] = 1.0
+    c[r + np.arange(r), idx] = -1.0
+    return c
+
+
+def _tighten(lo, hi, idx, ub):
+    """Intersect ``[m, B]`` bounds of units ``idx`` with back-substituted ``[B, 2r]`` ones."""
+    r = len(idx)
+    lo, hi = lo.copy(), hi.copy()
+    lo[idx] = np.maximum(lo[idx], -ub[:, r:].T)
+    hi[idx] = np.minimum(hi[idx], ub[:, :r].T)
+    return lo, hi
+
+
+def _refine_units(mask: np.ndarray, lo, hi, run):
+    """Tighten the ``[m, B]`` bounds of the units ``mask`` selects (per box) with
+    ``run(rows) -> [B, 2R]`` upper bounds of the rows ``+e_i`` then ``-e_i``.
+
+    When the boxes need few units each but different ones, the rows are gathered per box
+    (``[B, 2R, m]`` with R the largest count), so the work follows each box's own units rather
+    than their union over the batch."""
+    m, nb = mask.shape
+    union = np.flatnonzero(mask.any(1))
+    if not len(union):
+        return lo, hi
+    r_box = int(mask.sum(0).max())
+    if 2 * r_box >= len(union) or nb == 1:
+        ub = run(_selector(union, m))
+        return _tighten(lo, hi, union, ub)
+    order = np.argsort(~mask, axis=0, kind="stable")[:r_box]  # [R, B]: each box's units first
+    valid = np.take_along_axis(mask, order, 0)
+    c = np.zeros((nb, 2 * r_box, m))
+    bi = np.broadcast_to(np.arange(nb)[None, :], order.shape)
+    ri = np.broadcast_to(np.arange(r_box)[:, None], order.shape)
+    c[bi, ri, order] = valid
+    c[bi, ri + r_box, order] = -valid.astype(np.float64)
+    ub = run(c)
+    lo, hi = lo.copy(), hi.copy()
+    cur_lo = np.take_along_axis(lo, order, 0)
+    cur_hi = np.take_along_axis(hi, order, 0)
+    np.put_along_axis(lo, order, np.where(valid, np.maximum(cur_lo, -ub[:, r_box:].T), cur_lo), 0)
+    np.put_along_axis(hi, order, np.where(valid, np.minimum(cur_hi, ub[:, :r_box].T), cur_hi), 0)
+    return lo, hi
+
+
+class _Refiner:
+    """Back-substitution of the units whose forward bounds are not good enough."""
+
+    def __init__(self, model: PairModel, boxes: Boxes, hist: History):
+        self.model, self.boxes, self.hist = model, boxes, hist
+        self.fac = back_factor(model)
+        self.out_nu = None  # input coefficients of the back-substituted output differences
+
+    def tiny(self):
+        return underflow_allowance(self.hist, self.boxes.xmax)
+
+    def network(self, which: str, k: int, lo, hi, all_units: bool):
+        layers = self.model.f if which == "f" else self.model.g
+        h = self.hist
+        lo_h, hi_h, pm_h = (h.f_lo, h.f_hi, h.f_pm) if which == "f" else (h.g_lo, h.g_hi, h.g_pm)
+        mask = np.ones_like(lo, dtype=bool) if all_units else (lo < 0) & (hi > 0)
+
+        def run(c):
+            p = back_network(layers, lo_h, hi_h, pm_h, k, c, self.boxes.xmax, self.boxes.count)
+            return concretize(p, self.boxes, self.fac, self.tiny())
+
+        return _refine_units(mask, lo, hi, run)
+
+    def difference(self, k: int, dl, du, flo, fhi, glo, ghi, all_units: bool):
+        if all_units:
+            mask = np.ones_like(dl, dtype=bool)
+        else:  # units whose delta is relaxed (not fixed by the stability of both units)
+            fixed = ((fhi <= 0) | (flo >= 0)) & ((ghi <= 0) | (glo >= 0))
+            mask = ~fixed & (dl < du)
+
+        def run(c):
+            p = back_difference(self.model, self.hist, k, c, None, self.boxes.xmax, self.boxes.count)
+            if all_units:
+                self.out_nu = np.asarray(p.nu)
+            return concretize(p, self.boxes, self.fac, self.tiny())
+
+        return _refine_units(mask, dl, du, run)
+
+    def outputs(self, d_lo, d_hi):
+        """Output differences of a pair of different shapes: f's and g's streams added before
+        the box is applied (rows ``+-(f_i - g_i)``)."""
+        m, h, nb = self.model, self.hist, self.boxes.count
+        out = d_lo.shape[0]
+        c = _selector(np.arange(out), out)
+        p = back_network(m.f, h.f_lo, h.f_hi, h.f_pm, len(m.f) - 1, c, self.boxes.xmax, nb)
+        p = p + back_network(m.g, h.g_lo, h.g_hi, h.g_pm, len(m.g) - 1, -c, self.boxes.xmax, nb)
+        self.out_nu = np.asarray(p.nu)
+        return _tighten(d_lo, d_hi, np.arange(out), concretize(p, self.boxes, self.fac, self.tiny()))
+
+
+def pair_bounds(model: PairModel, boxes: Boxes, refine: str = "all",
+                prior: History | None = None, hidden_diff: bool = False) -> PairBounds:
+    """Bounds of f, g and f - g on their outputs over every box of ``boxes`` at once.
+
+    ``refine``: "none" (forward symbolic bounds only), "output" (the output bounds also by
+    back-substitution), "all" (every unit whose relaxation matters, and the outputs, by
+    back-substitution from the bounds of the earlier layers). ``prior``: sound bounds of every
+    layer over boxes that contain these (a parent box's, one column per box), intersected with
+    the new ones before they are used. ``hidden_diff``: with "all", back-substitute the hidden
+    differences too (tighter, about twice the cost; measured not to pay on ACAS Xu, see
+    ``benchmarks/engine_acas.py``). For same-shaped pairs g's hidden bounds are not
+    back-substituted: ``z_g = z_f - dz`` gives them from f's and the difference's."""
+    inp = input_state(boxes)
+    hf = hg = inp
+    same = model.same_shape
+    hist = History()
+    ref = _Refiner(model, boxes, hist) if refine != "none" else None
+    delta = None
+    if same:
+        n, b = inp.lo.shape
+        z3, z2 = np.zeros((n, n, b)), np.zeros((n, b))
+        delta = NetState(Lin(z3, z2, z3, z2), z2, z2, z2)
+    unstable = np.zeros(boxes.count, dtype=np.int64)
+    nf, ng = len(model.f), len(model.g)
+
+    def meet(lo, hi, which: str, k: int):
+        if prior is None:
+            return lo, hi
+        plo, phi = getattr(prior, which + "_lo"), getattr(prior, which + "_hi")
+        return np.maximum(lo, plo[k]), np.minimum(hi, phi[k])
+
+    for k in range(max(nf, ng)):
+        zf = zg = None
+        if k < nf:
+            lin, flo, fhi = affine_step(model.f[k], hf, boxes)
+            flo, fhi = meet(flo, fhi, "f", k)
+            last = k == nf - 1
+            if ref is not None and k > 0 and (refine == "all" or last) and not (last and same):
+                flo, fhi = ref.network("f", k, flo, fhi, last)
+            f_lin = lin
+            hist.f_lo.append(flo)
+            hist.f_hi.append(fhi)
+        if k < ng:
+            lin, glo, ghi = affine_step(model.g[k], hg, boxes)
+            glo, ghi = meet(glo, ghi, "g", k)
+            last = k == ng - 1
+            if ref is not None and k > 0 and (refine == "all" or last) and not same:
+                glo, ghi = ref.network("g", k, glo, ghi, last)
+            g_lin = lin
+        if same:
+            dz_lin, dl, du = diff_affine_step(model.diff[k], model.g[k], delta, hf, boxes)
+            dl, du = meet(dl, du, "dz", k)
+            dl = np.maximum(dl, sub_down(flo, ghi))
+            du = np.minimum(du, sub_up(fhi, glo))
+            glo = np.maximum(glo, sub_down(flo, du))  # z_g = z_f - dz
+            ghi = np.minimum(ghi, sub_up(fhi, dl))
+            last = k == nf - 1
+            if ref is not None and k > 0 and ((refine == "all" and hidden_diff) or last):
+                dl, du = ref.difference(k, dl, du, flo, fhi, glo, ghi, last)
+                glo = np.maximum(glo, sub_down(flo, du))
+                ghi = np.minimum(ghi, sub_up(fhi, dl))
+            hist.dz_lo.append(dl)
+            hist.dz_hi.append(du)
+        if k < ng:
+            hist.g_lo.append(glo)
+            hist.g_hi.append(ghi)
+        if k < nf:
+            zf = make_state(f_lin, flo, fhi, boxes)
+        if k < ng:
+            zg = make_state(g_lin, glo, ghi, boxes)
+        if same:
+            dz_mag = dz_lin.magnitude(boxes.xmax1)
+            if model.f[k].relu:
+                delta = diff_relu_step(dz_lin, dz_mag, dl, du, zf.lin, zf.lo, zf.hi, zg.lin, zg.lo, zg.hi, boxes)
+            else:
+                delta = NetState(dz_lin, dz_mag, dl, du)
+            hist.d_pm.append(np.maximum(np.abs(delta.lo), np.abs(delta.hi)))
+        if zf is not None:
+            if model.f[k].relu:
+                unstable += ((zf.lo < 0) & (zf.hi > 0)).sum(0)
+                hf = relu_step(zf.lin, zf.mag, zf.lo, zf.hi, boxes)
+                hist.f_pm.append(np.maximum(zf.hi, 0.0))
+            else:
+                hf = zf
+                hist.f_pm.append(np.maximum(np.abs(zf.lo), np.abs(zf.hi)))
+        if zg is not None:
+            if model.g[k].relu:
+                unstable += ((zg.lo < 0) & (zg.hi > 0)).sum(0)
+                hg = relu_step(zg.lin, zg.mag, zg.lo, zg.hi, boxes)
+                hist.g_pm.append(np.maximum(zg.hi, 0.0))
+            else:
+                hg = zg
+                hist.g_pm.append(np.maximum(np.abs(zg.lo), np.abs(zg.hi)))
+    if same:
+        d_lin, d_mag, d_lo, d_hi = delta.lin, delta.mag, delta.lo, delta.hi
+    else:
+        d_lin = lin_difference(hf.lin, hf.mag, hg.lin, hg.mag, boxes)
+        d_mag = d_lin.magnitude(boxes.xmax1)
+        d_lo, d_hi = boxes.lower(d_lin.al, d_lin.cl), boxes.upper(d_lin.au, d_lin.cu)
+    d_lo = np.maximum(d_lo, sub_down(hf.lo, hg.hi))
+    d_hi = np.minimum(d_hi, sub_up(hf.hi, hg.lo))
+    if ref is not None and not same:
+        d_lo, d_hi = ref.outputs(d_lo, d_hi)
+    return PairBounds(
+        boxes, hf.lo.T, hf.hi.T, hg.lo.T, hg.hi.T, d_lo.T, d_hi.T, hf.lin, hg.lin, d_lin,
+        hf.mag, hg.mag, d_mag, unstable, model, hist, None if ref is None else ref.out_nu,
+    )

@@ -1,0 +1,314 @@
+"""Input-splitting branch and bound over one box: :func:`check_box`.
+
+The frontier is a set of float sub-boxes (arrays ``[F, n]``; their union covers the float
+enclosure of the exact box, so proving every leaf proves the box). Each round takes up to
+``batch`` boxes, worst first (the ones whose bounds violate the spec most), and bounds them in
+one call, as a cascade: forward symbolic bounds for all of them, then back-substitution
+(:func:`~equivcheck.engine.bounds.pair_bounds` with ``refine="all"``) for those the cheap bounds
+did not close. Closed boxes leave; the others are split in two at the midpoint of the input
+that the worst bound is most sensitive to (width times the magnitude of its input coefficient),
+and the worst few are handed to the falsifier (centre, the vertex the bound points to, gradient
+steps). A candidate counterexample is confirmed in exact arithmetic before it is returned.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import numpy as np
+
+from equivcheck.core.deadline import Deadline
+from equivcheck.core.domain import Box
+from equivcheck.core.network import Network
+from equivcheck.core.spec import Spec
+from equivcheck.engine.backward import History
+from equivcheck.engine.bounds import Boxes, pair_bounds
+from equivcheck.engine.falsify import Falsifier
+from equivcheck.engine.model import PairModel
+from equivcheck.engine.objective import Judgement, judge, tolerance_down
+
+
+class Outcome(str, enum.Enum):
+    PROVED = "proved"  # the bounds prove the spec on every point of the box (exact weights)
+    REFUTED = "refuted"  # ``point`` violates the spec in exact arithmetic and lies in the box
+    UNKNOWN = "unknown"  # time or node limit, or boxes too small to split further
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Budgets and knobs of the search (every one has its single default here)."""
+
+    batch: int = 256  # boxes bounded per round (one numpy call)
+    max_nodes: int = 1_000_000  # boxes bounded in all, then UNKNOWN
+    refine: str = "cascade"  # "none" | "output" | "all" | "cascade": forward, then "all" where
+    # the forward bounds did not close the box | "cascade3": forward, "output", then "all"
+    split: str = "coef"  # "coef": width x |coefficient| of the worst bound; "width": widest;
+    # "lookahead": the input whose halves get the smallest forward bounds (2n bounds per split)
+    max_residue: int = 64  # boxes left to exact reasoning before giving up (UNKNOWN)
+    inherit: bool = True  # children start from their parent's bounds of every layer
+    hidden_diff: bool = False  # back-substitute hidden differences too (not only the outputs')
+    falsify_boxes: int = 8  # worst open boxes handed to the falsifier per round
+    falsify_steps: int = 4  # gradient steps per round
+    root_samples: int = 64  # random points in the whole box before the search
+    root_steps: int = 20
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    nodes: int  # boxes bounded
+    rounds: int
+    max_depth: int  # most splits from the root box to a bounded box
+    open_nodes: int  # boxes left open when the search stopped
+    best_bound: float  # rigorous upper bound of the spec's measure over the whole box
+    witness: float  # best float margin seen at a point (> 0 for a violation)
+    seconds: float
+    exact_checks: int  # candidates evaluated in exact arithmetic
+
+
+@dataclass(frozen=True)
+class EngineResult:
+    """What :func:`check_box` found.
+
+    ``point`` (REFUTED) is a float point of the box where the spec is violated in exact
+    arithmetic (``exact_margin`` > 0, or argmax classes differ); ``margin`` its float64 margin.
+    The caller re-checks it (exactly, and in onnxruntime) before reporting it. ``best_bound``
+    in ``stats``: epsilon and strict mode, an upper bound of ``||f(x) - g(x)||`` over the box
+    (so the spec holds for any tolerance at or above it); argmax, the worst pairwise bound
+    (< 0 proves).
+    """
+
+    outcome: Outcome
+    reason: str
+    stats: EngineStats
+    point: tuple[float, ...] | None = None
+    margin: float | None = None
+    exact_margin: Fraction | None = None
+    extra: dict = field(default_factory=dict)  # "residue": [(lo, hi, measure)] float boxes
+    # (enclosing parts of the box) the bounds could not close by splitting: for the solver
+
+
+def check_box(f: Network, g: Network, spec: Spec, box: Box, deadline: Deadline | None = None,
+              options: EngineOptions = EngineOptions(), model: PairModel | None = None) -> EngineResult:
+    """Decide ``spec`` for ``f`` and ``g`` on ``box`` by input splitting (see the module doc)."""
+    t0 = time.monotonic()
+    deadline = deadline or Deadline.start(3600.0)
+    model = model or PairModel.build(f, g)
+    eps_down = tolerance_down(spec)
+    fals = Falsifier(f, g, spec, box, options.seed)
+    lo, hi = box.lower_float()[None, :], box.upper_float()[None, :]
+    depth = np.zeros(1, dtype=np.int64)
+    prio = np.full(1, np.inf)
+    fmeas = np.full(1, np.inf)  # the parent's measure of each frontier box (a valid bound)
+    prior = None  # [F, Q] bounds inherited from the parents (None: not kept)
+    closed_measure = -np.inf
+    nodes = rounds = max_depth = 0
+    residue: list = []  # (lo, hi, measure) of boxes left to exact reasoning
+    cascade: dict = {}  # how well the cheap bounds do (see _bound)
+    # boxes per round: at most ``batch``, and few enough that the linear bounds
+    # ([units, inputs, boxes] arrays) stay near BATCH_FLOATS floats
+    batch = max(1, min(options.batch, BATCH_FLOATS // (model.width * (model.n_in + 1))))
+
+    def residue_reason() -> str:
+        worst = max(m for _, _, m in residue)
+        return (f"{len(residue)} box(es) the bounds cannot close by splitting (too small, or the "
+                f"bound {worst:.6g} misses by rounding only): exact reasoning must settle them")
+
+    def stats(in_flight: float = -np.inf) -> EngineStats:
+        """``in_flight``: the worst measure of open boxes taken out of the frontier."""
+        frontier = float(fmeas.max()) if len(fmeas) else -np.inf
+        best = max([closed_measure, frontier, in_flight] + [m for _, _, m in residue])
+        return EngineStats(nodes, rounds, max_depth, len(lo) + len(residue), float(best),
+                           float(fals.best_margin), time.monotonic() - t0, fals.checked)
+
+    def refuted(found) -> EngineResult:
+        p, m, em = found
+        return EngineResult(Outcome.REFUTED, "counterexample confirmed in exact arithmetic",
+                            stats(), tuple(float(v) for v in p), m, em)
+
+    # falsification on the whole box first (cheap, finds the easy violations)
+    if fals.sample is not None:
+        slo, shi = fals.sample
+        cand = fals.candidates(slo[None], shi[None], None, options.root_steps, options.root_samples)
+        found = fals.confirm(cand)
+        if found is not None:
+            return refuted(found)
+
+    while len(lo):
+        if deadline.expired():
+            return EngineResult(Outcome.UNKNOWN, "timeout: the time limit was reached", stats())
+        if nodes >= options.max_nodes:
+            return EngineResult(Outcome.UNKNOWN, f"node limit: {nodes} boxes bounded", stats())
+        k = min(len(lo), batch)
+        if k < len(lo):
+            sel = np.argpartition(-prio, k - 1)[:k]
+            rest = np.ones(len(lo), bool)
+            rest[sel] = False
+        else:
+            sel, rest = np.arange(len(lo)), np.zeros(len(lo), bool)
+        blo, bhi, bdepth = lo[sel], hi[sel], depth[sel]
+        bprior = None if prior is None else prior[sel]
+        lo, hi, depth, prio, fmeas = lo[rest], hi[rest], depth[rest], prio[rest], fmeas[rest]
+        prior = None if prior is None else prior[rest]
+        rounds += 1
+        nodes += k
+        max_depth = max(max_depth, int(bdepth.max()))
+        jd, packed = _bound(model, spec, blo, bhi, eps_down, options, bprior, cascade)
+        if jd.closed.any():
+            closed_measure = max(closed_measure, float(jd.measure[jd.closed].max()))
+        keep = ~jd.closed
+        if not keep.any():
+            continue
+        blo, bhi, bdepth, score, coef, meas = (blo[keep], bhi[keep], bdepth[keep], jd.score[keep],
+                                              jd.coef[keep], jd.measure[keep])
+        packed = packed[keep]
+        # falsify on the worst open boxes
+        if options.falsify_boxes and fals.sample is not None:
+            w = np.argsort(-score)[: options.falsify_boxes]
+            found = fals.confirm(fals.candidates(blo[w], bhi[w], coef[w], options.falsify_steps))
+            if found is not None:
+                lo, fmeas = np.concatenate([lo, blo]), np.concatenate([fmeas, meas])
+                return refuted(found)
+        # split (the input the worst bound is most sensitive to)
+        width = bhi - blo
+        rel = width / np.maximum(hi_span(box), 1e-300)
+        sens = rel if options.split == "width" else width * np.abs(coef)
+        mid = 0.5 * blo + 0.5 * bhi
+        if options.split == "lookahead" and model.n_in <= 16:
+            sens = _lookahead(model, spec, blo, bhi, mid, eps_down)
+        splittable = (mid > blo) & (mid < bhi)
+        sens = np.where(splittable, sens, -1.0)
+        flat = sens.max(axis=1) <= 0.0  # the bound is flat in every input: the widest
+        if flat.any():
+            sens[flat] = np.where(splittable, rel, -1.0)[flat]
+        dim = sens.argmax(axis=1)
+        # residue: boxes that cannot be split, or whose bound misses by rounding only (an
+        # exact tie with the tolerance, say): splitting will not close them
+        ok = splittable[np.arange(len(dim)), dim] & (score > RESIDUAL * (1.0 + np.abs(meas)))
+        if not ok.all():
+            residue.extend(zip(blo[~ok], bhi[~ok], meas[~ok]))
+            if len(residue) > options.max_residue:
+                return EngineResult(Outcome.UNKNOWN, residue_reason(), stats(float(meas.max())),
+                                    extra={"residue": residue})
+            blo, bhi, bdepth, score, dim, mid = blo[ok], bhi[ok], bdepth[ok], score[ok], dim[ok], mid[ok]
+            meas = meas[ok]
+            packed = packed[ok]
+        r = np.arange(len(dim))
+        m = mid[r, dim]
+        left_hi = bhi.copy()
+        left_hi[r, dim] = m
+        right_lo = blo.copy()
+        right_lo[r, dim] = m
+        lo = np.concatenate([lo, blo, right_lo])
+        hi = np.concatenate([hi, left_hi, bhi])
+        depth = np.concatenate([depth, bdepth + 1, bdepth + 1])
+        prio = np.concatenate([prio, score, score])
+        fmeas = np.concatenate([fmeas, meas, meas])
+        if options.inherit and (len(lo) * packed.shape[1] <= MAX_PRIOR_FLOATS):
+            if prior is None:  # boxes already in the frontier have nothing to inherit
+                prior = _no_prior(len(lo) - 2 * len(packed), model)
+            prior = np.concatenate([prior, packed, packed])
+        else:
+            prior = None
+    if residue:
+        return EngineResult(Outcome.UNKNOWN, residue_reason(), stats(), extra={"residue": residue})
+    return EngineResult(Outcome.PROVED, f"proved by bounds on {nodes} box(es)", stats())
+
+
+BATCH_FLOATS = 4_000_000
+CHEAP_RATE = 0.25  # below this share of boxes closed by forward bounds, go straight to "all"
+RESIDUAL = 1e-11  # a bound above the tolerance by less than this (relative) is rounding only
+_PRIOR_KEYS = ("f_lo", "f_hi", "g_lo", "g_hi", "dz_lo", "dz_hi")
+MAX_PRIOR_FLOATS = 40_000_000  # frontier memory for inherited bounds (320 MB), then none
+
+
+def _pack(hist: History, same: bool) -> np.ndarray:
+    """Every layer's bounds of a batch as rows ``[B, Q]`` (children inherit them)."""
+    keys = _PRIOR_KEYS if same else _PRIOR_KEYS[:4]
+    return np.concatenate([np.concatenate(getattr(hist, key), axis=0) for key in keys], axis=0).T
+
+
+def _unpack(rows: np.ndarray, model: PairModel) -> History:
+    """The inverse of :func:`_pack` for the networks' layer widths."""
+    hist = History()
+    keys = _PRIOR_KEYS if model.same_shape else _PRIOR_KEYS[:4]
+    cols = rows.T
+    at = 0
+    for key in keys:
+        layers = model.g if key.startswith("g") else model.f
+        out = getattr(hist, key)
+        for lay in layers:
+            out.append(cols[at:at + lay.out_dim])
+            at += lay.out_dim
+    return hist
+
+
+def _no_prior(count: int, model: PairModel) -> np.ndarray:
+    """Rows that constrain nothing: -inf for every lower bound, +inf for every upper one."""
+    hist = History()
+    keys = _PRIOR_KEYS if model.same_shape else _PRIOR_KEYS[:4]
+    for key in keys:
+        layers = model.g if key.startswith("g") else model.f
+        val = -np.inf if key.endswith("lo") else np.inf
+        getattr(hist, key).extend(np.full((lay.out_dim, count), val) for lay in layers)
+    return _pack(hist, model.same_shape)
+
+
+def _lookahead(model: PairModel, spec: Spec, lo, hi, mid, eps_down: float) -> np.ndarray:
+    """``[K, n]`` split scores in (0, 1], higher for the input whose halves get the smallest
+    forward bounds."""
+    k, n = lo.shape
+    clo = np.repeat(lo[:, None, None, :], 2, axis=2).repeat(n, axis=1)  # [K, n, 2, n]
+    chi = np.repeat(hi[:, None, None, :], 2, axis=2).repeat(n, axis=1)
+    d = np.arange(n)
+    chi[:, d, 0, d] = mid
+    clo[:, d, 1, d] = mid
+    # (without the parent's bounds: they would hide the difference between the candidates)
+    pb = pair_bounds(model, Boxes(clo.reshape(-1, n), chi.reshape(-1, n), model.width), "none")
+    jd = judge(spec, pb, eps_down)
+    excess = np.maximum(jd.measure - eps_down, 0.0).reshape(k, n, 2).sum(axis=2)
+    return 1.0 / (1.0 + excess)
+
+
+def hi_span(box: Box) -> np.ndarray:
+    return box.upper_float() - box.lower_float()
+
+
+def _bound(model: PairModel, spec: Spec, lo, hi, eps_down: float, options: EngineOptions, prior,
+           state: dict):
+    """Judge a batch of boxes; with "cascade", back-substitute only where the forward bounds
+    fail. Returns the judgement and the bounds of every layer (packed, for the children)."""
+    refine, hidden = options.refine, options.hidden_diff
+    if not refine.startswith("cascade"):
+        hist = None if prior is None else _unpack(prior, model)
+        pb = pair_bounds(model, Boxes(lo, hi, model.width), refine, hist, hidden)
+        return judge(spec, pb, eps_down), _pack(pb.hist, model.same_shape)
+    stages = ("none", "output", "all") if refine == "cascade3" else ("none", "all")
+    # the cheap stage is skipped while it closes few boxes (tried again every few rounds)
+    state["round"] = state.get("round", 0) + 1
+    if state.get("cheap_rate", 1.0) < CHEAP_RATE and state["round"] % 8:
+        stages = stages[1:]
+    closed = score = measure = coef = packed = None
+    todo = np.arange(len(lo))
+    for stage in stages:
+        sub = None if prior is None else _unpack(prior[todo], model)
+        pb = pair_bounds(model, Boxes(lo[todo], hi[todo], model.width), stage, sub, hidden)
+        jd = judge(spec, pb, eps_down)
+        if closed is None:
+            closed, score, measure, coef = jd.closed, jd.score, jd.measure, jd.coef
+            packed = _pack(pb.hist, model.same_shape)
+        else:
+            closed[todo] = jd.closed
+            score[todo] = np.minimum(jd.score, score[todo])
+            measure[todo] = np.minimum(jd.measure, measure[todo])
+            coef[todo] = jd.coef
+            packed[todo] = _pack(pb.hist, model.same_shape)
+        if stage == "none":
+            state["cheap_rate"] = float(jd.closed.mean())
+        todo = todo[~jd.closed]
+        if not len(todo):
+            break
+    return Judgement(closed, score, measure, coef), packed
