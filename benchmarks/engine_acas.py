@@ -147,6 +147,7 @@ def ablation(timeout):
         "cascade (default)": EngineOptions(),
         "cascade + hidden differences": EngineOptions(hidden_diff=True),
         "cascade, no inherited bounds": EngineOptions(inherit=False),
+        "cascade, look-ahead split": EngineOptions(split="lookahead"),
         "cascade, split widest": EngineOptions(split="width"),
     }
     for i, j in [(1, 1), (2, 3), (3, 5)]:

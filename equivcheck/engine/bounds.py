@@ -9,13 +9,14 @@ shapes get bounds of f and g separately, and their output difference by back-sub
 networks and adding the input coefficients before the box is applied (the shared input keeps
 them correlated).
 
-Why this mix (measured on ACAS Xu float16 copies, ``benchmarks/engine_acas.py``): forward
-symbolic bounds alone cost ~0.3 ms per box but their looseness grows like ``|W|`` per layer (on
-boxes a tenth of prop_1's the difference bound is 6000x the sampled one: 0.034 vs 5e-6), so
-prop_1 needs tens of thousands of boxes; back-substituting every unstable unit gives 5.6e-6 on
-the same boxes (tight) at ~2-5 ms per box, and decides prop_1 instances with 10-50x fewer boxes.
-Back-substituting the hidden differences too (not only the outputs') halved the boxes again but
-doubled the cost per box: not worth it on ACAS Xu (``hidden_diff``, off by default).
+Why this mix (measured on ACAS Xu vs float16 copies, prop_1's box, epsilon 0.05, one worker;
+``benchmarks/engine_acas.py --ablation``): forward symbolic bounds cost ~0.35 ms per box but
+their looseness grows like ``|W|`` per layer (on sub-boxes a tenth of prop_1's the difference
+bound is ~7000x the sampled difference, 0.034 vs 4.6e-6), so N1,1 needed 12,919 boxes (4.7 s)
+and N2,3, N3,5 were not decided in 10 s; back-substituting every unstable unit is tight on those
+boxes (5.6e-6) at ~2 ms per box: N1,1 in 295 boxes (0.6 s), N2,3 in 1,699 (2.6 s), N3,5 in
+2,957 (5.0 s). Back-substituting the hidden differences too (``hidden_diff``) needs up to 2.8x
+fewer boxes but costs 2-3x more per box: 0.8 s, 2.3 s and > 10 s, so it is off by default.
 
 Rows are gathered per box (each box back-substitutes only its own unstable units) when that is
 cheaper than the union over the batch.
