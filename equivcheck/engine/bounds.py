@@ -257,21 +257,11 @@ def pair_bounds(model: PairModel, boxes: Boxes, refine: str = "all",
                 delta = NetState(dz_lin, dz_mag, dl, du)
             hist.d_pm.append(np.maximum(np.abs(delta.lo), np.abs(delta.hi)))
         if zf is not None:
-            if model.f[k].relu:
-                unstable += ((zf.lo < 0) & (zf.hi > 0)).sum(0)
-                hf = relu_step(zf.lin, zf.mag, zf.lo, zf.hi, boxes)
-                hist.f_pm.append(np.maximum(zf.hi, 0.0))
-            else:
-                hf = zf
-                hist.f_pm.append(np.maximum(np.abs(zf.lo), np.abs(zf.hi)))
+            hf, n_unstable = _post_activation(zf, model.f[k].relu, hist.f_pm, boxes)
+            unstable += n_unstable
         if zg is not None:
-            if model.g[k].relu:
-                unstable += ((zg.lo < 0) & (zg.hi > 0)).sum(0)
-                hg = relu_step(zg.lin, zg.mag, zg.lo, zg.hi, boxes)
-                hist.g_pm.append(np.maximum(zg.hi, 0.0))
-            else:
-                hg = zg
-                hist.g_pm.append(np.maximum(np.abs(zg.lo), np.abs(zg.hi)))
+            hg, n_unstable = _post_activation(zg, model.g[k].relu, hist.g_pm, boxes)
+            unstable += n_unstable
     if same:
         d_lin, d_mag, d_lo, d_hi = delta.lin, delta.mag, delta.lo, delta.hi
     else:
@@ -286,3 +276,14 @@ def pair_bounds(model: PairModel, boxes: Boxes, refine: str = "all",
         boxes, hf.lo.T, hf.hi.T, hg.lo.T, hg.hi.T, d_lo.T, d_hi.T, hf.lin, hg.lin, d_lin,
         hf.mag, hg.mag, d_mag, unstable, model, hist, None if ref is None else ref.out_nu,
     )
+
+
+def _post_activation(z: NetState, relu: bool, post_max: list, boxes: Boxes):
+    """One network's layer output from its pre-activation state ``z``: the ReLU relaxation (or
+    ``z`` itself for a linear layer). Appends the bound of ``|h|`` to ``post_max``; returns the
+    output state and the per-box count of unstable units."""
+    if not relu:
+        post_max.append(np.maximum(np.abs(z.lo), np.abs(z.hi)))
+        return z, 0
+    post_max.append(np.maximum(z.hi, 0.0))
+    return relu_step(z.lin, z.mag, z.lo, z.hi, boxes), ((z.lo < 0) & (z.hi > 0)).sum(0)
