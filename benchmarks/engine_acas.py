@@ -144,10 +144,10 @@ def ablation(timeout):
     settings = {
         "forward only": EngineOptions(refine="none"),
         "forward + output back-subst.": EngineOptions(refine="output"),
-        "cascade (default)": EngineOptions(),
+        "cascade, look-ahead (default)": EngineOptions(),
         "cascade + hidden differences": EngineOptions(hidden_diff=True),
         "cascade, no inherited bounds": EngineOptions(inherit=False),
-        "cascade, look-ahead split": EngineOptions(split="lookahead"),
+        "cascade, coefficient split": EngineOptions(split="coef"),
         "cascade, split widest": EngineOptions(split="width"),
     }
     for i, j in [(1, 1), (2, 3), (3, 5)]:

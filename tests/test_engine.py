@@ -110,7 +110,7 @@ def sample_points(rng, box: Box, count: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("kind", ["noise", "prune", "same", "rational", "shape"])
-@pytest.mark.parametrize("refine", ["none", "output", "all", "all+hidden"])
+@pytest.mark.parametrize("refine", ["none", "output", "all", "all+hidden", "all+hidden+interval"])
 def test_batched_bounds_enclose_exact_outputs(kind, refine):
     rng = np.random.default_rng(hash((kind, refine)) % 2**32)
     f, g = random_pair(rng, [3, 8, 7, 6, 3], kind)
@@ -119,8 +119,8 @@ def test_batched_bounds_enclose_exact_outputs(kind, refine):
     boxes = [random_box(rng, 3) for _ in range(6)]
     lo = np.array([b.lower_float() for b in boxes])
     hi = np.array([b.upper_float() for b in boxes])
-    mode, hidden = (refine.split("+")[0], refine.endswith("hidden"))
-    pb = pair_bounds(model, Boxes(lo, hi, model.width), mode, hidden_diff=hidden)
+    mode, hidden, interval = refine.split("+")[0], "hidden" in refine, refine.endswith("interval")
+    pb = pair_bounds(model, Boxes(lo, hi, model.width), mode, hidden_diff=hidden, symbolic=not interval)
     for i, box in enumerate(boxes):
         for x in sample_points(rng, box, 30):
             yf, yg = exact_out(f, x), exact_out(g, x)

@@ -1,4 +1,4 @@
-"""The differential branch-and-bound engine (first version: input splitting).
+"""The differential branch-and-bound engine (input splitting for few inputs, ReLU splitting for many).
 
 Entry point: :func:`check_box` decides a :class:`~equivcheck.core.spec.Spec` for two networks on
 one :class:`~equivcheck.core.domain.Box` and returns an :class:`EngineResult` (PROVED, REFUTED

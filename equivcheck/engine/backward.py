@@ -229,6 +229,13 @@ def back_network(layers, lo_hist, hi_hist, pm_hist, k: int, c: np.ndarray, xmax:
     return Partial(val, mag, slack, rho)
 
 
+def _mv(a: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``sum_m a[b, r, m] * v[b, m, 0]`` -> ``[B, R]`` (``a`` may be ``[R, m]``)."""
+    if a.ndim == 2:
+        return (a @ v)[:, :, 0].reshape(v.shape[0], a.shape[0])
+    return np.matmul(a, v)[:, :, 0]
+
+
 def _as_br(v: np.ndarray, nboxes: int) -> np.ndarray:
     return np.broadcast_to(v, (nboxes,) + v.shape[-1:]) if v.ndim == 1 else v
 
@@ -253,6 +260,19 @@ def back_difference(model: PairModel, hist: History, k: int, c_d: np.ndarray,
             rho_f, r_f, m_f = _relu_relax(rf, flo, fhi)
             val += r_d + r_f
             mag += m_d + m_f
+            # a unit whose delta (z_f, or -z_g) is known more tightly than dz is a constant
+            # between its bounds (else its exact value moves to f's stream)
+            d_lo = np.where(f_only, flo, -ghi)
+            d_hi = np.where(f_only, fhi, -glo)
+            const = (f_only | g_only) & (sub_up(d_hi, d_lo) <= sub_down(hist.dz_hi[j], hist.dz_lo[j]))
+            if const.any():
+                cl, cu = np.where(const, d_lo, 0.0).T, np.where(const, d_hi, 0.0).T  # [B, m]
+                ccen, crad = (0.5 * (cl + cu))[:, :, None], (0.5 * (cu - cl))[:, :, None]
+                ard = np.abs(rd)
+                val += _mv(rd, ccen) + _mv(ard, crad)
+                mag += 3.0 * _mv(ard, np.maximum(np.abs(cl), np.abs(cu))[:, :, None])
+                rho_d = rho_d * ~const.T[:, None, :]  # g only: _delta_relax kept dz's slope 1
+                f_only, g_only = f_only & ~const, g_only & ~const
             moving = f_only | g_only
             if moving.any():  # the exact cases that involve z_f
                 move = (f_only.astype(np.float64) - g_only.astype(np.float64)).T[:, None, :]

@@ -15,8 +15,12 @@ their looseness grows like ``|W|`` per layer (on sub-boxes a tenth of prop_1's t
 bound is ~7000x the sampled difference, 0.034 vs 4.6e-6), so N1,1 needed 12,919 boxes (4.7 s)
 and N2,3, N3,5 were not decided in 10 s; back-substituting every unstable unit is tight on those
 boxes (5.6e-6) at ~2 ms per box: N1,1 in 295 boxes (0.6 s), N2,3 in 1,699 (2.6 s), N3,5 in
-2,957 (5.0 s). Back-substituting the hidden differences too (``hidden_diff``) needs up to 2.8x
-fewer boxes but costs 2-3x more per box: 0.8 s, 2.3 s and > 10 s, so it is off by default.
+2,957 (5.0 s). Back-substituting the hidden differences too (``hidden_diff``) needed up to 2.8x
+fewer boxes but cost 2-3x more per box with that split (0.8 s, 2.3 s and > 10 s). With the
+look-ahead split (:mod:`equivcheck.engine.search`) it pays, and the search turns it on: prop_1,
+epsilon 0.05, nodes N1,1 169 -> 125, N1,9 141 -> 75, N5,4 517 -> 213, N3,5 proved in 691 (not
+in 1,347); prop_3 N4,2 111 -> 11; 5%-pruned prop_3 N1,1 proved in 203 (not in 1,401); the
+undecided N2,7, N3,8, N5,9 end 5-13x closer (bound 4.8 -> 0.87, 3.8 -> 0.28, 4.8 -> 0.73).
 
 Rows are gathered per box (each box back-substitutes only its own unstable units) when that is
 cheaper than the union over the batch.
@@ -38,6 +42,7 @@ from equivcheck.engine.backward import (
 )
 from equivcheck.engine.forward import (
     Boxes,
+    IntervalView,
     Lin,
     NetState,
     affine_step,
@@ -180,7 +185,8 @@ class _Refiner:
 
 
 def pair_bounds(model: PairModel, boxes: Boxes, refine: str = "all",
-                prior: History | None = None, hidden_diff: bool = False) -> PairBounds:
+                prior: History | None = None, hidden_diff: bool = False,
+                symbolic: bool = True) -> PairBounds:
     """Bounds of f, g and f - g on their outputs over every box of ``boxes`` at once.
 
     ``refine``: "none" (forward symbolic bounds only), "output" (the output bounds also by
@@ -190,16 +196,21 @@ def pair_bounds(model: PairModel, boxes: Boxes, refine: str = "all",
     the new ones before they are used. ``hidden_diff``: with "all", back-substitute the hidden
     differences too (tighter, about twice the cost; measured not to pay on ACAS Xu, see
     ``benchmarks/engine_acas.py``). For same-shaped pairs g's hidden bounds are not
-    back-substituted: ``z_g = z_f - dz`` gives them from f's and the difference's."""
+    back-substituted: ``z_g = z_f - dz`` gives them from f's and the difference's.
+    ``symbolic=False`` (only with a ``refine``): the forward pass is interval arithmetic
+    (:class:`~equivcheck.engine.forward.IntervalView`), the back-substitution does the rest."""
+    real = boxes
+    if not symbolic and refine != "none":
+        boxes = IntervalView(real)
     inp = input_state(boxes)
     hf = hg = inp
     same = model.same_shape
     hist = History()
-    ref = _Refiner(model, boxes, hist) if refine != "none" else None
+    ref = _Refiner(model, real, hist) if refine != "none" else None
     delta = None
     if same:
         n, b = inp.lo.shape
-        z3, z2 = np.zeros((n, n, b)), np.zeros((n, b))
+        z3, z2 = np.zeros((n, inp.lin.al.shape[1], b)), np.zeros((n, b))
         delta = NetState(Lin(z3, z2, z3, z2), z2, z2, z2)
     unstable = np.zeros(boxes.count, dtype=np.int64)
     nf, ng = len(model.f), len(model.g)
@@ -240,6 +251,9 @@ def pair_bounds(model: PairModel, boxes: Boxes, refine: str = "all",
                 dl, du = ref.difference(k, dl, du, flo, fhi, glo, ghi, last)
                 glo = np.maximum(glo, sub_down(flo, du))
                 ghi = np.minimum(ghi, sub_up(fhi, dl))
+            flo = np.maximum(flo, sub_down(glo, -dl))  # z_f = z_g + dz (fixed phases of g)
+            fhi = np.minimum(fhi, sub_up(ghi, -du))
+            hist.f_lo[-1], hist.f_hi[-1] = flo, fhi
             hist.dz_lo.append(dl)
             hist.dz_hi.append(du)
         if k < ng:
@@ -273,7 +287,7 @@ def pair_bounds(model: PairModel, boxes: Boxes, refine: str = "all",
     if ref is not None and not same:
         d_lo, d_hi = ref.outputs(d_lo, d_hi)
     return PairBounds(
-        boxes, hf.lo.T, hf.hi.T, hg.lo.T, hg.hi.T, d_lo.T, d_hi.T, hf.lin, hg.lin, d_lin,
+        real, hf.lo.T, hf.hi.T, hg.lo.T, hg.hi.T, d_lo.T, d_hi.T, hf.lin, hg.lin, d_lin,
         hf.mag, hg.mag, d_mag, unstable, model, hist, None if ref is None else ref.out_nu,
     )
 

@@ -121,8 +121,34 @@ def _gemm(p: np.ndarray, a: np.ndarray) -> np.ndarray:
     return (p @ a.reshape(m, n * b)).reshape(p.shape[0], n, b)
 
 
+class IntervalView:
+    """The boxes seen by the forward pass as plain intervals: linear bounds with no input
+    coefficient (``[m, 0, B]``), so that the forward pass is interval arithmetic with the same
+    rounding allowances (the constants then are the interval bounds). For many inputs (MNIST),
+    where the symbolic ``[m, n, B]`` arrays cost most of a round and the back-substitution
+    gives the bounds that matter anyway."""
+
+    def __init__(self, boxes: Boxes):
+        b = boxes.count
+        self.lo, self.hi, self.tlo, self.thi = boxes.lo, boxes.hi, boxes.tlo, boxes.thi
+        self.tiny, self.fac, self.width = boxes.tiny, boxes.fac, boxes.width
+        self.xmax = self.xmax1 = self.mid = self.rad = np.zeros((0, b))
+        self.interval = True
+
+    @property
+    def count(self) -> int:
+        return int(self.lo.shape[0])
+
+    lower = Boxes.lower
+    upper = Boxes.upper
+
+
 def input_state(boxes: Boxes) -> NetState:
     b, n = boxes.lo.shape
+    if isinstance(boxes, IntervalView):  # x in [lo, hi]: no coefficient, constants lo and hi
+        zero = np.zeros((n, 0, b))
+        return NetState(Lin(zero, boxes.tlo, zero, boxes.thi), np.nextafter(np.maximum(
+            np.abs(boxes.tlo), np.abs(boxes.thi)), np.inf), boxes.tlo, boxes.thi)
     eye = np.broadcast_to(np.eye(n)[:, :, None], (n, n, b)).copy()
     zero = np.zeros((n, b))
     lin = Lin(eye, zero, eye, zero)
@@ -270,3 +296,17 @@ def lin_difference(a: Lin, amag, b: Lin, bmag, boxes: Boxes) -> Lin:
     """Linear bounds of ``a - b`` from those of ``a`` and ``b`` (same quantities' count)."""
     allow = boxes.fac * (amag + bmag) + boxes.tiny[None, :]
     return Lin(a.al - b.au, push_down(a.cl - b.cu, allow), a.au - b.al, push_up(a.cu - b.cl, allow))
+
+
+def bisect(lo: np.ndarray, hi: np.ndarray, dim: np.ndarray, mid: np.ndarray
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """Each box ``[lo[b], hi[b]]`` (rows) cut at ``mid[b, dim[b]]`` on input ``dim[b]``: the
+    ``[2B, n]`` bounds of the lower halves, then the upper halves. The halves share the cut
+    (a float), so together they cover each box."""
+    r = np.arange(len(dim))
+    cut = mid[r, dim]
+    left_hi = hi.copy()
+    left_hi[r, dim] = cut
+    right_lo = lo.copy()
+    right_lo[r, dim] = cut
+    return np.concatenate([lo, right_lo]), np.concatenate([left_hi, hi])
