@@ -1,0 +1,327 @@
+"""The engine on several worker processes: :func:`check_box_parallel`.
+
+The exact box is cut into ``PARTS_PER_WORKER`` parts per worker (:meth:`Box.halves`: exact
+rational halves that keep the box's strict faces, so the parts' union is exactly the box), and a
+pool of processes pulls the parts from a queue, hardest first, each running
+:func:`~equivcheck.engine.check_box` on its part with the caller's deadline. Verdicts combine
+as for any cover of the box:
+
+* the first REFUTED part stops every worker at once; its point lies in the part, hence in the
+  box (checked exactly before it is returned);
+* every part PROVED: the box is PROVED (each part's proof is for the exact weights);
+* otherwise UNKNOWN, with the parts' statistics merged and their residues (float boxes the
+  bounds could not close) concatenated.
+
+How the box is cut (:func:`cut_box`): best-first, the part with the worst forward bound of
+``f - g`` is halved on the input whose halves get the smallest bounds. Measured on ACAS Xu
+(N1,1 vs float16, prop_1, eps 0.01; 251 nodes in one process): cut this way, 2, 4 and 8 parts
+need 254, 256 and 256 nodes in all; halving the relatively widest input instead, 462 nodes for 2
+parts and 892 for 16. Few parts per worker, because each part pays the engine's per-round cost
+again (13 rounds for the whole box; 24, 41 and 61 for 2, 4 and 8 parts), and a round on a small
+frontier costs nearly as much as on a full one. The price: no load balancing beyond the cut
+(a worker whose part is done idles while another's runs); the frontier itself is not shared.
+
+Small instances do not pay for processes: the engine first runs in this process for a short
+slice of the time, and only an instance still open when the slice ends goes to the workers (the
+slice's work is then redone by them; it is at most ``FIRST_SHARE`` of the time).
+
+The deadline is hard: workers check it between rounds like the one-process engine, and are
+killed ``GRACE`` seconds after it, so no worker outlives it by more. On Linux the workers
+are forked (the networks and the :class:`PairModel` are inherited, not pickled); elsewhere they are
+spawned. Each worker limits BLAS to one thread (several threads per worker only fight over the
+cores the other workers use).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import multiprocessing
+import os
+import queue
+import signal
+import sys
+import time
+from dataclasses import replace
+
+import numpy as np
+
+from equivcheck.core.deadline import Deadline
+from equivcheck.core.domain import Box
+from equivcheck.core.network import Network
+from equivcheck.core.progress import Progress, ProgressFn, report
+from equivcheck.core.spec import Norm, Spec
+from equivcheck.engine.bounds import Boxes, pair_bounds
+from equivcheck.engine.model import PairModel
+from equivcheck.engine.search import EngineOptions, EngineResult, EngineStats, Outcome, check_box
+from equivcheck.errors import SoundnessError
+
+FIRST_SHARE = 0.1  # of the time left: the in-process slice before the workers start ...
+FIRST_SECONDS = 0.3  # ... and at most this many seconds
+MIN_PARALLEL = 0.5  # seconds left below which starting processes is not worth it
+PARTS_PER_WORKER = 1  # parts per worker: more balance the load better, but every part pays the
+# engine's per-round cost again; on 8 ACAS Xu instances with 2 workers, 1 part per worker gave a
+# median speed-up of 1.42, 2 parts 1.21 (CPU-time estimate, benchmarks/engine_parallel.py)
+GRACE = 0.25  # seconds after the deadline before the workers are killed
+LOOKAHEAD_INPUTS = 16  # above this many inputs, parts are cut by width (2 n bounds per cut)
+TICK = 0.25  # seconds between progress reports while waiting for the workers
+
+
+def default_workers() -> int:
+    """The cores this process may run on (its CPU affinity where the OS says, else all)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def check_box_parallel(f: Network, g: Network, spec: Spec, box: Box,
+                       deadline: Deadline | None = None, options: EngineOptions = EngineOptions(),
+                       model: PairModel | None = None, workers: int | None = None,
+                       progress: ProgressFn | None = None, *,
+                       first_seconds: float | None = None) -> EngineResult:
+    """Decide ``spec`` for ``f`` and ``g`` on ``box`` like :func:`check_box`, on ``workers``
+    processes (None: :func:`default_workers`; 1: exactly :func:`check_box`).
+
+    Same promises as :func:`check_box`: PROVED holds for the exact weights on the exact box, a
+    REFUTED point lies in the box and violates the spec in exact arithmetic. UNKNOWN carries the
+    merged statistics and ``extra["residue"]``, the parts' residues concatenated;
+    ``extra["residue_complete"]`` says whether every open part's residue covers all it left open
+    (then ``stats.open_nodes == len(extra["residue"])``). ``extra["parallel"]`` describes the run.
+    ``first_seconds``: the in-process slice (None: ``min(FIRST_SECONDS, FIRST_SHARE`` of the
+    time left); 0: none, straight to the workers). No worker outlives ``deadline`` by more than
+    ``GRACE`` seconds. ``options`` apply to each part (``max_nodes`` too: per part).
+    """
+    n = default_workers() if workers is None else int(workers)
+    deadline = deadline or Deadline.start(3600.0)
+    if n <= 1 or multiprocessing.current_process().daemon:  # a daemon may not have children
+        return _check(f, g, spec, box, deadline, options, model, progress)
+    t0 = time.monotonic()
+    model = model or PairModel.build(f, g)
+    first = None
+    if first_seconds is None or first_seconds > 0:
+        share = min(FIRST_SECONDS, FIRST_SHARE * deadline.remaining()) if first_seconds is None \
+            else first_seconds
+        sub = deadline.sub(seconds=share)
+        first = _check(f, g, spec, box, sub, options, model, progress)
+        if first.outcome is not Outcome.UNKNOWN or not sub.expired():
+            return first  # decided, or open for a reason more time would not change
+    if deadline.remaining() < MIN_PARALLEL:
+        return _check(f, g, spec, box, deadline, options, model, progress)
+    parts, levels = cut_box(box, n * PARTS_PER_WORKER, model, spec)
+    if len(parts) < 2:
+        return _check(f, g, spec, box, deadline, options, model, progress)
+    results, cpu = _run_pool(f, g, spec, parts, deadline, options, model, n, progress)
+    res = _merge(box, parts, levels, results, first, n, time.monotonic() - t0)
+    res.extra["parallel"]["part_cpu"] = [round(cpu.get(i, 0.0), 3) for i in range(len(parts))]
+    return res
+
+
+def cut_box(box: Box, count: int, model: PairModel, spec: Spec) -> tuple[list[Box], int]:
+    """About ``count`` parts of ``box`` whose union is exactly the box, cut best-first: the part
+    whose difference bound is worst is halved on the input whose halves get the smallest bounds
+    (forward bounds of all ``2 n`` candidate halves in one batched call). Boxes of more than
+    ``LOOKAHEAD_INPUTS`` inputs are cut by :func:`split_box`. Returns the parts and the most
+    cuts made to reach one of them."""
+    if box.dim > LOOKAHEAD_INPUTS:
+        return split_box(box, count)
+    parts = [(box, _measure(model, spec, [box])[0], 0)]
+    while len(parts) < count:
+        k = max(range(len(parts)), key=lambda i: parts[i][1])
+        part, _, depth = parts[k]
+        dims = [i for i in range(box.dim) if part.upper[i] > part.lower[i]]
+        if not dims:  # a single point: never cut, and the others only while they can be
+            parts[k] = (part, -math.inf, depth)
+            if all(m == -math.inf for _, m, _ in parts):
+                break
+            continue
+        halves = [part.halves(d) for d in dims]
+        meas = _measure(model, spec, [h for pair in halves for h in pair]).reshape(-1, 2)
+        best = min(range(len(dims)), key=lambda i: (meas[i].max(), meas[i].sum(), i))
+        parts[k:k + 1] = [(h, m, depth + 1) for h, m in zip(halves[best], meas[best])]
+    parts.sort(key=lambda p: -p[1])  # the hardest first: the workers take them in this order
+    return [p for p, _, _ in parts], max(d for _, _, d in parts)
+
+
+def _measure(model: PairModel, spec: Spec, boxes: list[Box]) -> np.ndarray:
+    """A forward bound of ``||f - g||`` (the spec's norm; L-inf for strict and argmax) over
+    each box: only a guide for cutting, no proof rests on it."""
+    lo = np.array([b.lower_float() for b in boxes])
+    hi = np.array([b.upper_float() for b in boxes])
+    pb = pair_bounds(model, Boxes(lo, hi, model.width), "none")
+    mag = np.maximum(np.abs(pb.d_lo), np.abs(pb.d_hi))
+    out = mag.sum(axis=1) if spec.norm is Norm.L1 else mag.max(axis=1)
+    return np.where(np.isfinite(out), out, np.inf)
+
+
+def split_box(box: Box, count: int) -> tuple[list[Box], int]:
+    """At least ``count`` parts of ``box`` (fewer only when no input has width left), cut by
+    halving every part, level by level, on the input widest relative to the box's own span;
+    and the number of levels. The parts' union is exactly the box."""
+    span = [hi - lo for lo, hi in zip(box.lower, box.upper)]
+    width = list(span)
+    parts, levels = [box], 0
+    while len(parts) < count:
+        dims = [i for i in range(box.dim) if width[i] > 0]
+        if not dims:
+            break
+        d = max(dims, key=lambda i: (width[i] / span[i], -i))
+        nxt = [half for part in parts for half in part.halves(d)]
+        if any(np.any(p.lower_float() > p.upper_float()) for p in nxt):
+            break  # not expected: the float enclosure of a half is never inverted
+        parts, levels = nxt, levels + 1
+        width[d] /= 2
+    return parts, levels
+
+
+# ---- the workers --------------------------------------------------------------------------------
+
+_JOB: tuple | None = None  # what every worker needs (its process's arguments)
+_LIMITS = None  # the worker's BLAS limit (kept alive for the worker's life)
+_CHECK_ARGS: frozenset | None = None  # the keyword arguments check_box accepts
+
+
+def _check(f, g, spec, box, deadline, options, model, progress) -> EngineResult:
+    """:func:`check_box`, with ``progress`` passed only if it takes one."""
+    global _CHECK_ARGS
+    if _CHECK_ARGS is None:
+        _CHECK_ARGS = frozenset(inspect.signature(check_box).parameters)
+    extra = {"progress": progress} if progress is not None and "progress" in _CHECK_ARGS else {}
+    return check_box(f, g, spec, box, deadline, options, model, **extra)
+
+
+def _worker(job: tuple, tasks, out) -> None:
+    """A worker process: parts' indices from ``tasks`` (None: stop), ``(i, result, cpu)`` to
+    ``out`` (an exception instead of the result if the engine raised one)."""
+    global _JOB, _LIMITS
+    _JOB = job
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # whatever handlers a forked parent had,
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # ^C is the parent's to handle
+    try:
+        from threadpoolctl import threadpool_limits
+        _LIMITS = threadpool_limits(1)
+    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
+        pass
+    while (i := tasks.get()) is not None:
+        try:
+            out.put(_work(i))
+        except BaseException as exc:  # handed to the parent, which raises it
+            out.put((i, exc, 0.0))
+
+
+def _work(i: int) -> tuple[int, EngineResult, float]:
+    """Part ``i``'s result and the CPU seconds the worker spent on it."""
+    f, g, spec, deadline, options, model, parts = _JOB
+    if deadline.expired():  # a part taken after the deadline: no work (the parent counts it open)
+        return i, _not_run(parts[i]), 0.0
+    cpu = time.process_time()
+    res = _check(f, g, spec, parts[i], deadline, options, model, None)
+    return i, res, time.process_time() - cpu
+
+
+def _not_run(part: Box) -> EngineResult:
+    """A part no worker examined: open, its whole float enclosure left as its residue."""
+    stats = EngineStats(0, 0, 0, 1, math.inf, -math.inf, 0.0, 0)
+    return EngineResult(Outcome.UNKNOWN, "timeout: the time limit was reached", stats,
+                        extra={"residue": [(part.lower_float(), part.upper_float(), math.inf)]})
+
+
+def _context():
+    fork = "fork" in multiprocessing.get_all_start_methods() and sys.platform.startswith("linux")
+    return multiprocessing.get_context("fork" if fork else "spawn")
+
+
+def _run_pool(f, g, spec, parts, deadline, options, model, n, progress
+              ) -> tuple[dict[int, EngineResult], dict[int, float]]:
+    """Every part's result that arrived by the deadline (plus ``GRACE``), and its CPU seconds;
+    stops at the first REFUTED. Every worker is killed and reaped before this returns.
+
+    Plain processes and queues rather than ``multiprocessing.Pool``: ``Pool.terminate`` can
+    hang for ever when it kills a worker that holds the result queue's lock (seen here, a
+    worker killed while handing back its part after another part was refuted). The parent
+    only writes ``tasks`` (small indices, before any worker is killed) and only reads ``out``,
+    so no lock a killed worker held can block it."""
+    ctx = _context()
+    tasks, out = ctx.SimpleQueue(), ctx.Queue()
+    for i in range(len(parts)):
+        tasks.put(i)
+    count = min(n, len(parts))
+    for _ in range(count):
+        tasks.put(None)
+    job = (f, g, spec, deadline, options, model, parts)
+    procs = [ctx.Process(target=_worker, args=(job, tasks, out), daemon=True) for _ in range(count)]
+    results: dict[int, EngineResult] = {}
+    cpu: dict[int, float] = {}
+    try:
+        for p in procs:
+            p.start()
+        while len(results) < len(parts):
+            wait = deadline.end + GRACE - time.monotonic()
+            if wait <= 0:
+                break
+            try:
+                i, res, secs = out.get(timeout=min(wait, TICK))
+            except queue.Empty:
+                if not any(p.is_alive() for p in procs) and out.empty():
+                    break  # every worker ended (killed from outside): what is missing is open
+            else:
+                if isinstance(res, BaseException):
+                    raise res
+                results[i], cpu[i] = res, secs
+            bound = max((r.stats.best_bound for r in results.values()), default=None)
+            report(progress, Progress("search", len(results), len(parts) - len(results), "parts",
+                                      bound, deadline.remaining(), f"{n} workers"))
+            if any(r.outcome is Outcome.REFUTED for r in results.values()):
+                break
+    finally:
+        for p in procs:
+            if p.pid is not None and p.is_alive():
+                p.kill()
+        for p in procs:
+            if p.pid is not None:
+                p.join()
+        out.close()
+        out.cancel_join_thread()
+        tasks.close()
+    return results, cpu
+
+
+# ---- merging ------------------------------------------------------------------------------------
+
+
+def _merge(box: Box, parts: list[Box], levels: int, results: dict[int, EngineResult],
+           first: EngineResult | None, n: int, seconds: float) -> EngineResult:
+    done = [results.get(i) or _not_run(p) for i, p in enumerate(parts)]
+    refuted = next((r for r in done if r.outcome is Outcome.REFUTED), None)
+    fs = first.stats if first is not None else None
+    nodes = sum(r.stats.nodes for r in done) + (fs.nodes if fs else 0)
+    parallel = {"workers": n, "parts": len(parts), "parts_done": len(results),
+                "first_nodes": fs.nodes if fs else 0,
+                "part_seconds": [round(r.stats.seconds, 3) for r in done]}
+    bound = max(r.stats.best_bound for r in done)
+    if fs is not None:
+        bound = min(bound, fs.best_bound)  # both bound the measure over the whole box
+    stats = EngineStats(
+        nodes=nodes, rounds=sum(r.stats.rounds for r in done) + (fs.rounds if fs else 0),
+        max_depth=max([r.stats.max_depth + levels for r in done] + [fs.max_depth if fs else 0]),
+        open_nodes=sum(r.stats.open_nodes for r in done if r.outcome is Outcome.UNKNOWN),
+        best_bound=float(bound),
+        witness=float(max([r.stats.witness for r in done] + [fs.witness if fs else -math.inf])),
+        seconds=seconds,
+        exact_checks=sum(r.stats.exact_checks for r in done) + (fs.exact_checks if fs else 0))
+    if refuted is not None:
+        if refuted.point is None or not box.contains(refuted.point):
+            raise SoundnessError("a worker's counterexample lies outside the box")
+        return replace(refuted, stats=stats, extra={**refuted.extra, "parallel": parallel})
+    unknown = [r for r in done if r.outcome is Outcome.UNKNOWN]
+    if not unknown:
+        return EngineResult(Outcome.PROVED, f"proved by bounds on {nodes} node(s) in {len(parts)} "
+                            f"parts on {n} workers", stats, extra={"parallel": parallel})
+    residue = [entry for r in unknown for entry in r.extra.get("residue") or []]
+    complete = all(r.stats.open_nodes == len(r.extra.get("residue") or []) for r in unknown)
+    timed = [r for r in unknown if r.reason.startswith("timeout")]
+    why = timed[0].reason if timed else unknown[0].reason
+    reason = f"{why} ({len(unknown)} of {len(parts)} parts open)"
+    return EngineResult(Outcome.UNKNOWN, reason, stats,
+                        extra={"residue": residue, "residue_complete": complete,
+                               "parallel": parallel})
