@@ -187,3 +187,66 @@ def test_acas_network_over_a_small_box(external):
     yb = ort_outputs(res.onnx_model, x)
     tol = 0.0 if res.epsilon is None else float(res.epsilon)
     assert np.max(np.abs(ya - yb)) <= tol + 1e-5 * (1 + np.max(np.abs(ya)))
+
+
+def rounding_net() -> onnx.ModelProto:
+    """4 inputs in [0, 1]. Layer 0: three independent stably active units, two active units that
+    are exact combinations of them (u3 = u0 + 2 u1, u4 = u1 - u2 + 8: folding them makes the
+    next layer's weights sums that float32 cannot store exactly), and two unstable units. Layer
+    1: 6 units, some unstable. Output: 3 values."""
+    rng = np.random.default_rng(3)
+    w = np.round(rng.normal(0, 1, (3, 4)) * 8) / 8  # multiples of 1/8: sums below stay exact
+    act = np.vstack([w, w[0] + 2 * w[1], w[1] - w[2]])
+    b_act = np.array([4.0, 4.0, 4.0, 12.0, 8.0])
+    unst = np.array([[1.0, -1.0, 0.5, 0.0], [-0.5, 1.0, 0.0, -1.0]])
+    w0 = np.vstack([act, unst])
+    b0 = np.concatenate([b_act, [0.0, 0.25]])
+    w1 = rng.normal(0, 0.5, (6, 7)).astype(np.float32)
+    b1 = rng.normal(0, 0.5, 6).astype(np.float32)
+    w2 = rng.normal(0, 0.5, (3, 6)).astype(np.float32)
+    return mlp([w0, w1, w2], [b0, b1, np.zeros(3)])
+
+
+def test_folds_are_kept_and_proved_by_the_engine_where_rounding_matters():
+    model = rounding_net()
+    seen = []
+    res = compress(model, domain="0:1", timeout=60, progress=seen.append)
+    assert res.table[0].folded_active == 2 and res.table[0].units_after == 5
+    assert not res.exact and res.epsilon is not None and res.epsilon > 0  # the rounding is real
+    assert res.proof.verdict is Verdict.PROVED and res.proof.spec.mode is Mode.EPSILON
+    assert res.proof.spec.tolerance == res.epsilon
+    assert all("engine" in box.reason for box in res.proof.boxes)
+    assert not any("dropped" in n for n in res.notes)
+    # the network as stored in the ONNX file, re-imported: within epsilon of the original,
+    # in exact arithmetic and in onnxruntime
+    orig = load_network(model)
+    stored = load_network(res.onnx_model)
+    rng = np.random.default_rng(4)
+    pts = box_points(rng, np.zeros(4), np.ones(4), 300)
+    assert_exact_agree(orig, stored, pts, tol=res.epsilon)
+    x = rng.random((2000, 4)).astype(np.float32)
+    gap = np.max(np.abs(ort_outputs(model, x) - ort_outputs(res.onnx_model, x)))
+    assert gap <= float(res.epsilon) + 1e-5
+    # the progress callback heard every stage, and the analysis ended with nothing open
+    stages = [p.stage for p in seen]
+    assert "stability" in stages and "proof" in stages
+    last = [p for p in seen if p.stage == "stability"][-1]
+    assert last.open == 0 and last.done == orig.num_relus
+
+
+def test_padded_network_computes_the_stored_function_exactly():
+    from equivcheck.bounds.stability import analyze_stability
+    from equivcheck.compress.fold_proof import padded
+    from equivcheck.core.domain import box_domain as bd
+
+    model = rounding_net()
+    res = compress(model, domain="0:1", timeout=60, verify=False)
+    orig = load_network(model)
+    dom = bd([0] * 4, [1] * 4)
+    rep = analyze_stability(orig, dom, timeout=30)
+    cand = pipeline._build(orig, rep, pipeline._report_bounds(orig, dom, rep), dom, True, [], "c")
+    pad = padded(orig, cand.stored, cand.layers)
+    assert pad is not None
+    assert [lay.weight.shape for lay in pad.layers] == [lay.weight.shape for lay in orig.layers]
+    assert res.compressed.description == cand.stored.description
+    assert_exact_agree(cand.stored, pad, box_points(np.random.default_rng(5), np.zeros(4), np.ones(4), 100))

@@ -15,11 +15,12 @@ from equivcheck.core.domain import box_domain
 from equivcheck.core.exact import pre_activations_exact
 from equivcheck.core.network import Affine, Layer, Network
 from equivcheck.core.options import BoundMethod, UnitStability
+from equivcheck.engine.units import split_inputs
 from equivcheck.errors import InputError
 from equivcheck.io.domains import parse_domain
 from equivcheck.io.onnx_import import load_network
 
-from .helpers import MODELS
+from .helpers import MODELS, random_net
 
 
 def hand_net() -> Network:
@@ -96,7 +97,8 @@ def test_cheap_stages_cannot_prove_what_the_exact_stage_must():
 def test_exact_stage_proves_what_relaxations_cannot(exact):
     net = twin_net()
     dom = box_domain([-1], [1])
-    rep = analyze_stability(net, dom, timeout=30, exact=exact)
+    splitter = split_inputs if exact is ExactSearch.INPUT_SPLIT else None
+    rep = analyze_stability(net, dom, timeout=30, exact=exact, splitter=splitter)
     l0, l1 = rep.layer(0), rep.layer(1)
     assert l1.status[0] is UnitStability.INACTIVE and l1.stage[0] is Stage.EXACT
     assert rep.bounds[1].upper[0] <= 0  # the proved fact is in the bounds later questions use
@@ -133,6 +135,48 @@ def test_clip_returns_new_bounds_and_leaves_the_callers_alone():
     for b, (lo, hi) in zip(mine, before):
         assert np.array_equal(b.lower, lo) and np.array_equal(b.upper, hi)
     assert mine[1].upper[0] > 0 and clipped[1].upper[0] <= 0
+
+
+def test_input_split_needs_the_engine_splitter():
+    with pytest.raises(InputError, match="splitter"):
+        analyze_stability(twin_net(), box_domain([-1], [1]), timeout=1, exact=ExactSearch.INPUT_SPLIT)
+
+
+def test_input_split_finds_witnesses_on_a_sliver():
+    # 2^-20 - |x - 0.5| > 0 only within 2^-20 of 0.5: the sub-box centres find it
+    net = twin_net()
+    dom = box_domain([-1], [1])
+    rep = analyze_stability(net, dom, timeout=30, use_lp=False, exact=ExactSearch.INPUT_SPLIT,
+                            splitter=split_inputs)
+    assert rep.layer(1).status[2] is UnitStability.UNSTABLE
+    assert rep.layer(1).status[0] is UnitStability.INACTIVE
+    check_witnesses(net, rep, dom)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_input_split_verdicts_agree_with_sampling(seed):
+    """Random deep nets with few inputs: every unit decided by the engine's batched input
+    splitting, no unit proved stable shows the other sign at 20,000 random points or at the
+    box's corners, and every unstable unit has two exactly checked witnesses."""
+    rng = np.random.default_rng(seed)
+    net = random_net(rng, [3, 16, 16, 16, 16, 2])
+    lo, hi = [-0.5, 0.0, -1.0], [0.5, 0.25, 0.0]
+    dom = box_domain(lo, hi)
+    rep = analyze_stability(net, dom, timeout=30, splitter=split_inputs)
+    assert rep.undecided == ()
+    assert sum(s is UnitStability.UNSTABLE for lay in rep.layers for s in lay.status) > 0
+    assert sum(rep.stage_counts()["exact"].values()) > 0  # the splitting had questions to settle
+    check_witnesses(net, rep, dom)
+    corners = np.array(np.meshgrid(*zip(lo, hi))).reshape(3, -1).T
+    pts = np.vstack([np.array(lo) + rng.random((20000, 3)) * (np.array(hi) - np.array(lo)), corners])
+    zs = net.pre_activations(pts)
+    for layer in rep.layers:
+        z = zs[layer.layer]
+        for i, status in enumerate(layer.status):
+            if status is UnitStability.INACTIVE:
+                assert z[:, i].max() <= 1e-12, (layer.layer, i)
+            elif status is UnitStability.ACTIVE:
+                assert z[:, i].min() >= -1e-12, (layer.layer, i)
 
 
 def test_unknown_exact_search_is_an_input_error():

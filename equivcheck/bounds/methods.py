@@ -15,7 +15,7 @@ import numpy as np
 
 from equivcheck.bounds.interval import LayerBounds, intersect_all, interval_bounds
 from equivcheck.bounds.lp import lp_bounds
-from equivcheck.bounds.stability import analyze_stability
+from equivcheck.bounds.stability import InputSplitter, analyze_stability
 from equivcheck.bounds.symbolic import symbolic_bounds
 from equivcheck.core.deadline import Deadline
 from equivcheck.core.domain import Box, Domain
@@ -30,7 +30,8 @@ Known = Sequence[LayerBounds] | None  # bounds proved for the same network over 
 def exact_stability_bounds(net: Network, lo: np.ndarray, hi: np.ndarray,
                            timeout: float | Deadline = DEFAULT_TIMEOUT,
                            deadline: Deadline | None = None, known: Known = None,
-                           box: Box | None = None) -> list[LayerBounds]:
+                           box: Box | None = None,
+                           splitter: InputSplitter | None = None) -> list[LayerBounds]:
     """Symbolic bounds clipped at 0 wherever the exact stability analysis proved a unit stable.
 
     Every clip rests on a rigorous proof (see :mod:`equivcheck.bounds.stability`), so the result
@@ -39,7 +40,9 @@ def exact_stability_bounds(net: Network, lo: np.ndarray, hi: np.ndarray,
     (the analysis included); with no time for an analysis the result is the LP bounds. With
     ``known`` (bounds already proved for this network over the box) no analysis runs: the result
     is the symbolic bounds intersected with them. The analysis runs on ``box`` when given, else
-    on the float box ``[lo, hi]`` (which encloses the caller's box).
+    on the float box ``[lo, hi]`` (which encloses the caller's box); ``splitter`` is its input
+    splitting stage (injected by a caller above this layer, e.g.
+    :func:`equivcheck.engine.units.split_inputs`; None: none).
     """
     analysis = Deadline.of(timeout, "the stability analysis' timeout", allow_zero=True)
     if deadline is not None:
@@ -50,7 +53,7 @@ def exact_stability_bounds(net: Network, lo: np.ndarray, hi: np.ndarray,
         return lp_bounds(net, lo, hi, deadline)
     if box is None:
         box = Box(tuple(Fraction(float(v)) for v in lo), tuple(Fraction(float(v)) for v in hi))
-    report = analyze_stability(net, Domain((box,), "<bounds>"), timeout=analysis)
+    report = analyze_stability(net, Domain((box,), "<bounds>"), timeout=analysis, splitter=splitter)
     base = report.bounds if report.bounds is not None else symbolic_bounds(net, lo, hi,
                                                                            deadline=deadline)
     return report.clip(base)
@@ -84,6 +87,7 @@ def sound_bounds(net: Network, lo: np.ndarray, hi: np.ndarray,
 def bounds_pair(a: Network, b: Network, lo: np.ndarray, hi: np.ndarray, method: BoundMethod | str,
                 deadline: Deadline, known_a: Known = None, known_b: Known = None,
                 share: float | None = None, box: Box | None = None,
+                splitter: InputSplitter | None = None,
                 ) -> tuple[list[LayerBounds], list[LayerBounds]]:
     """:func:`sound_bounds` of both networks over the same box.
 
@@ -92,13 +96,14 @@ def bounds_pair(a: Network, b: Network, lo: np.ndarray, hi: np.ndarray, method: 
     (see :func:`exact_stability_bounds`; the prover uses it for the whole box, not for its
     parts) unless that network's bounds are ``known``. ``known_a``/``known_b`` are bounds
     already proved for ``a``/``b`` over a superset of the box, intersected with the result.
+    ``splitter``: the analysis' input splitting stage (see :func:`exact_stability_bounds`).
     """
     method = BoundMethod.parse(method)
     out = []
     for net, known in ((a, known_a), (b, known_b)):
         if method is BoundMethod.EXACT:
             out.append(exact_stability_bounds(net, lo, hi, deadline.sub(share), deadline, known,
-                                              box))
+                                              box, splitter))
         elif method is BoundMethod.LP:
             got = lp_bounds(net, lo, hi, deadline.sub(share))
             out.append(got if known is None else intersect_all(got, known))

@@ -12,9 +12,10 @@ Cheap stages first, and each records what it decided: rigorous interval bounds, 
 symbolic (CROWN-style) bounds, concrete witnesses (random points, box vertices picked by the
 symbolic bounds, optional training samples), LP bounds certified from HiGHS' duals (whose primal
 points are more witness candidates), and finally an exact stage (:class:`ExactSearch`): input
-splitting, or a branch and bound over the phases of earlier unstable units in which every pruned
-node is an LP bound certified from its dual (so a "stable" verdict rests only on rigorous
-bounds), and whose LP points are checked exactly as witnesses. Units of the first hidden layer
+splitting (injected by the caller, see :data:`InputSplitter`), or a branch and bound over the
+phases of earlier unstable units in which every pruned node is an LP bound certified from its
+dual (so a "stable" verdict rests only on rigorous bounds), and whose LP points are checked
+exactly as witnesses. Units of the first hidden layer
 are decided exactly by evaluating the maximising / minimising vertex of the box in rational
 arithmetic. The stages live in :mod:`~equivcheck.bounds.stability_state` (bookkeeping, witness
 search) and :mod:`~equivcheck.bounds.stability_exact`; the report types in
@@ -25,12 +26,13 @@ from __future__ import annotations
 
 import enum
 import time
+from collections.abc import Callable
 
 import numpy as np
 
 from equivcheck.bounds.interval import intersect, interval_bounds, interval_step
 from equivcheck.bounds.lp import lp_tighten_layer
-from equivcheck.bounds.stability_exact import branch_and_bound, first_layer_exact, input_split
+from equivcheck.bounds.stability_exact import branch_and_bound, first_layer_exact
 from equivcheck.bounds.stability_report import StabilityReport, Stage
 from equivcheck.bounds.stability_state import (
     AnalysisState,
@@ -49,12 +51,22 @@ from equivcheck.io.domains import parse_domain
 RANDOM_POINTS = 512
 SPLIT_MAX_INPUTS = 16  # ExactSearch.AUTO splits the input box up to this many inputs
 
+InputSplitter = Callable[[AnalysisState], None]
+"""The exact stage by input splitting: decides (proves with :meth:`AnalysisState.proved_stable`,
+or witnesses through :meth:`AnalysisState.try_witnesses`) the open questions of a state by
+bounding a cover of its box by sub-boxes. It lives above this layer because its bounds are the
+engine's batched ones (``bounds/`` may not import ``engine/``): the caller passes
+:func:`equivcheck.engine.units.split_inputs` (``compress`` does). Without one, AUTO runs the
+branch and bound for every network and INPUT_SPLIT is an :class:`~equivcheck.errors.InputError`.
+"""
+
 
 class ExactSearch(str, enum.Enum):
     """The exact stage that runs after the bound and witness stages."""
 
-    AUTO = "auto"  # input splitting for at most SPLIT_MAX_INPUTS inputs, else branch and bound
-    INPUT_SPLIT = "input-split"  # bisect the input box, symbolic bounds on every sub-box
+    AUTO = "auto"  # input splitting (when a splitter is given) for at most SPLIT_MAX_INPUTS
+    # inputs, else branch and bound
+    INPUT_SPLIT = "input-split"  # bisect the input box, batched bounds on every sub-box
     BRANCH_AND_BOUND = "branch-and-bound"  # over the phases of earlier units, certified LPs
     NONE = "none"  # the cheap stages only
 
@@ -81,6 +93,7 @@ def analyze_stability(
     seed: int = 0,
     use_lp: bool = True,
     exact: ExactSearch | bool | str = ExactSearch.AUTO,
+    splitter: InputSplitter | None = None,
 ) -> StabilityReport:
     """Classify every ReLU unit of ``net`` over ``domain`` (default ``[0, 1]`` on every input).
 
@@ -91,7 +104,8 @@ def analyze_stability(
     are UNDECIDED; ``timeout`` 0 runs the cheap bound stages only, NaN, infinite or negative
     values raise an :class:`~equivcheck.errors.InputError`. ``samples`` (n, in_dim) are extra
     witness candidates, e.g. training images (points outside the domain are ignored). ``use_lp``
-    runs the certified LP stage; ``exact`` chooses the exact stage (see :class:`ExactSearch`).
+    runs the certified LP stage; ``exact`` chooses the exact stage (see :class:`ExactSearch`);
+    ``splitter`` is the input-splitting stage (:data:`InputSplitter`; none: no input splitting).
     For a domain of several boxes a unit is stable only if it is stable with the same phase on
     every box, and unstable if some box shows it unstable (or it is active on one box and
     inactive on another, with witnesses from both). One-box domains also report the sound bounds
@@ -100,11 +114,14 @@ def analyze_stability(
     start = time.monotonic()
     deadline = Deadline.of(timeout, allow_zero=True)
     exact = ExactSearch.parse(exact)
+    if exact is ExactSearch.INPUT_SPLIT and splitter is None:
+        raise InputError("input splitting needs a splitter (equivcheck.engine.units.split_inputs)")
     dom = parse_domain(domain, net.in_dim)
     per_box = []
     stage_seconds: dict[str, float] = {}
     for box in dom.boxes:
-        per_box.append(_analyze_box(net, box, deadline, samples, seed, use_lp, exact, stage_seconds))
+        per_box.append(_analyze_box(net, box, deadline, samples, seed, use_lp, exact, splitter,
+                                    stage_seconds))
     if len(per_box) == 1:
         verdicts: UnitVerdicts = per_box[0]
         bounds = tuple(per_box[0].bounds) if per_box[0].bounds is not None else None
@@ -117,8 +134,11 @@ def analyze_stability(
 
 
 def _analyze_box(net: Network, box: Box, deadline: Deadline, samples, seed: int, use_lp: bool,
-                 exact: ExactSearch, stage_seconds: dict[str, float]) -> AnalysisState:
+                 exact: ExactSearch, splitter: InputSplitter | None,
+                 stage_seconds: dict[str, float]) -> AnalysisState:
     """Run the stages on one box; time per stage is added to ``stage_seconds``."""
+    split = splitter is not None and (exact is ExactSearch.INPUT_SPLIT
+                                      or exact is ExactSearch.AUTO and net.in_dim <= SPLIT_MAX_INPUTS)
     st = AnalysisState(net, box, deadline)
     lo, hi = st.lo, st.hi
     clock = time.monotonic()
@@ -174,8 +194,9 @@ def _analyze_box(net: Network, box: Box, deadline: Deadline, samples, seed: int,
     # 4. first hidden layer: exact vertex evaluation decides every unit
     if st.relu_layers and st.relu_layers[0] == 0:
         first_layer_exact(st)
-    # 5. LP bounds (certified), layer by layer, with their points as witness candidates
-    if use_lp:
+    # 5. LP bounds (certified), layer by layer, with their points as witness candidates; not
+    # before input splitting, whose bounds on sub-boxes decide what the LPs would, far faster
+    if use_lp and not split:
         for k in st.relu_layers:
             if k == 0 or st.time_left() <= 0:
                 continue
@@ -195,13 +216,11 @@ def _analyze_box(net: Network, box: Box, deadline: Deadline, samples, seed: int,
                 if pts:
                     st.try_witnesses(np.vstack(pts))
         lap("lp")
-    # 6. exact: input splitting (few inputs) or certified branch and bound
-    auto = exact is ExactSearch.AUTO
-    if (exact is ExactSearch.INPUT_SPLIT or auto and net.in_dim <= SPLIT_MAX_INPUTS) \
-            and st.open_units():
-        input_split(st)
+    # 6. exact: input splitting (few inputs, a splitter given) or certified branch and bound
+    if split and st.open_units():
+        splitter(st)
         lap("exact")
-    if exact is ExactSearch.BRANCH_AND_BOUND or auto and net.in_dim > SPLIT_MAX_INPUTS:
+    if exact is ExactSearch.BRANCH_AND_BOUND or exact is ExactSearch.AUTO and not split:
         for k in st.relu_layers:
             for i in range(net.layers[k].out_dim):
                 if st.status[k][i] is not UnitStability.UNDECIDED or st.time_left() <= 0:

@@ -3,7 +3,6 @@ or given witnesses (internal to :mod:`equivcheck.bounds.stability`).
 
 * first hidden layer: the exact max / min of an affine unit over a box is at a vertex, evaluated
   in rational (or integer) arithmetic;
-* input splitting (few inputs): rigorous symbolic bounds over a cover of the box by sub-boxes;
 * branch and bound (many inputs): over the phases of earlier unstable units, each node closed by
   an LP bound certified from its dual.
 
@@ -13,7 +12,6 @@ a proof clips the state's own bounds (:meth:`AnalysisState.proved_stable`).
 
 from __future__ import annotations
 
-import heapq
 import math
 import time
 from fractions import Fraction
@@ -24,13 +22,12 @@ from equivcheck.bounds.interval import LayerBounds, intersect
 from equivcheck.bounds.lp import LinearRelaxation, LPSolver
 from equivcheck.bounds.stability_report import Stage
 from equivcheck.bounds.stability_state import AnalysisState
-from equivcheck.bounds.symbolic import back_substitute, symbolic_bounds, symbolic_layer
+from equivcheck.bounds.symbolic import back_substitute, symbolic_layer
 from equivcheck.core.domain import Box
 from equivcheck.core.options import UnitStability
 
 MAX_NODES_PER_QUESTION = 2000
 QUESTION_SECONDS = 5.0
-SPLIT_BUDGETS = (30, 300, 3000, 30000)  # sub-boxes per question, pass by pass
 FIRST_LAYER_CHUNK = 32  # first-layer units decided exactly between two looks at the clock
 
 
@@ -190,95 +187,3 @@ def phase_bounds(net, bounds, phase, k, lo, hi) -> list[LayerBounds] | None:
             return None
         out[j] = b
     return out
-
-
-def input_split(st: AnalysisState) -> None:
-    """Input splitting with growing per-question budgets (``SPLIT_BUDGETS``), so that easy
-    questions are settled before the hard ones use up the time (see :func:`_input_split_pass`)."""
-    for budget in SPLIT_BUDGETS:
-        if st.time_left() <= 0 or st.open_units() == 0:
-            return
-        _input_split_pass(st, budget)
-
-
-def _input_split_pass(st: AnalysisState, budget: int) -> None:
-    """Prove stability by bisecting the input box (for few inputs, as ReluVal / nnenum do).
-
-    A question "is sign * z_{k,i} > 0 somewhere?" is closed on a sub-box when the rigorous
-    symbolic bounds over that sub-box (intersected with the proved global bounds) say no; the
-    unit is proved stable when every sub-box of a cover of the box closes it. All questions share
-    one tree of sub-boxes (largest first); a question still open after
-    ``budget`` sub-boxes is given up, so hard questions do not starve easy
-    ones. Sub-box centres are tried as witnesses. The float sub-boxes share their split points,
-    so together they cover the (outward rounded) box.
-    """
-    net = st.net
-    width0 = np.where(st.hi > st.lo, st.hi - st.lo, 1.0)
-
-    def open_questions():
-        qs = set()
-        for k, (pos, neg) in st.needs().items():
-            qs.update((k, int(i), 1) for i in np.flatnonzero(pos))
-            qs.update((k, int(i), -1) for i in np.flatnonzero(neg))
-        return qs
-
-    initial = open_questions()
-    if not initial:
-        return
-    # how strongly each input can move each questioned unit (|w| through |W|): split there
-    sens = {}
-    for q in initial:
-        g = np.abs(net.layers[q[0]].weight[q[1]])
-        for j in range(q[0] - 1, -1, -1):
-            g = g @ np.abs(net.layers[j].weight)
-        sens[q] = g
-    given_up: set = set()
-    count: dict = {}
-    heap = [(0.0, 0, st.lo.copy(), st.hi.copy(), frozenset(initial))]
-    counter = 1
-    timed_out = False
-    while heap:
-        if st.time_left() <= 0:
-            timed_out = True
-            break
-        _, _, lo, hi, qs = heapq.heappop(heap)
-        live = open_questions() - given_up
-        qs = frozenset(q for q in qs if q in live)
-        if not qs:
-            continue
-        upto = max(q[0] for q in qs)
-        b = symbolic_bounds(net, lo, hi, upto=upto, base=st.bounds)
-        left = frozenset(q for q in qs if (b[q[0]].upper[q[1]] > 0.0 if q[2] > 0 else b[q[0]].lower[q[1]] < 0.0))
-        if not left:
-            continue
-        st.try_witnesses(((lo + hi) / 2)[None, :])
-        live = open_questions()
-        left = frozenset(q for q in left if q in live)
-        for q in left:
-            count[q] = count.get(q, 0) + 1
-            if count[q] > budget:
-                given_up.add(q)
-        left = left - given_up
-        if not left:
-            continue
-        smear = sum(sens[q] for q in left) * (hi - lo)
-        d = int(np.argmax(smear)) if np.any(smear > 0) else int(np.argmax((hi - lo) / width0))
-        mid = (lo[d] + hi[d]) / 2
-        if not lo[d] < mid < hi[d]:
-            given_up.update(left)  # cannot split further
-            continue
-        for a, c in ((lo[d], mid), (mid, hi[d])):
-            nlo, nhi = lo.copy(), hi.copy()
-            nlo[d], nhi[d] = a, c
-            heapq.heappush(heap, (-float(np.prod((nhi - nlo) / width0)), counter, nlo, nhi, left))
-            counter += 1
-    unresolved = set(given_up)
-    if timed_out:
-        for item in heap:
-            unresolved.update(item[4])
-    live = open_questions()
-    for (k, i, sign) in sorted(initial):
-        if (k, i, sign) in unresolved or (k, i, sign) not in live:
-            continue
-        if st.status[k][i] is UnitStability.UNDECIDED:
-            st.proved_stable(k, i, sign)

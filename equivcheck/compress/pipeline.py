@@ -11,8 +11,13 @@ type. The result therefore carries a proof: :func:`equivcheck.solve.prover.prove
 original against the compressed model *re-imported from the exported ONNX*, in strict mode when
 only removals happened (the stored weights are the original ones), otherwise in epsilon mode with
 a rigorous upper bound of the deviation caused by that rounding
-(:mod:`equivcheck.compress.rounding`), which the proof then confirms. The bounds the analysis
-proved are handed to the prover explicitly (:class:`~equivcheck.solve.prover.KnownBounds`).
+(:mod:`equivcheck.compress.rounding`), which the proof then confirms: first by the engine's
+differential bounds (:mod:`equivcheck.compress.fold_proof`), then by the prover. The bounds the
+analysis proved are handed to both explicitly (:class:`~equivcheck.solve.prover.KnownBounds`).
+
+For networks with few inputs the analysis' exact stage is the engine's batched input splitting
+(:func:`equivcheck.engine.units.split_inputs`), injected here because ``bounds/`` (where the
+analysis lives) may not import ``engine/``.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from equivcheck.bounds.interval import LayerBounds
 from equivcheck.bounds.stability import analyze_stability
 from equivcheck.bounds.stability_report import StabilityReport
 from equivcheck.bounds.symbolic import symbolic_bounds
+from equivcheck.compress.fold_proof import prove_folds
 from equivcheck.compress.passes import (
     WorkingLayer,
     collapse,
@@ -44,8 +50,10 @@ from equivcheck.core.deadline import Deadline
 from equivcheck.core.domain import Domain
 from equivcheck.core.network import Network
 from equivcheck.core.options import MULTI_PROOF_TIMEOUT, BoundMethod, ProverOptions
+from equivcheck.core.progress import Progress, ProgressFn, report
 from equivcheck.core.result import ProofResult
 from equivcheck.core.spec import Mode, Norm, Spec
+from equivcheck.engine.units import split_inputs
 from equivcheck.io.domains import parse_domain
 from equivcheck.io.onnx_export import to_onnx
 from equivcheck.io.onnx_import import ModelLike, load_model, load_network
@@ -91,15 +99,16 @@ class _Candidate:
         stored (its exact bounds widened by the rounding), on the whole domain."""
         if self.collapsed:
             return KnownBounds(a=bounds)
-        stored = [LayerBounds(lay.lower - d, lay.upper + d)
+        # (moved out by one ulp: the float sums round to nearest)
+        stored = [LayerBounds(np.nextafter(lay.lower - d, -np.inf), np.nextafter(lay.upper + d, np.inf))
                   for lay, d in zip(self.layers, self.deviation)]
         return KnownBounds(a=bounds, b=stored)
 
 
-def _build(net: Network, report: StabilityReport, bounds: list[LayerBounds], dom: Domain,
+def _build(net: Network, stability: StabilityReport, bounds: list[LayerBounds], dom: Domain,
            fold: bool, notes: list[str], name: str, deadline: Deadline | None = None) -> _Candidate:
     """Run the passes (the folds only with ``fold``), export to ONNX and re-import as ``name``."""
-    layers = working_layers(net, report, bounds)
+    layers = working_layers(net, stability, bounds)
     removed = remove_inactive(layers)
     collapsed_layers = collapse(layers, net.in_dim)
     folded_units: dict[int, int] = {}
@@ -130,6 +139,7 @@ def compress(
     timeout: float | Deadline = MULTI_PROOF_TIMEOUT,
     samples: np.ndarray | None = None,
     options: ProverOptions | None = None,
+    progress: ProgressFn | None = None,
 ) -> CompressionResult:
     """Compress ``model`` losslessly on ``domain`` and (unless ``verify`` is False) prove it.
 
@@ -138,11 +148,14 @@ def compress(
     folding stops at the deadline, and the proof gets what remains (UNKNOWN when nothing does).
     ``options`` are the prover's choices for the proofs (default :data:`PROOF_OPTIONS`; their
     ``timeout`` is replaced by the budget each proof gets, their ``seed`` also seeds the
-    analysis). When folding recomputed weights and the epsilon proof does not come back PROVED in
-    time, the folds are dropped and the removal-only network (which keeps the stored weights) is
-    proved strictly instead; the notes say so. The bounds the analysis proved are handed to the
+    analysis). When folding recomputed weights, the epsilon proof is the engine's
+    (:func:`~equivcheck.compress.fold_proof.prove_folds`), then the prover's; when neither comes
+    back PROVED in time, the folds are dropped and the removal-only network (which keeps the
+    stored weights) is proved strictly instead; the notes say so. The bounds the analysis proved are handed to the
     prover as :class:`~equivcheck.solve.prover.KnownBounds`. Writes the ONNX file to ``output``
-    when given. Raises an :class:`~equivcheck.errors.InputError` for bad models or domains.
+    when given. ``progress`` gets a :class:`~equivcheck.core.progress.Progress` per stage:
+    ``"stability"`` (units decided / open, also during input splitting) and ``"proof"``.
+    Raises an :class:`~equivcheck.errors.InputError` for bad models or domains.
     """
     start = time.monotonic()
     deadline = Deadline.of(timeout)
@@ -151,12 +164,16 @@ def compress(
     label = None if proto is None or hasattr(model, "SerializeToString") else str(model)
     net = model if proto is None else load_network(proto, name=label)
     dom = parse_domain(domain, net.in_dim)
-    report = analyze_stability(net, dom, timeout=deadline.sub(ANALYSIS_SHARE), samples=samples,
-                               seed=opts.seed)
-    bounds = _report_bounds(net, dom, report)
+    report(progress, Progress("stability", 0, net.num_relus, "units", seconds_left=deadline.remaining()))
+    stability = analyze_stability(net, dom, timeout=deadline.sub(ANALYSIS_SHARE), samples=samples,
+                                  seed=opts.seed, splitter=lambda st: split_inputs(st, progress))
+    undecided = len(stability.undecided)
+    report(progress, Progress("stability", net.num_relus - undecided, undecided, "units",
+                              seconds_left=deadline.remaining(), detail="done"))
+    bounds = _report_bounds(net, dom, stability)
     name = "<compressed>" if output is None else str(output)
     notes: list[str] = []
-    cand = _build(net, report, bounds, dom, fold=True, notes=notes, name=name, deadline=deadline)
+    cand = _build(net, stability, bounds, dom, fold=True, notes=notes, name=name, deadline=deadline)
     if cand.collapsed:
         notes.append("a hidden layer is stably inactive on the whole domain: the network is constant")
     proof = None
@@ -169,6 +186,8 @@ def compress(
                 onnx_models=None if proto is None else (proto, c.onnx_model),
             )
 
+        report(progress, Progress("proof", 0, 1, "proofs", seconds_left=deadline.remaining(),
+                                  detail="strict" if cand.exact or not cand.folds else "epsilon"))
         if cand.exact or not cand.folds:
             proof = run(cand, deadline)
         else:
@@ -178,36 +197,50 @@ def compress(
                        f"above {FOLD_MAX_RELATIVE_EPSILON:g} x the output scale {scale:.3g}")
                 proof = None
             else:
-                proof = run(cand, deadline.sub(FOLD_PROOF_SHARE, seconds=FOLD_PROOF_SECONDS))
-                why = f"the epsilon proof ({cand.epsilon}) came back {proof.verdict.label} ({proof.reason})"
+                known = cand.known_bounds(bounds)
+                proof, why = prove_folds(net, cand.stored, cand.layers, cand.spec(), dom, known.a,
+                                         known.b, deadline.sub(FOLD_PROOF_SHARE, seconds=FOLD_PROOF_SECONDS),
+                                         opts, progress)
+                if proof is None:
+                    proof = run(cand, deadline.sub(FOLD_PROOF_SHARE, seconds=FOLD_PROOF_SECONDS))
+                    why = (f"the epsilon proof ({cand.epsilon}) came back {proof.verdict.label} "
+                           f"({proof.reason}; {why})")
             if proof is None or not proof.proved:
-                fallback = _build(net, report, bounds, dom, fold=False, notes=[], name=name)
+                fallback = _build(net, stability, bounds, dom, fold=False, notes=[], name=name)
                 notes.append(
                     f"folding {cand.folds} stably active unit(s)/layer(s) changed weights; {why}; so the "
                     "folds were dropped and the removal-only network (stored weights unchanged) "
                     "was proved instead"
                 )
                 cand, proof = fallback, run(fallback, deadline)
-    if output is not None:
-        import onnx
-
-        onnx.save(cand.onnx_model, str(output))
+    if output is not None:  # the serialized bytes (``import onnx`` alone costs over a second)
+        Path(output).write_bytes(cand.onnx_model.SerializeToString())
     table = _table(net, cand)
-    if report.undecided:
-        notes.append(f"{len(report.undecided)} unit(s) left undecided by the time limit were kept")
+    report(progress, Progress("proof", 1, 0, "proofs", seconds_left=deadline.remaining(),
+                              detail=proof.verdict.label if proof is not None else "not verified"))
+    if stability.undecided:
+        notes.append(f"{len(stability.undecided)} unit(s) left undecided by the time limit were kept")
     return CompressionResult(
         original=net, compressed=cand.stored, onnx_model=cand.onnx_model, table=table,
-        stability=report, proof=proof, exact=cand.exact,
-        epsilon=None if cand.exact else cand.epsilon, collapsed=cand.collapsed,
+        stability=stability, proof=proof, exact=cand.exact,
+        epsilon=None if cand.exact else _stated_epsilon(cand, proof), collapsed=cand.collapsed,
         seconds=time.monotonic() - start, notes=tuple(notes),
     )
 
 
-def _report_bounds(net: Network, dom: Domain, report: StabilityReport) -> list[LayerBounds]:
+def _stated_epsilon(cand: _Candidate, proof: ProofResult | None) -> Fraction | None:
+    """The epsilon the result states: the proof's (the engine may prove a tighter one than the
+    rounding bound), else the rounding bound (not verified)."""
+    if proof is not None and proof.proved and proof.spec.mode is Mode.EPSILON:
+        return proof.spec.tolerance
+    return cand.epsilon
+
+
+def _report_bounds(net: Network, dom: Domain, stability: StabilityReport) -> list[LayerBounds]:
     """Sound bounds over the whole domain (the union of the boxes' symbolic bounds; for one box,
     the bounds the analysis ended with), clipped where the analysis proved a unit stable."""
-    if report.bounds is not None and len(dom.boxes) == 1:
-        return report.clip(list(report.bounds))
+    if stability.bounds is not None and len(dom.boxes) == 1:
+        return stability.clip(list(stability.bounds))
     out = None
     for box in dom.boxes:
         b = symbolic_bounds(net, box.lower_float(), box.upper_float())
@@ -215,7 +248,7 @@ def _report_bounds(net: Network, dom: Domain, report: StabilityReport) -> list[L
             LayerBounds(np.minimum(x.lower, y.lower), np.maximum(x.upper, y.upper)) for x, y in zip(out, b)
         ]
     # units proved stable by later stages: the proof, not these bounds, is what makes them so
-    return report.clip(out)
+    return stability.clip(out)
 
 
 def _table(net: Network, cand: _Candidate) -> tuple[LayerCompression, ...]:
