@@ -41,13 +41,17 @@ def onnx_external_files(model: Path) -> list[Path]:
         st = os.stat(model)
         if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_ONNX_SCAN_BYTES:
             return []
-        import onnx
-        from onnx.external_data_helper import _get_all_tensors
+        from equivcheck.io.onnx_files import TEXT_SUFFIXES, all_tensors, parse_binary
+        from equivcheck.io.onnx_proto import full_onnx, pb2
 
-        proto = onnx.load(str(model), load_external_data=False)
+        if Path(model).suffix in TEXT_SUFFIXES:
+            proto = full_onnx().load(str(model), load_external_data=False)
+        else:  # binary protobuf: no onnx import
+            proto = parse_binary(Path(model).read_bytes())
+        external = pb2().TensorProto.EXTERNAL
         found = []
-        for t in _get_all_tensors(proto):
-            if t.data_location != onnx.TensorProto.EXTERNAL:
+        for _, t in all_tensors(proto.graph):
+            if t.data_location != external:
                 continue
             for entry in t.external_data:
                 if entry.key == "location" and entry.value:

@@ -4,6 +4,10 @@ The model keeps the interface of the network's source: the same input and output
 and element type. Weights are stored in that element type; when a weight is not representable
 (a float64 value in a float32 model), it is rounded, and :func:`export_network` says so — the
 exported file, re-imported, is what any proof about it must be run on.
+
+The model is built from the protobuf classes alone (no ``import onnx``, see
+:mod:`equivcheck.io.onnx_proto`), field for field as ``onnx.helper`` builds it; the tests hold it
+to ``onnx.checker`` and to onnxruntime.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ import numpy as np
 
 from equivcheck.core.network import Network
 from equivcheck.errors import ModelValueError
+from equivcheck.io.onnx_proto import pb2
 
 OPSET = 17
+IR_VERSION = 8
 
 
 def to_onnx(net: Network, graph_name: str = "equivcheck") -> tuple["onnx.ModelProto", bool]:  # noqa: F821
@@ -24,8 +30,8 @@ def to_onnx(net: Network, graph_name: str = "equivcheck") -> tuple["onnx.ModelPr
     The graph's input and output keep the network's names; every internal tensor and node name
     (``W0``, ``B0``, ``relu0``, ...) is made unique against them, so any names export.
     """
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    proto = pb2()
+    TensorProto = proto.TensorProto
 
     if net.input_name == net.output_name:
         raise ModelValueError(
@@ -40,8 +46,8 @@ def to_onnx(net: Network, graph_name: str = "equivcheck") -> tuple["onnx.ModelPr
     nodes, inits = [], []
     exact = True
     flat, flat_shape = fresh("flat_input"), fresh("flat_shape")
-    nodes.append(helper.make_node("Reshape", [net.input_name, flat_shape], [flat], name=fresh("flatten_input")))
-    inits.append(numpy_helper.from_array(np.array([1, net.in_dim], dtype=np.int64), flat_shape))
+    nodes.append(_node(proto, "Reshape", [net.input_name, flat_shape], [flat], fresh("flatten_input")))
+    inits.append(_tensor(proto, np.array([1, net.in_dim], dtype=np.int64), flat_shape))
     cur = flat
     for k, layer in enumerate(net.layers):
         with np.errstate(over="ignore"):
@@ -57,31 +63,61 @@ def to_onnx(net: Network, graph_name: str = "equivcheck") -> tuple["onnx.ModelPr
         ):
             exact = False
         w_name, b_name, out = fresh(f"W{k}"), fresh(f"B{k}"), fresh(f"gemm{k}")
-        inits.append(numpy_helper.from_array(w, w_name))
-        inits.append(numpy_helper.from_array(b, b_name))
-        nodes.append(helper.make_node("Gemm", [cur, w_name, b_name], [out], name=fresh(f"gemm_{k}"), transB=1))
+        inits.append(_tensor(proto, w, w_name))
+        inits.append(_tensor(proto, b, b_name))
+        nodes.append(_node(proto, "Gemm", [cur, w_name, b_name], [out], fresh(f"gemm_{k}"), transB=1))
         cur = out
         if layer.relu:
             relu_out = fresh(f"relu{k}")
-            nodes.append(helper.make_node("Relu", [cur], [relu_out], name=fresh(f"relu_{k}")))
+            nodes.append(_node(proto, "Relu", [cur], [relu_out], fresh(f"relu_{k}")))
             cur = relu_out
     out_dims = [d if isinstance(d, int) else 1 for d in out_shape]
     out_shape_name = fresh("out_shape")
-    inits.append(numpy_helper.from_array(np.array(out_dims, dtype=np.int64), out_shape_name))
-    nodes.append(
-        helper.make_node("Reshape", [cur, out_shape_name], [net.output_name], name=fresh("reshape_output"))
-    )
-    graph = helper.make_graph(
-        nodes,
-        graph_name,
-        [helper.make_tensor_value_info(net.input_name, elem, in_shape)],
-        [helper.make_tensor_value_info(net.output_name, elem, out_shape)],
-        initializer=inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="equivcheck")
-    model.ir_version = 8
-    onnx.checker.check_model(model)
+    inits.append(_tensor(proto, np.array(out_dims, dtype=np.int64), out_shape_name))
+    nodes.append(_node(proto, "Reshape", [cur, out_shape_name], [net.output_name], fresh("reshape_output")))
+    model = proto.ModelProto(ir_version=IR_VERSION, producer_name="equivcheck")
+    model.opset_import.add(domain="", version=OPSET)
+    graph = model.graph
+    graph.name = graph_name
+    graph.node.extend(nodes)
+    graph.initializer.extend(inits)
+    _value_info(graph.input.add(), net.input_name, elem, in_shape)
+    _value_info(graph.output.add(), net.output_name, elem, out_shape)
     return model, exact
+
+
+def _node(proto, op_type: str, inputs: list[str], outputs: list[str], name: str, **ints: int):
+    """A ``NodeProto`` of the default domain with integer attributes (``onnx.helper.make_node``)."""
+    node = proto.NodeProto(op_type=op_type, input=inputs, output=outputs, name=name)
+    for key, value in sorted(ints.items()):
+        node.attribute.add(name=key, type=proto.AttributeProto.INT, i=value)
+    return node
+
+
+_ELEM_TYPES = {np.dtype(np.float32): 1, np.dtype(np.float64): 11, np.dtype(np.int64): 7}
+
+
+def _tensor(proto, array: np.ndarray, name: str):
+    """An initializer holding ``array`` as little-endian raw data (``numpy_helper.from_array``)."""
+    array = np.asarray(array)
+    dtype = array.dtype.newbyteorder("<")
+    return proto.TensorProto(name=name, data_type=_ELEM_TYPES[array.dtype], dims=array.shape,
+                             raw_data=np.ascontiguousarray(array, dtype=dtype).tobytes())
+
+
+def _value_info(info, name: str, elem: int, shape: list) -> None:
+    """Fill a graph input or output: a tensor of element type ``elem``; an int dimension is a
+    fixed size, a string one a symbolic name (``helper.make_tensor_value_info``)."""
+    info.name = name
+    tensor_type = info.type.tensor_type
+    tensor_type.elem_type = elem
+    tensor_type.shape.SetInParent()
+    for d in shape:
+        dim = tensor_type.shape.dim.add()
+        if isinstance(d, str):
+            dim.dim_param = d
+        else:
+            dim.dim_value = d
 
 
 class _NameAllocator:
@@ -101,8 +137,6 @@ class _NameAllocator:
 
 def export_network(net: Network, path: str | Path, graph_name: str = "equivcheck") -> bool:
     """Write ``net`` to ``path``; returns True when the stored weights are exactly the network's."""
-    import onnx
-
     model, exact = to_onnx(net, graph_name)
-    onnx.save(model, str(path))
+    Path(path).write_bytes(model.SerializeToString())
     return exact

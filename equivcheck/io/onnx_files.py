@@ -14,11 +14,15 @@ from pathlib import Path
 from typing import Union
 
 from equivcheck.errors import ModelFileError, UnsupportedModelError
+from equivcheck.io.onnx_proto import full_onnx, is_model_proto, pb2
 
 ModelLike = Union[str, os.PathLike, "onnx.ModelProto"]  # noqa: F821
 
 # protobuf cannot parse a model file larger than 2 GiB; refuse before reading one.
 MAX_MODEL_BYTES = 2**31
+# File suffixes onnx reads as text (its serialization registry); any other file is binary protobuf
+TEXT_SUFFIXES = frozenset({".pbtxt", ".txtpb", ".prototxt", ".textproto", ".json", ".onnxjson",
+                           ".onnxtext", ".onnxtxt"})
 # Constants (initializers, Constant nodes, folded values) hold at most this many entries.
 MAX_CONSTANT_ENTRIES = 50_000_000
 
@@ -39,15 +43,19 @@ def load_model(model: ModelLike) -> "onnx.ModelProto":  # noqa: F821
     Only a regular file is opened (a FIFO, device, socket or directory is refused before it is
     opened, so nothing can block); external data must be regular files inside the model's folder.
     Raises :class:`ModelFileError` naming the path (and tensor) for anything else.
+    A binary model is parsed by the protobuf classes alone (no ``import onnx``: see
+    :mod:`equivcheck.io.onnx_proto`).
     """
-    import onnx
-
-    if isinstance(model, onnx.ModelProto):
+    if is_model_proto(model):
         return model
     path = Path(model)
     data = _read_regular_file(path, path, "model")
     try:
-        proto = onnx.load_model_from_string(data, format=_format_of(path))
+        fmt = _format_of(path)
+        if fmt is None:
+            proto = parse_binary(data)
+        else:
+            proto = full_onnx().load_model_from_string(data, format=fmt)
     except Exception as exc:  # protobuf raises several unrelated types
         raise ModelFileError(f"{path}: not a valid ONNX model ({type(exc).__name__})") from None
     if not proto.graph.node and not proto.graph.output:
@@ -59,7 +67,7 @@ def load_model(model: ModelLike) -> "onnx.ModelProto":  # noqa: F821
 def all_tensors(graph):
     """(kind, TensorProto) for every tensor of a graph: initializers and tensor attributes,
     subgraphs included."""
-    from onnx import AttributeProto
+    AttributeProto = pb2().AttributeProto
 
     for tensor in graph.initializer:
         yield "initializer", tensor
@@ -81,7 +89,7 @@ def refuse_unloaded_external(graph, label: str) -> None:
     """Refuse a graph with a tensor still kept in an external file: a ``ModelProto`` handed over
     in memory would have it read relative to the working directory; :func:`load_model` loads
     such data from the model's path instead."""
-    from onnx import TensorProto
+    TensorProto = pb2().TensorProto
 
     for _, tensor in all_tensors(graph):
         if tensor.data_location == TensorProto.EXTERNAL:
@@ -94,13 +102,26 @@ def refuse_unloaded_external(graph, label: str) -> None:
 
 def _format_of(path: Path) -> str | None:
     """The serialization format ``onnx.load`` would infer from the file extension (None:
-    binary protobuf)."""
+    binary protobuf, which needs no ``import onnx``)."""
+    if path.suffix not in TEXT_SUFFIXES:
+        return None
     try:
         from onnx import serialization
 
         return serialization.registry.get_format_from_file_extension(path.suffix)
     except (ImportError, AttributeError):  # onnx < 1.15 reads binary protobuf only
         return None
+
+
+def parse_binary(data: bytes):
+    """A ``ModelProto`` parsed from binary protobuf (no ``import onnx``), refusing trailing bytes
+    the parser did not consume (as ``onnx.load_model_from_string`` does); external data is left
+    where it is."""
+    proto = pb2().ModelProto()
+    decoded = proto.ParseFromString(data)
+    if decoded is not None and decoded != len(data):
+        raise ValueError(f"protobuf decoding consumed {decoded} of {len(data)} bytes")
+    return proto
 
 
 def _file_kind(mode: int) -> str:
@@ -165,7 +186,7 @@ def _load_external_data(proto, path: Path) -> None:
     Each external file must lie inside the model's folder (symbolic links resolved), exist, be a
     regular file and hold the bytes the tensor names; the tensor must be within the size limit.
     """
-    from onnx import TensorProto
+    TensorProto = pb2().TensorProto
 
     folder = path.resolve().parent
     for kind, tensor in all_tensors(proto.graph):

@@ -102,14 +102,14 @@ class ConstantFolder:
 
     def constant_value(self, node) -> np.ndarray:
         """The value of a Constant node, with the element type ONNX gives it."""
-        from onnx import numpy_helper
+        from equivcheck.io.onnx_proto import tensor_to_array
 
         where = self.ctx.where(node)
         for attr in node.attribute:
             if attr.name == "value":
                 check_constant_entries(math.prod(int(d) for d in attr.t.dims), f"{where}: the constant")
                 try:
-                    return numpy_helper.to_array(attr.t)
+                    return tensor_to_array(attr.t)
                 except Exception as exc:
                     raise ModelFileError(f"{where}: value cannot be read ({exc})") from None
             if attr.name == "value_float":

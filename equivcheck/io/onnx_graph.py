@@ -12,6 +12,7 @@ import numpy as np
 from equivcheck.core.network import MAX_ABS_WEIGHT, MAX_WIDTH
 from equivcheck.errors import ModelFileError, ModelValueError, UnsupportedModelError
 from equivcheck.io.onnx_files import check_constant_entries, refuse_unloaded_external
+from equivcheck.io.onnx_proto import attribute_value, pb2, tensor_to_array
 
 # ONNX element types the data may have, by TensorProto code
 FLOAT_TYPES = {1: "float32", 11: "float64"}
@@ -46,14 +47,12 @@ class GraphContext:
     def read_initializers(self) -> None:
         """Load every initializer into ``consts``; refuses external data that was not loaded
         from the model's path, and initializers past the size limit or unreadable."""
-        from onnx import numpy_helper
-
         refuse_unloaded_external(self.graph, self.label)
         for init in self.graph.initializer:
             check_constant_entries(math.prod(int(d) for d in init.dims),
                                    f"{self.label}: initializer '{init.name}'")
             try:
-                self.consts[init.name] = numpy_helper.to_array(init)
+                self.consts[init.name] = tensor_to_array(init)
             except Exception as exc:
                 raise ModelFileError(
                     f"{self.label}: initializer '{init.name}' cannot be read ({exc})"
@@ -136,7 +135,7 @@ class GraphContext:
     def attr(self, node, name: str, default, kind: str | None = None):
         """The attribute ``name`` of ``node`` (``default`` when absent), refusing one of the wrong
         type; ``kind`` ("int", "float", "ints") defaults to the type of ``default``."""
-        from onnx import AttributeProto, helper
+        AttributeProto = pb2().AttributeProto
 
         kind = kind or ("float" if isinstance(default, float) else "int")
         want = {"int": AttributeProto.INT, "float": AttributeProto.FLOAT, "ints": AttributeProto.INTS}[kind]
@@ -147,13 +146,13 @@ class GraphContext:
                         f"{self.where(node)}: attribute {name} has type "
                         f"{AttributeProto.AttributeType.Name(a.type)}, expected {kind}"
                     )
-                value = helper.get_attribute_value(a)
+                value = attribute_value(a)
                 return list(value) if kind == "ints" else value
         return default
 
     def check_attributes(self, node) -> None:
         """Every float attribute must be finite; control flow (subgraph attributes) is refused."""
-        from onnx import AttributeProto
+        AttributeProto = pb2().AttributeProto
 
         for a in node.attribute:
             if a.type == AttributeProto.FLOAT and not math.isfinite(a.f):

@@ -29,6 +29,7 @@ from equivcheck.io.onnx_files import ModelLike, load_model
 from equivcheck.io.onnx_fold import ConstantFolder
 from equivcheck.io.onnx_graph import FLOAT_TYPES, GraphContext, declared_shape
 from equivcheck.io.onnx_ops import apply_op
+from equivcheck.io.onnx_proto import is_model_proto
 
 __all__ = ["ModelLike", "load_model", "load_network"]
 
@@ -42,9 +43,7 @@ def load_network(model: ModelLike, name: str | None = None) -> Network:
     Raises an :class:`~equivcheck.errors.InputError` subclass naming the file, node or value
     for anything it cannot import.
     """
-    import onnx
-
-    label = name or (str(model) if not isinstance(model, onnx.ModelProto) else "<model>")
+    label = name or (str(model) if not is_model_proto(model) else "<model>")
     return _import_graph(GraphContext(load_model(model), label))
 
 

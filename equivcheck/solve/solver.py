@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import multiprocessing as mp
 import os
 import signal
 import sys
@@ -168,6 +167,8 @@ def _run(query, timeout: float, deadline: Deadline | None
     """Run the child; returns (built message, result message, seconds, the solver's time limit
     in seconds, timed out, exit code)."""
     start = time.monotonic()
+    import multiprocessing as mp  # here, like z3: a check that never solves loads neither
+
     import z3  # noqa: F401  (loaded once here, so forked children start with it)
 
     timeout = max(0.0, float(timeout))
