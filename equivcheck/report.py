@@ -1,4 +1,4 @@
-"""Human-readable rendering of a :class:`ProofResult` (rich, for stderr) and plain text.
+"""Human-readable rendering of a :class:`ProofResult`: rich for a terminal, plain text elsewhere.
 
 The one renderer of proof results for people, and the one place a :class:`Spec` is put in
 words (:func:`spec_text`), which the CLI, :mod:`equivcheck.testing` and the pytest plugin share.
@@ -118,36 +118,79 @@ BOUNDS_TITLE = {
 }
 
 
+CEX_HEADING = "counterexample"
+STABILITY_COLUMNS = ("box", "verdict", "net", "layer", "width", "active", "inactive", "unstable", "shared")
+
+
+def summary_lines(result: ProofResult) -> list[str]:
+    """The verdict with its reason, the models, the spec, the domain, the time and the notes,
+    one plain line each (no markup)."""
+    lines = [
+        f"{result.verdict.label.upper()} {result.reason}",
+        f"  a: {result.model_a}",
+        f"  b: {result.model_b}",
+        f"  mode: {spec_text(result.spec)}",
+        f"  domain: {result.domain_text}",
+        f"  time: {result.seconds:.3f} s",
+    ]
+    return lines + [f"  note: {note}" for note in result.notes]
+
+
+def stability_rows(result: ProofResult) -> tuple[str, list[tuple[str, ...]], list[BoxResult]]:
+    """The title and rows (cells as text, :data:`STABILITY_COLUMNS`) of the ReLU stability
+    table of the boxes a person sees, and the boxes left out; no rows when no box has any."""
+    shown, rest = boxes_to_show(result.boxes)
+    title = f"ReLU stability from {BOUNDS_TITLE[result.options.bound_method]}"
+    rows = [
+        (str(box.index), box.verdict.label, s.network, str(s.layer), str(s.width), str(s.active),
+         str(s.inactive), str(s.unstable), "yes" if s.shared else "")
+        for box in shown for s in box.stability
+    ]
+    return title, rows, rest
+
+
 def render(result: ProofResult, console) -> None:
     """Print a result for a person (to the given rich console)."""
     from rich.markup import escape
     from rich.table import Table
 
+    _, *lines = summary_lines(result)  # the first line, styled here
     style = VERDICT_STYLE[result.verdict]
     console.print(f"[{style}]{result.verdict.label.upper()}[/] {escape(result.reason)}")
-    console.print(f"  a: {result.model_a}", markup=False)
-    console.print(f"  b: {result.model_b}", markup=False)
-    console.print(f"  mode: {spec_text(result.spec)}", markup=False)
-    console.print(f"  domain: {result.domain_text}", markup=False)
-    console.print(f"  time: {result.seconds:.3f} s")
-    for note in result.notes:
-        console.print(f"  note: {note}", markup=False)
-    shown, rest = boxes_to_show(result.boxes)
-    if any(box.stability for box in shown):
-        title = f"ReLU stability from {BOUNDS_TITLE[result.options.bound_method]}"
+    for line in lines:
+        console.print(line, markup=False)
+    title, rows, rest = stability_rows(result)
+    if rows:
         table = Table(title=title, title_justify="left")
-        for col in ("box", "verdict", "net", "layer", "width", "active", "inactive", "unstable", "shared"):
+        for col in STABILITY_COLUMNS:
             table.add_column(col, justify="right")
-        for box in shown:
-            for s in box.stability:
-                table.add_row(
-                    str(box.index), box.verdict.label, s.network, str(s.layer), str(s.width),
-                    str(s.active), str(s.inactive), str(s.unstable), "yes" if s.shared else "",
-                )
+        for row in rows:
+            table.add_row(*row)
         console.print(table)
+    for line in _tail_lines(result, rest):
+        console.print(line, markup=False, style="bold" if line == CEX_HEADING else None)
+
+
+def render_text(result: ProofResult) -> str:
+    """The same as :func:`render` in plain text (what a log or a pipe gets: no rich, no colour,
+    no wrapping), ending with a newline."""
+    lines = summary_lines(result)
+    title, rows, rest = stability_rows(result)
+    if rows:
+        cells = [STABILITY_COLUMNS, *rows]
+        widths = [max(len(row[k]) for row in cells) for k in range(len(STABILITY_COLUMNS))]
+        lines.append(title)
+        lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    lines += _tail_lines(result, rest)
+    return "\n".join(lines) + "\n"
+
+
+def _tail_lines(result: ProofResult, rest: list[BoxResult]) -> list[str]:
+    """The lines after the table: the boxes left out and the counterexample."""
+    lines = []
     if rest:
-        console.print(f"  ... and {rest_text(rest)} (--json lists every box)", markup=False)
+        lines.append(f"  ... and {rest_text(rest)} (--json lists every box)")
     if result.counterexample is not None:
-        console.print("[bold]counterexample[/]")
-        for line in counterexample_lines(result.counterexample):
-            console.print(line, markup=False)
+        lines.append(CEX_HEADING)
+        lines += counterexample_lines(result.counterexample)
+    return lines

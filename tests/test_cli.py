@@ -248,3 +248,137 @@ def test_compressed_example_reproves_with_exact_bounds():
     r = run("prove", src, small, "--domain", "0:1", "--bounds", "exact", "--json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["verdict"] == "proved"
+
+
+# ---- the progress line ---------------------------------------------------------------------------
+
+
+class FakeClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def slow_stage(line, clock, seconds: float, step: float = 0.5) -> None:
+    """A stage that reports every ``step`` seconds for ``seconds`` seconds of the fake clock."""
+    from equivcheck.core.progress import Progress
+
+    while clock.now - 100.0 <= seconds:
+        k = round((clock.now - 100.0) / step)
+        line(Progress("search", done=10 * k, open=3, bound=0.25 / (k + 1), seconds_left=60 - k))
+        clock.now += step
+
+
+def test_progress_plain_line_per_interval():
+    import io
+
+    from equivcheck.cli.progress import PLAIN_INTERVAL, QUIET_SECONDS, ProgressLine
+
+    clock, out = FakeClock(), io.StringIO()
+    with ProgressLine(tty=False, stream=out, clock=clock) as line:
+        slow_stage(line, clock, 0.9)
+        assert out.getvalue() == ""  # nothing in the first second
+        slow_stage(line, clock, 16.0)
+    lines = out.getvalue().splitlines()
+    # shown at 1 s, then once per interval: 1, 6, 11, 16
+    assert len(lines) == 1 + int((16.0 - QUIET_SECONDS) // PLAIN_INTERVAL), lines
+    assert lines[0] == "equivcheck: [1 s] search: 20 nodes done, 3 open, best bound 0.0833333, 58 s left"
+    assert all(ln.startswith("equivcheck: [") for ln in lines)
+
+
+def test_progress_quiet_and_closed_show_nothing():
+    import io
+
+    from equivcheck.cli.progress import ProgressLine
+
+    for quiet, tty in ((True, False), (True, True)):
+        clock, out = FakeClock(), io.StringIO()
+        with ProgressLine(quiet=quiet, tty=tty, stream=out, clock=clock) as line:
+            slow_stage(line, clock, 12.0)
+        assert out.getvalue() == ""
+    clock, out = FakeClock(), io.StringIO()
+    line = ProgressLine(tty=False, stream=out, clock=clock)
+    line.close()
+    slow_stage(line, clock, 12.0)
+    assert out.getvalue() == ""
+
+
+def test_progress_terminal_line_is_drawn_then_cleared():
+    import io
+
+    from equivcheck.cli.progress import ProgressLine
+
+    clock, out = FakeClock(), io.StringIO()
+    line = ProgressLine(tty=True, stream=out, clock=clock)
+    slow_stage(line, clock, 0.9)
+    assert out.getvalue() == ""
+    slow_stage(line, clock, 3.0)
+    drawn = out.getvalue()
+    assert "search: " in drawn and "nodes done" in drawn and "s left" in drawn
+    assert "\n" not in drawn.rstrip("\n")  # redrawn in place, not one line per event
+    clock.now = 103.0  # at the last event
+    assert line.text().endswith(", 54 s left  [3 s]"), line.text()
+    clock.now += 10.0  # no event for 10 s (a long solver call): the clocks still move
+    assert line.text().endswith(", 44 s left  [13 s]"), line.text()
+    line.close()
+    assert "\x1b[" in out.getvalue()[len(drawn):]  # the line is erased at the end
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_progress_keeps_json_alone_on_stdout(pair, monkeypatch, quiet):
+    import equivcheck.cli.progress as progress_mod
+    import equivcheck.solve.prover as prover
+    from equivcheck.core.progress import Progress
+
+    real_prove = prover.prove
+
+    def slow_prove(*args, progress=None, **kwargs):
+        for k in range(3):
+            progress(Progress("search", done=k, open=1, seconds_left=5.0))
+        return real_prove(*args, progress=progress, **kwargs)
+
+    monkeypatch.setattr(prover, "prove", slow_prove)
+    monkeypatch.setattr(progress_mod, "QUIET_SECONDS", 0.0)
+    monkeypatch.setattr(progress_mod, "PLAIN_INTERVAL", 0.0)
+    a, same, _ = pair
+    args = ["prove", a, same, "--domain", "-1:1", "--json"] + (["--quiet"] if quiet else [])
+    r = run(*args)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["verdict"] == "proved"
+    assert r.stdout.count("\n") == 1
+    shown = [ln for ln in r.stderr.splitlines() if ln.startswith("equivcheck: [")]
+    assert len(shown) == (0 if quiet else 3), r.stderr
+
+
+# ---- plain output off a terminal -----------------------------------------------------------------
+
+
+def test_plain_output_says_what_the_rich_output_says(pair, tmp_path):
+    """Off a terminal, ``prove`` prints plain text (no rich, no wrapping); it holds the same
+    words as the rich rendering, and long lines stay whole."""
+    import io
+
+    from rich.console import Console
+
+    from equivcheck.report import render, render_text
+    from equivcheck.solve.prover import prove
+
+    a, _, other = pair
+    deep = tmp_path / ("x" * 90)
+    deep.mkdir()
+    b = deep / "other.onnx"
+    b.write_bytes(other.read_bytes())
+    r = run("prove", a, b, "--domain", "-1:1")
+    assert r.exit_code == 1, r.output
+    assert f"  b: {b}\n" in r.stderr  # one line, however long
+    assert "REFUTED" in r.stderr and "\ncounterexample\n" in r.stderr
+    assert not set("┏┃│└") & set(r.stderr)
+    result = prove(a, b, domain="-1:1")
+    buf = io.StringIO()
+    render(result, Console(file=buf, width=400, highlight=False))
+    boxes = str.maketrans("", "", "┏┳┓┃┡╇┩│└┴┘━─")
+    assert buf.getvalue().translate(boxes).split() == render_text(result).split()

@@ -135,7 +135,12 @@ def test_epsilon_solver_proves_what_sampling_cannot_refute():
     b = with_extra_unit(b, 1)  # a different shape: no unit-wise difference bounds
     r = equivcheck.prove(a, b, domain="-1:1", mode="epsilon", tolerance="0.5")
     assert r.verdict is Verdict.PROVED
-    assert "solver" in r.reason or "split" in r.reason
+    assert "solver" in r.reason  # shapes differ: the solver's first try, sharing units
+    from equivcheck.core.options import ProverOptions
+
+    r = equivcheck.prove(a, b, domain="-1:1", mode="epsilon", tolerance="0.5",
+                         options=ProverOptions(engine=False))
+    assert r.verdict is Verdict.PROVED and "solver" in r.reason
 
 
 def test_argmax_mode():
@@ -335,14 +340,14 @@ def _exact_pre(n: Network, x):
     return out
 
 
-def test_splitting_proves_what_the_whole_box_cannot():
+def test_branch_and_bound_proves_what_the_whole_box_cannot():
     a = random_net(np.random.default_rng(8), [6, 10, 10, 3])
     l0 = a.layers[0]
     b = a.with_layers([Layer(Affine(l0.weight + 2.0**-12, l0.bias), True)] + list(a.layers[1:]))
     # the whole-box difference bound is about 0.0054; the true deviation about 0.0015
     r = equivcheck.prove(a, b, domain="-1:1", mode="epsilon", tolerance="0.003", timeout=120)
     assert r.verdict is Verdict.PROVED, r.reason
-    assert "split" in r.reason and r.boxes[0].parts > 1
+    assert "branch and bound" in r.reason and r.boxes[0].parts > 1
     assert exact_sample_check(a, b, Spec.make("epsilon", "0.003"), -1, 1)
 
 
@@ -378,8 +383,8 @@ def test_choices_are_validated_as_input_errors():
     with pytest.raises(equivcheck.InputError, match="bound method"):
         equivcheck.prove(a, a, domain="0:1", bounds="magic")
     for bad in ({"bound_method": "magic"}, {"falsify_share": -0.5}, {"falsify_share": float("nan")},
-                {"timeout": float("inf")}, {"leaf_unstable": -1}, {"seed": 1.5},
-                {"falsify": "no"}, {"max_depth": True}):
+                {"timeout": float("inf")}, {"max_split_dim": -1}, {"seed": 1.5},
+                {"falsify": "no"}, {"engine": 1}, {"engine_share": 2.0}):
         with pytest.raises(equivcheck.InputError):
             ProverOptions(**bad)
     assert ProverOptions(bound_method="lp").bound_method is BoundMethod.LP

@@ -12,6 +12,7 @@ import typer
 from equivcheck.cli import app
 from equivcheck.cli.common import check_timeout, console, emit_json, fail, guarded
 from equivcheck.cli.paths import check_outputs, domain_file, onnx_external_files
+from equivcheck.cli.progress import ProgressLine
 from equivcheck.core.deadline import Deadline
 from equivcheck.core.options import MULTI_PROOF_TIMEOUT
 from equivcheck.errors import InputError
@@ -37,6 +38,7 @@ def audit_cmd(
     timeout: Annotated[float, typer.Option(
         "--timeout", "-t", help="Limit in seconds for the whole audit.")] = MULTI_PROOF_TIMEOUT,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress line on stderr.")] = False,
 ) -> int:
     """Audit a pruned model against the original: verdicts for strict / epsilon / argmax
     equivalence, the certified worst-case deviation, which units pruning removed, and
@@ -59,8 +61,10 @@ def audit_cmd(
         inputs = [original, pruned, *onnx_external_files(original),
                   *onnx_external_files(pruned), *domain_file(domain), data]
         check_outputs([("--report", report)], inputs)
-    result = audit(original, pruned, domain=domain, data=data, epsilons=ladder, timeout=Deadline.for_command(timeout),
-                   gap=gap)
+    with ProgressLine(quiet=quiet, tty=False if as_json else None) as progress:
+        result = audit(original, pruned, domain=domain, data=data, epsilons=ladder,
+                       timeout=Deadline.for_command(timeout), gap=gap,
+                       progress=progress)
     write_error = None
     if report is not None:
         try:

@@ -26,6 +26,15 @@ def console():
     return Console(stderr=True, highlight=False)
 
 
+def stderr_is_tty() -> bool:
+    """True when stderr is a terminal (rich output and a redrawn progress line are for people;
+    a log or a pipe gets plain text)."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 def emit_json(obj: Any) -> None:
     """Print exactly one strict JSON object on stdout (see :func:`json_text`)."""
     from equivcheck.core.result import json_text

@@ -10,6 +10,7 @@ import typer
 from equivcheck.cli import app
 from equivcheck.cli.common import check_timeout, console, emit_json, fail, guarded
 from equivcheck.cli.paths import check_outputs, domain_file, onnx_external_files
+from equivcheck.cli.progress import ProgressLine
 from equivcheck.core.deadline import Deadline
 from equivcheck.core.options import MULTI_PROOF_TIMEOUT
 
@@ -23,6 +24,7 @@ def compress_cmd(
     timeout: Annotated[float, typer.Option("--timeout", "-t", help="Hard limit in seconds for the whole command, counted from its start: stability analysis (at most 40%) and proof share it (finite, positive).")] = MULTI_PROOF_TIMEOUT,
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the equivalence proof of original vs compressed.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress line on stderr.")] = False,
 ) -> int:
     """Remove stably inactive units and fold stably active ones, losslessly on the domain.
 
@@ -37,7 +39,10 @@ def compress_cmd(
         fail(f"--output {output}: use a .onnx file name")
     check_outputs([("--output", output)],
                   [model, *onnx_external_files(model), *domain_file(domain)])
-    result = compress(model, domain=domain, output=output, verify=not no_verify, timeout=Deadline.for_command(timeout))
+    with ProgressLine(quiet=quiet, tty=False if as_json else None) as progress:
+        result = compress(model, domain=domain, output=output, verify=not no_verify,
+                          timeout=Deadline.for_command(timeout),
+                          progress=progress)
     if as_json:
         emit_json(result)
     else:

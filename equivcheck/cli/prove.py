@@ -10,8 +10,9 @@ import numpy as np
 import typer
 
 from equivcheck.cli import app
-from equivcheck.cli.common import check_timeout, console, emit_json, fail, guarded
+from equivcheck.cli.common import check_timeout, console, emit_json, fail, guarded, stderr_is_tty
 from equivcheck.cli.paths import check_outputs, domain_file, onnx_external_files
+from equivcheck.cli.progress import ProgressLine
 from equivcheck.core.deadline import Deadline
 from equivcheck.core.exact import round_to
 from equivcheck.core.options import DEFAULT_TIMEOUT, BoundMethod, ProverOptions
@@ -35,6 +36,8 @@ def prove_cmd(
     bounds: Annotated[str, typer.Option("--bounds", help="Bound method that classifies ReLUs: interval, symbolic, lp, exact (stability analysis); all rigorous.")] = ProverOptions().bound_method.value,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
     counterexample: Annotated[Optional[Path], typer.Option("--counterexample", "-o", help="Write the counterexample input to PATH (.npy or .json); checked before the proof starts.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress line on stderr.")] = False,
+    workers: Annotated[int, typer.Option("--workers", "-w", min=0, help="Worker processes for the branch-and-bound search (0: every core; instances decided in a fraction of a second start none).")] = 0,
 ) -> int:
     """Prove two networks equivalent on a domain, or refute it with a counterexample.
 
@@ -46,26 +49,31 @@ def prove_cmd(
         method = BoundMethod.parse(bounds)
     except InputError:
         fail(f"--bounds {bounds!r}: use one of {', '.join(m.value for m in BoundMethod)}")
-    options = ProverOptions(timeout=check_timeout(timeout), bound_method=method)
+    options = ProverOptions(timeout=check_timeout(timeout), bound_method=method, workers=workers)
     if counterexample is not None:
         if counterexample.suffix.lower() not in CEX_SUFFIXES:
             fail(f"--counterexample {counterexample}: use a .npy or .json file name")
         inputs = [model_a, model_b, *onnx_external_files(model_a), *onnx_external_files(model_b),
                   *domain_file(domain)]
         check_outputs([("--counterexample", counterexample)], inputs)
-    result = prove(model_a, model_b, domain=domain, mode=mode.value, tolerance=tolerance, norm=norm.value,
-                   timeout=Deadline.for_command(timeout), options=options)
+    with ProgressLine(quiet=quiet, tty=False if as_json else None) as progress:
+        result = prove(model_a, model_b, domain=domain, mode=mode.value, tolerance=tolerance,
+                       norm=norm.value, timeout=Deadline.for_command(timeout), options=options,
+                       progress=progress)
     write_error = None
     if counterexample is not None and result.counterexample is not None:
         write_error = write_counterexample(counterexample, result.counterexample)
     if as_json:
         emit_json(result)
     else:
-        from equivcheck.report import render
+        from equivcheck.report import render, render_text
 
-        render(result, console())
+        if stderr_is_tty():
+            render(result, console())
+        else:  # a log or a pipe: plain text, and no rich to import
+            sys.stderr.write(render_text(result))
         if counterexample is not None and result.counterexample is not None and write_error is None:
-            console().print(f"  counterexample input written to {counterexample}", markup=False)
+            sys.stderr.write(f"  counterexample input written to {counterexample}\n")
     if write_error is not None:
         # the path was checked before the proof; this is a late failure (a full disk): the
         # verdict above stands and keeps its exit code

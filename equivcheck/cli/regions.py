@@ -149,6 +149,7 @@ def count_cmd(
         float, typer.Option("--timeout", "-t", help="Stop after this many seconds (lower bound).")
     ] = DEFAULT_TIMEOUT,
     as_json: JsonOpt = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar on stderr.")] = False,
 ) -> int:
     """Count the linear regions of a small network on a box, exactly.
 
@@ -162,7 +163,7 @@ def count_cmd(
         fail(f"--cap must be at least 1, got {cap}")
     check_timeout(timeout)
     net = load_network(model)
-    show_bar = not as_json and sys.stderr.isatty()
+    show_bar = not (as_json or quiet) and sys.stderr.isatty()
     if show_bar:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 

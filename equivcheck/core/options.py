@@ -89,13 +89,22 @@ class ProverOptions:
     falsify_share: float = 1 / 4
     falsify_seconds: float = 1.0
     exact_checks: int = 4  # falsifier candidates confirmed in exact arithmetic per box
-    # the exact search: the whole box first, then (low-dimensional boxes) halves, recursively
-    first_try_share: float = 1 / 8  # the whole box gets this share of the time left ...
-    first_try_seconds: float = 2.0  # ... or at least this long, before splitting starts
-    leaf_unstable: int = 12  # parts with at most this many unstable ReLUs go to the solver
-    leaf_seconds: float = 1.0  # the solver's limit on one part
-    max_split_dim: int = 32  # boxes of more inputs are not split (it rarely pays)
-    max_depth: int = 60  # a part this deep gets the solver with all the time left
+    # the branch-and-bound engine (equivcheck.engine) before the solver, on every box: it takes
+    # all the time on boxes of at most ``max_split_dim`` inputs (epsilon and argmax mode; the
+    # solver gets only the sub-boxes its bounds cannot close), else ``engine_share`` of the time
+    # left, and the solver the whole box with the rest
+    engine: bool = True
+    engine_share: float = 1 / 2
+    max_split_dim: int = 32
+    # worker processes for the engine when it takes the whole box (0: every core this process
+    # may use); an instance decided within a short first slice starts no process
+    workers: int = 1
+    # networks of different shapes, or with at most ``solver_first_unstable`` unstable ReLUs on
+    # the box: the solver tries the whole box first, for this share of the time left or at
+    # least this long (its encoding shares the units both networks have; few ReLU cases)
+    solver_first_unstable: int = 24
+    first_try_share: float = 1 / 8
+    first_try_seconds: float = 2.0
     # the share of the time left that each network's bounds may take, for the costly methods
     lp_bound_share: float = 1 / 3
     exact_bound_share: float = 1 / 6
@@ -105,13 +114,15 @@ class ProverOptions:
         object.__setattr__(self, "timeout", validate_timeout(self.timeout, allow_zero=True))
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise InputError(f"seed must be an integer, got {self.seed!r}")
-        if not isinstance(self.falsify, bool):
-            raise InputError(f"falsify must be True or False, got {self.falsify!r}")
-        for name in ("falsify_share", "first_try_share", "lp_bound_share", "exact_bound_share"):
+        for name in ("falsify", "engine"):
+            if not isinstance(getattr(self, name), bool):
+                raise InputError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        for name in ("falsify_share", "engine_share", "first_try_share", "lp_bound_share",
+                     "exact_bound_share"):
             _check_number(name, getattr(self, name), upper=1.0)
-        for name in ("falsify_seconds", "first_try_seconds", "leaf_seconds"):
+        for name in ("falsify_seconds", "first_try_seconds"):
             object.__setattr__(self, name, validate_timeout(getattr(self, name), name, allow_zero=True))
-        for name in ("exact_checks", "leaf_unstable", "max_split_dim", "max_depth"):
+        for name in ("exact_checks", "max_split_dim", "solver_first_unstable", "workers"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise InputError(f"{name} must be a whole number >= 0, got {value!r}")

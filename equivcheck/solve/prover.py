@@ -25,6 +25,7 @@ from equivcheck.core.domain import Box, Domain
 from equivcheck.core.exact import snap
 from equivcheck.core.network import Network
 from equivcheck.core.options import BoundMethod, ProverOptions, SearchOutcome
+from equivcheck.core.progress import ProgressFn
 from equivcheck.core.result import (
     BoxResult,
     Counterexample,
@@ -33,13 +34,15 @@ from equivcheck.core.result import (
     ProofResult,
     Verdict,
 )
-from equivcheck.core.spec import Spec, batch_margin
+from equivcheck.core.spec import Mode, Spec, batch_margin
+from equivcheck.engine import PairModel
+from equivcheck.engine.units import split_inputs
 from equivcheck.errors import InputError, ShapeMismatchError
 from equivcheck.io.domains import parse_domain
 from equivcheck.io.onnx_import import ModelLike, load_model, load_network
 from equivcheck.solve import falsify
 from equivcheck.solve.encode import shared_prefix
-from equivcheck.solve.search import decide, epsilon_bound
+from equivcheck.solve.search import decide, epsilon_bound, search, solver_goes_first
 from equivcheck.solve.witness import OrtRunner, build_counterexample, exact_evaluation
 
 NOT_EXAMINED = "timeout: the time limit was reached before this box was examined"
@@ -150,6 +153,7 @@ def prove(
     bounds: BoundMethod | str | None = None,
     *,
     options: ProverOptions | None = None,
+    progress: ProgressFn | None = None,
 ) -> ProofResult:
     """Decide whether models ``a`` and ``b`` agree on every input of ``domain``.
 
@@ -158,7 +162,8 @@ def prove(
     input); ``mode``/``tolerance``/``norm`` make the :class:`Spec`. The choices of the check are
     ``options`` (default :class:`ProverOptions`), of which ``timeout``, ``falsify_seconds``,
     ``seed`` and ``bounds`` (the bound method: "interval", "symbolic", "lp" or "exact") override
-    one field each when given. ``timeout`` is seconds for the whole call, loading included, or a
+    one field each when given; ``progress`` is called now and then during the search (see
+    :mod:`equivcheck.core.progress`). ``timeout`` is seconds for the whole call, loading included, or a
     :class:`Deadline` handed down by a caller. Returns :func:`prove_networks`' result (see there
     for what each verdict promises); its ``seconds`` count the loading too.
 
@@ -184,7 +189,7 @@ def prove(
     models = load_pair(a, b)
     dom = parse_domain(domain, models.net_a.in_dim)
     result = prove_networks(models.net_a, models.net_b, spec, dom, opts, deadline=deadline,
-                            onnx_models=(models.proto_a, models.proto_b))
+                            onnx_models=(models.proto_a, models.proto_b), progress=progress)
     return dataclasses.replace(result, seconds=time.monotonic() - start)
 
 
@@ -198,6 +203,7 @@ def prove_networks(
     *,
     deadline: Deadline | None = None,
     onnx_models: tuple[Any, Any] | None = None,
+    progress: ProgressFn | None = None,
 ) -> ProofResult:
     """Decide whether networks ``a`` and ``b`` agree by ``spec`` on every input of ``domain``.
 
@@ -209,6 +215,11 @@ def prove_networks(
       says whether it also shows in float64 and in onnxruntime (run on ``onnx_models``, the
       models ``a`` and ``b`` were imported from, when both are given);
     * UNKNOWN: the time ran out or the solver gave up; ``reason`` says which.
+
+    Each box goes through cheap difference bounds, then (``options.engine``) the
+    branch-and-bound engine, with the solver on what the engine's bounds cannot close
+    (:func:`equivcheck.solve.search.search`), else the falsifier and the solver on the box.
+    ``progress`` gets the engine's reports.
 
     ``options.bound_method`` chooses the (always sound) bounds that classify ReLUs before
     encoding; with EXACT each box gets an exact stability analysis of each network, unless
@@ -229,7 +240,8 @@ def prove_networks(
     known.check(a, b)
     proto_a, proto_b = onnx_models if onnx_models is not None else (None, None)
     runner = OrtRunner() if proto_a is not None and proto_b is not None else None
-    run = _BoxRun(a, b, spec, options, known, deadline, proto_a, proto_b, runner)
+    model = PairModel.build(a, b) if options.engine and spec.mode is not Mode.STRICT else None
+    run = _BoxRun(a, b, spec, options, known, deadline, proto_a, proto_b, runner, model, progress)
     box_results: list[BoxResult] = []
     cex: Counterexample | None = None
     for index, box in enumerate(domain.boxes):
@@ -288,6 +300,8 @@ class _BoxRun:
     proto_a: Any
     proto_b: Any
     runner: OrtRunner | None  # onnxruntime sessions of both protos (None: not both given)
+    model: PairModel | None  # the engine's arrays of the pair (None: no engine)
+    progress: ProgressFn | None
 
     # -- bounds
     def box_bounds(self, box: Box) -> tuple[list[LayerBounds], list[LayerBounds]]:
@@ -297,7 +311,7 @@ class _BoxRun:
         bounds."""
         return bounds_pair(self.a, self.b, box.lower_float(), box.upper_float(),
                            self.options.bound_method, self.deadline, self.known.a, self.known.b,
-                           share=self.options.bound_share(), box=box)
+                           share=self.options.bound_share(), box=box, splitter=split_inputs)
 
     def part_bounds(self, part: Box, deadline: Deadline) -> tuple[list[LayerBounds], list[LayerBounds]]:
         """Rigorous bounds of both networks over a part of a box (when the search splits it):
@@ -336,8 +350,11 @@ class _BoxRun:
         if deadline.expired():
             return done(Verdict.UNKNOWN, "timeout: the time ran out while computing bounds")
 
-        # 2. falsification first
-        if opts.falsify:
+        # 2. the falsifier, when the solver comes first (no engine, or a pair the solver's
+        # encoding suits: different shapes, few unstable ReLUs; see solve.search.search)
+        engine = self.model is not None
+        solver_first = not engine or solver_goes_first(self.model, stab, opts)
+        if solver_first and opts.falsify:
             budget = deadline.sub(opts.falsify_share, seconds=opts.falsify_seconds)
             candidates = falsify.search(a, b, spec, box, deadline=budget, seed=opts.seed + index)
             for _, x in candidates[:opts.exact_checks]:
@@ -346,11 +363,21 @@ class _BoxRun:
                 found = self._confirmed(box, index, x, FoundBy.FALSIFIER)
                 if found is not None:
                     return done(Verdict.REFUTED, "counterexample found by sampling and local search", cex=found)
-
-        # 3. the exact query: the solver on the box, or on parts of it
-        dec = decide(a, b, spec, box, ba, bb, diff, deadline, opts, self.part_bounds)
+        # 3. the branch-and-bound engine, with the solver on what it cannot close; else the
+        # exact query on the whole box
+        dec = None
+        if engine:
+            dec = search(a, b, spec, box, ba, bb, diff, self.model, deadline, opts, self.part_bounds,
+                         solver_first, self.progress)
+        if dec is None:
+            dec = decide(a, b, spec, box, ba, bb, diff, deadline)
         if dec.status is not SearchOutcome.REFUTED:
             return done(_DECIDED[dec.status], dec.reason, dec)
+        if dec.engine_point:  # a float point the engine confirmed exactly
+            found = self._confirmed(box, index, np.array([float(v) for v in dec.point]),
+                                    FoundBy.FALSIFIER)
+            if found is not None:
+                return done(Verdict.REFUTED, dec.reason, dec, found)
         x_q = list(dec.point)
         cex = self._float_counterexample(box, index, x_q)
         if cex is None:

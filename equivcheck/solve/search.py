@@ -1,10 +1,21 @@
-"""The exact query on a box, and on sub-boxes when the whole box is too hard.
+"""Deciding one box: the branch-and-bound engine first, the exact solver for what it leaves.
 
-Z3 decides small problems well and large ones badly; how large depends mostly on how many ReLUs
-are unstable. Splitting the input box makes more units stable in each part (and tightens the
-difference bounds), so for low-dimensional inputs a box the solver cannot decide at once is
-split in two, recursively, and each part is closed by bounds or by the solver. Splitting is exact:
-midpoints are rationals and the parts cover the box, so "every part proved" is a proof of the box.
+:func:`search` runs :func:`equivcheck.engine.check_box` (batched rigorous bounds of f, g and
+f - g over sub-boxes, best first, with its own falsifier) and hands the solver only what bounds
+cannot settle:
+
+* the engine's *residue*: sub-boxes it cannot close by splitting (an exact tie with the
+  tolerance, boxes at float resolution), each clipped to the exact box and decided by Z3;
+* the whole box, first, when the networks differ in shape (the solver's encoding shares the
+  units the two networks have in common, which the engine's bounds cannot see) or when few
+  ReLUs are unstable on the box (a small query);
+* the whole box, with the time the engine left, when the engine is not the right tool on its
+  own: with the falsifier turned off (bounds alone never refute), strict mode (bounds close a node only where the difference is exactly 0) and boxes of
+  more inputs than ``max_split_dim`` (input splitting does not pay there).
+
+:func:`decide` is one exact query of the solver on one box. A proof by parts is a proof of the
+box: the engine's closed sub-boxes and the residue cover the float enclosure of the exact box,
+and each residue part is the exact box intersected with a residue box.
 """
 
 from __future__ import annotations
@@ -21,9 +32,12 @@ from equivcheck.core.deadline import Deadline
 from equivcheck.core.domain import Box
 from equivcheck.core.network import Network
 from equivcheck.core.options import ProverOptions, SearchOutcome
-from equivcheck.core.spec import Mode, Norm, Spec, batch_margin
+from equivcheck.core.progress import ProgressFn
+from equivcheck.core.spec import Mode, Norm, Spec
+from equivcheck.engine import EngineOptions, EngineResult, Outcome, PairModel, check_box
+from equivcheck.engine.parallel import check_box_parallel
 from equivcheck.solve.encode import encode_disagreement
-from equivcheck.solve.solver import SolveOutcome, SolveStatus, solve, solve_built
+from equivcheck.solve.solver import SolveOutcome, SolveStatus, solve_built
 
 # Rigorous bounds of both networks over a part of the box, computed by ``deadline``.
 PartBounds = Callable[[Box, Deadline], "tuple[list[LayerBounds], list[LayerBounds]]"]
@@ -31,7 +45,10 @@ PartBounds = Callable[[Box, Deadline], "tuple[list[LayerBounds], list[LayerBound
 
 @dataclass(frozen=True)
 class Decision:
-    """How a box was decided: PROVED, REFUTED (with an exact violating ``point``) or UNKNOWN."""
+    """How a box was decided: PROVED, REFUTED (with an exact violating ``point``) or UNKNOWN.
+
+    ``engine_point``: the point was found by the engine's falsifier (a float point, confirmed
+    in exact arithmetic); otherwise it is the solver's rational model."""
 
     status: SearchOutcome
     reason: str
@@ -40,6 +57,7 @@ class Decision:
     shared_units: int = 0
     parts: int = 1  # boxes examined (1 = no splitting)
     solver_calls: int = 0
+    engine_point: bool = False
 
 
 def epsilon_bound(spec: Spec, diff: list[DiffBounds] | None) -> Fraction | None:
@@ -51,34 +69,142 @@ def epsilon_bound(spec: Spec, diff: list[DiffBounds] | None) -> Fraction | None:
     return max(exact) if spec.norm is Norm.LINF else sum(exact, Fraction(0))
 
 
-def decide(
-    a: Network,
-    b: Network,
-    spec: Spec,
-    box: Box,
-    bounds_a: list[LayerBounds],
-    bounds_b: list[LayerBounds],
-    diff: list[DiffBounds] | None,
-    deadline: Deadline,
-    options: ProverOptions,
-    part_bounds: PartBounds,
-) -> Decision:
-    """Decide whether some input of ``box`` violates ``spec``, by ``deadline``.
+def engine_options(options: ProverOptions) -> EngineOptions:
+    """The engine's settings for a check run with ``options`` (no falsification when the
+    options turn it off)."""
+    return EngineOptions(seed=options.seed, falsify=options.falsify and options.falsify_seconds > 0)
 
-    ``bounds_a``/``bounds_b``/``diff`` are rigorous over ``box``; ``part_bounds`` gives rigorous
-    bounds over a part of it when the box is split (``options`` says when: boxes of at most
-    ``max_split_dim`` inputs the solver cannot decide in its first try). PROVED only when every
-    part of the box was closed by sound bounds or an unsat answer; REFUTED only with a point
-    whose violation was confirmed in exact arithmetic. The query is encoded in the solver's
-    child process, so a large encoding ends at the deadline too.
+
+def solver_goes_first(model: PairModel, stability, options: ProverOptions) -> bool:
+    """True for pairs the solver's encoding suits better than the engine's bounds: networks of
+    different shapes (units removed or folded, layers merged: the encoding writes a unit both
+    networks share once, a correlation the engine's two separate streams do not see), or at most
+    ``solver_first_unstable`` unstable ReLUs in ``stability`` (rows with ``unstable`` counts: a
+    query with few ReLU cases is decided at once where bounds may need many sub-boxes, near an
+    argmax tie say)."""
+    unstable = sum(row.unstable for row in stability)
+    return not model.same_shape or unstable <= options.solver_first_unstable
+
+
+def engine_alone(spec: Spec, box: Box, options: ProverOptions) -> bool:
+    """True when the engine may take all the time of the box (see the module doc). Without its
+    falsifier the engine can prove but never refute, so the solver gets the box then too."""
+    falsify = options.falsify and options.falsify_seconds > 0
+    return falsify and spec.mode is not Mode.STRICT and box.dim <= options.max_split_dim
+
+
+def search(a: Network, b: Network, spec: Spec, box: Box, bounds_a: list[LayerBounds],
+           bounds_b: list[LayerBounds], diff: list[DiffBounds] | None, model: PairModel,
+           deadline: Deadline, options: ProverOptions, part_bounds: PartBounds,
+           solver_first: bool, progress: ProgressFn | None = None) -> Decision | None:
+    """Run the engine on ``box`` and the solver on its residue (see the module doc).
+
+    Returns the decision, or None when the engine left the whole box to the solver (the caller
+    then runs :func:`decide` on it with the time left). ``bounds_a``/``bounds_b``/``diff`` are
+    rigorous over ``box``; ``part_bounds(part, deadline)`` gives rigorous bounds of both networks
+    over a part (for the solver's encoding of a residue part). With ``solver_first`` (see
+    :func:`solver_goes_first`) the solver first tries the whole box (``first_try_share`` of the
+    time, at least ``first_try_seconds``).
+    """
+    if solver_first:
+        first = deadline.sub(seconds=max(options.first_try_seconds,
+                                         options.first_try_share * deadline.remaining()))
+        dec = decide(a, b, spec, box, bounds_a, bounds_b, diff, first)
+        if dec.status is not SearchOutcome.UNKNOWN:
+            return dec
+    alone = engine_alone(spec, box, options)
+    budget = deadline if alone else deadline.sub(options.engine_share)
+    if options.workers != 1 and alone:
+        res = check_box_parallel(a, b, spec, box, budget, engine_options(options), model,
+                                 options.workers or None, progress)
+    else:
+        res = check_box(a, b, spec, box, budget, engine_options(options), model=model,
+                        progress=progress)
+    st = res.stats
+    if res.outcome is Outcome.PROVED:
+        bound = f", ||f - g|| <= {st.best_bound:.6g}" if spec.mode is Mode.EPSILON else ""
+        return Decision(SearchOutcome.PROVED, f"branch and bound: {res.reason}{bound}",
+                        parts=st.nodes)
+    if res.outcome is Outcome.REFUTED:
+        point = tuple(Fraction(float(v)) for v in res.point)
+        return Decision(SearchOutcome.REFUTED, "counterexample found by sampling and local search "
+                        f"(branch and bound, {st.nodes} nodes)", point, parts=st.nodes,
+                        engine_point=True)
+    residue = res.extra.get("residue") or []
+    if residue and st.open_nodes == len(residue):
+        return _close_residue(a, b, spec, box, residue, deadline, part_bounds, st.nodes)
+    if alone or deadline.expired():
+        return Decision(SearchOutcome.UNKNOWN, f"{res.reason} ({_engine_text(res)})", parts=st.nodes)
+    return None
+
+
+def _engine_text(res: EngineResult) -> str:
+    st = res.stats
+    return (f"branch and bound: {st.nodes} nodes bounded, {st.open_nodes} open, best bound "
+            f"{st.best_bound:.6g}")
+
+
+def clip(box: Box, lo: np.ndarray, hi: np.ndarray) -> Box | None:
+    """The exact box intersected with the float box ``[lo, hi]`` (None when empty): strict
+    faces are kept where the exact box's bound is the binding one."""
+    lower, upper, ls, us = [], [], [], []
+    for i in range(box.dim):
+        ql, qh = Fraction(float(lo[i])), Fraction(float(hi[i]))
+        if ql > box.lower[i]:
+            lower.append(ql), ls.append(False)
+        else:
+            lower.append(box.lower[i]), ls.append(box.lower_strict[i])
+        if qh < box.upper[i]:
+            upper.append(qh), us.append(False)
+        else:
+            upper.append(box.upper[i]), us.append(box.upper_strict[i])
+        if lower[-1] > upper[-1] or (lower[-1] == upper[-1] and (ls[-1] or us[-1])):
+            return None
+    return Box(tuple(lower), tuple(upper), tuple(ls), tuple(us))
+
+
+def _close_residue(a: Network, b: Network, spec: Spec, box: Box, residue: list, deadline: Deadline,
+                   part_bounds: PartBounds, nodes: int) -> Decision:
+    """Decide each residue part (the exact box clipped to a residue box) with the solver; the
+    time left is shared evenly among the parts not decided yet."""
+    parts = [p for p in (clip(box, lo, hi) for lo, hi, _ in residue) if p is not None]
+    calls = 0
+    for k, part in enumerate(parts):
+        if deadline.expired():
+            return Decision(SearchOutcome.UNKNOWN, f"timeout: {len(parts) - k} of {len(parts)} "
+                            "sub-boxes the bounds could not close are left to the solver",
+                            parts=nodes, solver_calls=calls)
+        leaf = deadline.sub(seconds=deadline.remaining() / (len(parts) - k))
+        ba, bb = part_bounds(part, leaf)
+        diff = difference_bounds(a, b, part.lower_float(), part.upper_float(), ba, bb,
+                                 symbolic=True, deadline=leaf)
+        eps = epsilon_bound(spec, diff)
+        if eps is not None and eps <= spec.tolerance:
+            continue
+        dec = decide(a, b, spec, part, ba, bb, diff, leaf)
+        calls += dec.solver_calls
+        if dec.status is SearchOutcome.REFUTED:
+            return Decision(SearchOutcome.REFUTED, dec.reason, dec.point, parts=nodes,
+                            solver_calls=calls)
+        if dec.status is SearchOutcome.UNKNOWN:
+            return Decision(SearchOutcome.UNKNOWN, f"{dec.reason} (on one of {len(parts)} "
+                            "sub-boxes the bounds could not close)", parts=nodes, solver_calls=calls)
+    return Decision(SearchOutcome.PROVED, f"bounds on {nodes} sub-boxes, and the solver on the "
+                    f"{len(parts)} they could not close", parts=nodes, solver_calls=calls)
+
+
+def decide(a: Network, b: Network, spec: Spec, box: Box, bounds_a: list[LayerBounds],
+           bounds_b: list[LayerBounds], diff: list[DiffBounds] | None, deadline: Deadline
+           ) -> Decision:
+    """One exact query: does some input of ``box`` violate ``spec``? By ``deadline``.
+
+    ``bounds_a``/``bounds_b``/``diff`` are rigorous over ``box``. PROVED only on an unsat
+    answer (or when both networks compute their outputs through the same units); REFUTED only
+    with a point whose violation was confirmed in exact arithmetic. The query is encoded in the
+    solver's child process, so a large encoding ends at the deadline too.
     """
     if deadline.expired():
         return Decision(SearchOutcome.UNKNOWN, "timeout: no time left for the solver")
-    can_split = box.dim <= options.max_split_dim
-    first = deadline
-    if can_split:  # the whole box first; parts get the rest of the time
-        first = deadline.sub(seconds=max(options.first_try_seconds,
-                                         options.first_try_share * deadline.remaining()))
 
     def build():
         enc = encode_disagreement(a, b, box, bounds_a, bounds_b, spec, diff)
@@ -86,7 +212,7 @@ def decide(
                 "same_outputs": enc.same_outputs}
         return info, None if enc.same_outputs else enc.text, enc.inputs
 
-    got = solve_built(build, first.remaining(), first)
+    got = solve_built(build, deadline.remaining(), deadline)
     if got.info is None:
         return Decision(SearchOutcome.UNKNOWN,
                         "timeout: the time ran out while encoding the query for the solver",
@@ -106,12 +232,10 @@ def decide(
         if status is SearchOutcome.PROVED:
             reason = f"solver: no input in the box violates the spec ({stats['unstable']} unstable ReLUs encoded)"
         return Decision(status, reason, point, **stats, solver_calls=1)
-    if not can_split or deadline.expired():
-        timed_out = out.status is SolveStatus.TIMEOUT
-        why = f"solver timed out after {out.seconds:.3g} s" if timed_out else out.reason
-        label = "timeout" if timed_out else "solver gave up"
-        return Decision(SearchOutcome.UNKNOWN, f"{label}: {why}", **stats, solver_calls=1)
-    return _split(a, b, spec, box, deadline, options, part_bounds, stats)
+    timed_out = out.status is SolveStatus.TIMEOUT
+    why = f"solver timed out after {out.seconds:.3g} s" if timed_out else out.reason
+    label = "timeout" if timed_out else "solver gave up"
+    return Decision(SearchOutcome.UNKNOWN, f"{label}: {why}", **stats, solver_calls=1)
 
 
 def _verdict(a: Network, b: Network, spec: Spec, box: Box, names, out: SolveOutcome
@@ -128,86 +252,3 @@ def _verdict(a: Network, b: Network, spec: Spec, box: Box, names, out: SolveOutc
         return (SearchOutcome.UNKNOWN,
                 "solver returned a model that does not check exactly (please report)", None)
     return SearchOutcome.REFUTED, "solver found an input that violates the spec", x_q
-
-
-def _split_dim(a: Network, b: Network, box: Box) -> int:
-    """The input whose range most influences the first layers: width x total |weight|."""
-    width = np.array([float(h - lo) for lo, h in zip(box.lower, box.upper)])
-    influence = np.abs(a.layers[0].weight).sum(axis=0) + np.abs(b.layers[0].weight).sum(axis=0)
-    return int(np.argmax(width * (influence + 1e-12)))
-
-
-def _halves(box: Box, dim: int) -> tuple[Box, Box]:
-    return box.halves(dim)
-
-
-def _split(a: Network, b: Network, spec: Spec, box: Box, deadline: Deadline,
-           options: ProverOptions, part_bounds: PartBounds, stats: dict) -> Decision:
-    """Close the halves of ``box`` (depth first) by bounds, a probe of their centre or the
-    solver; a part the solver cannot close within ``leaf_seconds`` is split again."""
-    parts = 1
-    calls = 1
-    by_bounds = by_solver = 0
-    stack: list[tuple[Box, int]] = [(p, 1) for p in reversed(_halves(box, _split_dim(a, b, box)))]
-    while stack:
-        if deadline.expired():
-            return Decision(
-                SearchOutcome.UNKNOWN,
-                f"timeout while splitting the box: {parts} parts examined, {len(stack)} left open",
-                **stats, parts=parts, solver_calls=calls,
-            )
-        part, depth = stack.pop()
-        parts += 1
-        lo, hi = part.lower_float(), part.upper_float()
-        ba, bb = part_bounds(part, deadline)
-        diff = difference_bounds(a, b, lo, hi, ba, bb, symbolic=True, deadline=deadline)
-        eps = epsilon_bound(spec, diff)
-        if eps is not None and eps <= spec.tolerance:
-            by_bounds += 1
-            continue
-        if deadline.expired():
-            stack.append((part, depth))  # not closed: counted as open by the check above
-            continue
-        point = _probe(a, b, spec, part)
-        if point is not None:
-            return Decision(SearchOutcome.REFUTED, "found while splitting the box", point,
-                            **stats, parts=parts, solver_calls=calls)
-        enc = encode_disagreement(a, b, part, ba, bb, spec, diff)
-        if enc.same_outputs:
-            by_bounds += 1
-            continue
-        deepest = depth >= options.max_depth
-        if enc.unstable <= options.leaf_unstable or deepest:
-            calls += 1
-            leaf = deadline if deepest else deadline.sub(seconds=options.leaf_seconds)
-            out = solve(enc.text, enc.inputs, leaf.remaining(), leaf)
-            verdict = _verdict(a, b, spec, part, enc.inputs, out)
-            if verdict is not None:
-                status, reason, pt = verdict
-                if status is SearchOutcome.PROVED:
-                    by_solver += 1
-                    continue
-                return Decision(status, reason, pt, **stats, parts=parts, solver_calls=calls)
-            if deepest:
-                return Decision(SearchOutcome.UNKNOWN,
-                                f"solver could not decide a part at depth {depth}: {out.reason}",
-                                **stats, parts=parts, solver_calls=calls)
-        stack.extend((p, depth + 1) for p in reversed(_halves(part, _split_dim(a, b, part))))
-    return Decision(
-        SearchOutcome.PROVED,
-        f"split the box into parts: {by_bounds} closed by bounds, {by_solver} by the solver "
-        f"({parts} boxes examined)",
-        **stats, parts=parts, solver_calls=calls,
-    )
-
-
-def _probe(a: Network, b: Network, spec: Spec, part: Box) -> tuple[Fraction, ...] | None:
-    """The centre of a part, if it violates the spec in exact arithmetic (cheap falsification)."""
-    centre = tuple((lo + hi) / 2 for lo, hi in zip(part.lower, part.upper))
-    xf = np.array([float(v) for v in centre])
-    ya, yb = a.evaluate(xf), b.evaluate(xf)
-    if batch_margin(spec, ya[None, :], yb[None, :])[0] <= 0:
-        return None
-    if spec.holds(a.evaluate_exact(centre), b.evaluate_exact(centre)):
-        return None
-    return centre
