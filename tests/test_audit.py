@@ -14,10 +14,12 @@ from typer.testing import CliRunner
 from equivcheck.audit import audit
 from equivcheck.audit.changes import unit_changes
 from equivcheck.audit.deviation import (
-    certified_difference,
-    difference_network,
-    differential_interval,
+    DIFFERENCE_STREAM,
+    EACH_NETWORK,
+    engine_model,
+    engine_pair,
     exact_deviation,
+    whole_box_bounds,
 )
 from equivcheck.audit.report import (
     summary_lines,
@@ -27,8 +29,8 @@ from equivcheck.audit.report import (
     write_report,
 )
 from equivcheck.cli import app
+from equivcheck.core.domain import Box, Domain
 from equivcheck.core.network import Affine, Layer, Network
-from equivcheck.core.options import BoundMethod
 from equivcheck.core.result import Verdict
 from equivcheck.errors import InputError
 from equivcheck.io.domains import parse_domain
@@ -134,11 +136,11 @@ def test_removing_a_live_unit_is_refuted_with_exact_witness():
 def test_certified_upper_bound_is_never_below_a_seen_deviation(seed):
     f = random_net(seed)
     g = magnitude_prune(f, 0.3)
-    r = audit(f, g, "-1:1", timeout=8, samples=3000, seed=seed)
+    r = audit(f, g, "-1:1", timeout=5, samples=3000, seed=seed)
     d = r.deviation
     assert d.lower <= d.upper
-    # in 3 dimensions, input splitting brings the bounds within the 5% target
-    assert r.converged and "input splitting" in d.upper_method
+    # in 3 dimensions, the engine's input splitting brings the bounds within the 5% target
+    assert r.converged and "branch and bound" in d.upper_method
     # the witness attains the lower bound exactly
     if d.witness is not None:
         assert max(exact_deviation(f, g, d.witness)) == d.lower
@@ -163,61 +165,116 @@ def test_certified_upper_bound_is_never_below_a_seen_deviation(seed):
             assert c.counterexample.exact.exact_margin > 0
 
 
+def _extremes_within(f, g, x, bound):
+    """Exact check at the sampled points of largest deviation, per output: none exceeds
+    ``bound`` ([outputs] floats, or one Fraction for all)."""
+    diff = np.abs(f.evaluate(x) - g.evaluate(x))
+    for j in range(diff.shape[1]):
+        limit = bound if isinstance(bound, Fraction) else Fraction(float(bound[j]))
+        assert exact_deviation(f, g, x[np.argmax(diff[:, j])])[j] <= limit
+
+
 @pytest.mark.parametrize("seed", range(6))
-def test_difference_bounds_enclose_sampled_differences(seed):
+def test_whole_box_bounds_of_both_streams_enclose_the_deviation(seed):
     rng = np.random.default_rng(seed)
     f = random_net(seed, dims=(4, 10, 6, 3))
     g = magnitude_prune(f, 0.2 + 0.1 * (seed % 3))
-    lo = rng.uniform(-1, 0, 4)
-    hi = lo + rng.uniform(0, 1.5, 4)
-    box = parse_domain("0:1", 4).boxes[0].__class__(
-        tuple(Fraction(v) for v in lo), tuple(Fraction(v) for v in hi))
-    x = lo + rng.random((5000, 4)) * (hi - lo)
-    diff = f.evaluate(x) - g.evaluate(x)
-    dlo, dhi = differential_interval(f, g, box.lower_float(), box.upper_float())
-    assert np.all(diff >= dlo) and np.all(diff <= dhi)
-    ub, _ = certified_difference(f, g, box)
-    assert np.all(np.abs(diff) <= ub)
-    # the difference network computes f - g exactly
-    dn = difference_network(f, g)
-    q = [Fraction(v) for v in x[0]]
-    assert dn.evaluate_exact(q) == [a - b for a, b in zip(f.evaluate_exact(q), g.evaluate_exact(q))]
+    if seed % 2:  # weights that differ everywhere (a retrained net, not a pruned copy)
+        g = random_net(50 + seed, dims=(4, 10, 6, 3))
+    boxes = []
+    for _ in range(3):
+        lo = rng.uniform(-1, 0, 4)
+        boxes.append(Box(tuple(Fraction(v) for v in lo),
+                         tuple(Fraction(v) for v in lo + rng.uniform(0, 1.5, 4))))
+    model, bound, stream = engine_pair(f, g, tuple(boxes))
+    assert bound.shape == (3, 3) and stream in (DIFFERENCE_STREAM, EACH_NETWORK)
+    per_stream = [whole_box_bounds(engine_model(f, g, s), tuple(boxes))
+                  for s in (DIFFERENCE_STREAM, EACH_NETWORK)]
+    # the pair keeps the stream with the smaller worst bound; the bounds are the smaller of both
+    assert np.array_equal(bound, np.minimum(*per_stream))
+    assert model.same_shape == (stream == DIFFERENCE_STREAM)
+    assert float(np.max(per_stream[stream != DIFFERENCE_STREAM])) == float(
+        min(np.max(p) for p in per_stream))
+    for bi, box in enumerate(boxes):
+        lo, hi = box.lower_float(), box.upper_float()
+        x = np.vstack([lo + rng.random((4000, 4)) * (hi - lo),
+                       np.where(rng.random((500, 4)) < 0.5, lo, hi)])
+        for b in (bound[bi], *(p[bi] for p in per_stream)):
+            _extremes_within(f, g, x, b)
 
 
-@pytest.mark.parametrize("seed", range(12))
-def test_differential_symbolic_bounds_are_sound_and_no_looser(seed):
-    rng = np.random.default_rng(1000 + seed)
-    dims = (3, 7, 9, 5, 2) if seed % 2 else (5, 12, 6, 3)
-    f = random_net(seed, dims=dims)
-    if seed % 3 == 0:
-        g = magnitude_prune(f, 0.4)
-    else:
-        # perturbed copies, some with weights of very different magnitudes, so that the float
-        # differences W_f - W_g round (the TwoSum error terms must cover it)
-        scale = 2.0 ** rng.integers(-30, 30, size=3) if seed % 3 == 2 else np.ones(3)
-        layers = []
-        for i, layer in enumerate(f.layers):
-            w = layer.weight + rng.normal(size=layer.weight.shape) * 0.05 * scale[i % 3]
-            layers.append(Layer(Affine(w.astype(np.float32).astype(float), layer.bias + 0.01),
-                                layer.relu, layer.name))
-        g = f.with_layers(layers)
-    lo = rng.uniform(-1, 0.5, dims[0])
-    hi = lo + rng.uniform(0, 1, dims[0])
-    x = np.vstack([lo + rng.random((20000, dims[0])) * (hi - lo),
-                   np.where(rng.random((2000, dims[0])) < 0.5, lo, hi)])
-    diff = f.evaluate(x) - g.evaluate(x)
-    ilo, ihi = differential_interval(f, g, lo, hi)
-    slo, shi = differential_interval(f, g, lo, hi, BoundMethod.SYMBOLIC, symbolic=True)
-    assert np.all(slo <= ihi) and np.all(shi >= ilo)
-    # sound: every sampled difference inside (the float64 evaluation error is far below the
-    # allowance only when the weights are of moderate size; compare exactly at the extremes)
-    for j in range(dims[-1]):
-        for pick, bound, sign in ((np.argmax(diff[:, j]), shi[j], 1), (np.argmin(diff[:, j]), slo[j], -1)):
-            q = [Fraction(v) for v in x[pick]]
-            exact = f.evaluate_exact(q)[j] - g.evaluate_exact(q)[j]
-            assert sign * exact <= sign * Fraction(float(bound))
-    # and no looser than the interval version
-    assert np.all(shi <= ihi) and np.all(slo >= ilo)
+def _thirds(net: Network) -> Network:
+    """``net`` with every weight and bias divided by 3 exactly: the exact rationals are not
+    floats, the float arrays are their nearest floats (as import composes affine maps)."""
+    layers = []
+    for lay in net.layers:
+        ew = np.vectorize(lambda v: Fraction(float(v)) / 3, otypes=[object])(lay.weight)
+        eb = np.vectorize(lambda v: Fraction(float(v)) / 3, otypes=[object])(lay.bias)
+        layers.append(Layer(Affine(lay.weight / 3, lay.bias / 3, ew, eb), lay.relu, lay.name))
+    return net.with_layers(layers)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_unrelated_and_rational_pairs_stay_under_the_certified_bound(seed):
+    """Pairs whose weights differ throughout (each network bounded on its own) and networks
+    whose exact weights are rationals, not floats: the bound holds in exact arithmetic."""
+    f = random_net(20 + seed, dims=(2, 6, 6, 3))
+    g = random_net(40 + seed, dims=(2, 6, 6, 3))
+    if seed == 2:
+        f, g = _thirds(f), _thirds(magnitude_prune(f, 0.3))
+    r = audit(f, g, "-1:1", timeout=4, samples=200, seed=seed)
+    d = r.deviation
+    assert 0 < d.lower <= d.upper
+    assert max(exact_deviation(f, g, d.witness)) == d.lower
+    x = np.random.default_rng(seed).uniform(-1, 1, (5000, 2))
+    _extremes_within(f, g, x, np.array([float(o.upper) for o in r.per_output]))
+    _extremes_within(f, g, x, d.upper)
+
+
+def test_identical_networks_audit_to_exactly_zero():
+    f = random_net(11, dims=(3, 8, 8, 2))
+    g = f.with_layers(f.layers)  # the same weights, another object
+    r = audit(f, g, "-1:1", timeout=20, samples=200)
+    assert r.deviation.upper == 0 and r.deviation.lower == 0 and r.converged
+    assert all(o.upper == 0 for o in r.per_output)
+    assert r.check("strict").verdict is Verdict.PROVED
+    assert all(c.verdict is Verdict.PROVED for c in r.checks)
+
+
+def test_audit_of_a_union_of_boxes_and_different_shapes():
+    """Two boxes, and a pruned copy whose dead hidden unit is removed (different layer widths):
+    the engine bounds each box; the certified bound covers the sampled deviation of both."""
+    f = random_net(4, dims=(3, 6, 5, 2))
+    w0, w1 = f.layers[0].weight, f.layers[1].weight
+    g = mlp([np.delete(w0, 2, axis=0), np.delete(w1, 2, axis=1), f.layers[2].weight],
+            [np.delete(f.layers[0].bias, 2), f.layers[1].bias, f.layers[2].bias])
+    boxes = (Box((Fraction(-1),) * 3, (Fraction(0),) * 3),
+             Box((Fraction(1, 4),) * 3, (Fraction(1),) * 3))
+    r = audit(f, g, Domain(boxes, "two boxes"), timeout=10, samples=500)
+    d = r.deviation
+    assert 0 < d.lower <= d.upper and r.converged
+    assert max(exact_deviation(f, g, d.witness)) == d.lower
+    assert any(b.contains(tuple(Fraction(v) for v in d.witness)) for b in boxes)
+    rng = np.random.default_rng(3)
+    for box in boxes:
+        lo, hi = box.lower_float(), box.upper_float()
+        _extremes_within(f, g, lo + rng.random((5000, 3)) * (hi - lo), d.upper)
+    for o in r.per_output:
+        assert o.lower <= o.upper <= d.upper
+
+
+def test_progress_reports_each_refinement_step():
+    f = random_net(2)
+    g = magnitude_prune(f, 0.3)
+    seen = []
+    r = audit(f, g, "-1:1", timeout=4, samples=100, progress=seen.append)
+    assert len(seen) >= 2 and {p.stage for p in seen} == {"audit"}
+    bounds = [p.bound for p in seen]
+    assert all(b2 <= b1 for b1, b2 in zip(bounds, bounds[1:]))  # the certified bound only falls
+    assert bounds[-1] >= float(r.deviation.upper)
+    assert seen[-1].detail.startswith("lower ")
+    assert float(seen[-1].detail.split()[1].rstrip(";")) <= float(r.deviation.lower) * (1 + 1e-5)
+    assert [p.done for p in seen] == sorted(p.done for p in seen)
 
 
 def test_data_agreement_and_distribution(tmp_path):
@@ -368,7 +425,8 @@ def test_certified_bound_on_pruned_mnist_covers_10000_random_points():
     f = load_network(external_path("mnistfc/mnist-net_256x2.onnx"))
     g = magnitude_prune(f, 0.3)
     box = parse_domain(str(external_path("mnistfc/prop_0_0.03.vnnlib")), 784).boxes[0]
-    ub, how = certified_difference(f, g, box)
+    _, bound, _ = engine_pair(f, g, (box,))
+    ub = bound[0]
     lo, hi = box.float32_box()
     rng = np.random.default_rng(2026)
     x = np.clip((lo + rng.random((10000, 784)) * (hi - lo)).astype(np.float32).astype(float), lo, hi)

@@ -11,23 +11,23 @@
   inactive on the domain in the original (harmless) or live;
 * with ``data``: top-1 agreement and the distribution of the deviation on real inputs.
 
-Soundness. The upper bound is the smallest of (1) rigorous bounds on ``f(x) - g(x)`` from
-:func:`equivcheck.bounds.methods.sound_bounds` run on the *difference network* (both networks
-side by side, the output layer computing ``f - g`` exactly), (2) a differential interval
-propagation that tracks ``h_f - h_g`` layer by layer with outward rounding (for equal
-architectures) — both in :mod:`equivcheck.audit.deviation` — and (3) any epsilon for which
-:func:`equivcheck.prove` returned PROVED. The lower bound is always the
-exact deviation (rational arithmetic on the stored weights) at a concrete float32 input inside
-the domain, found by a gradient search that maximises the deviation or taken from a refutation.
-Between them the gap is narrowed by bisection with ``prove(mode="epsilon")`` until it is within
-``gap`` (relative) or the time runs out; an UNKNOWN answer never moves a bound.
+Soundness. The upper bound is the smallest of (1) the differential engine's rigorous bounds
+(:mod:`equivcheck.engine`: outward-rounded bounds of ``f - g`` valid for the exact stored
+weights) on each whole box, (2) the engine's branch and bound asked "is the deviation within t
+on this box?" for t just above the witnessed deviation, for the total and per output (every
+answer but REFUTED carries a certified bound of the box) and (3) any epsilon for which the
+prover returned PROVED. The lower bound is always the exact deviation (rational arithmetic on
+the stored weights) at a concrete input inside the domain, found by a gradient search that
+maximises the deviation, by the engine's falsifier or taken from a refutation. An UNKNOWN answer
+never moves a bound the wrong way. The verdicts come from the bounds where they decide, else
+from :func:`equivcheck.solve.prover.prove_networks`.
 
 The parts: :mod:`~equivcheck.audit.results` (what is returned), :mod:`~equivcheck.audit.deviation`
 (certified bounds), :mod:`~equivcheck.audit.witnesses` (the witness search),
 :mod:`~equivcheck.audit.changes` (units pruning removed or changed),
 :mod:`~equivcheck.audit.samples` (statistics on inputs), :mod:`~equivcheck.audit.refine` (the
-refinement loop) and :mod:`~equivcheck.audit.report` (the one renderer). This module is the
-entry: :func:`audit`.
+refinement steps and verdicts) and :mod:`~equivcheck.audit.report` (the one renderer). This
+module is the entry: :func:`audit`.
 """
 
 from __future__ import annotations
@@ -41,13 +41,14 @@ import numpy as np
 
 from equivcheck.audit.changes import unit_changes
 from equivcheck.audit.deviation import DEFAULT_METHOD
-from equivcheck.audit.refine import Auditor
+from equivcheck.audit.refine import MIN_CALL_SECONDS, Auditor
 from equivcheck.audit.results import AuditResult, CheckVerdict, DecidedBy
 from equivcheck.audit.samples import random_domain_points, read_inputs, sample_stats
 from equivcheck.core.deadline import Deadline
 from equivcheck.core.domain import Domain
 from equivcheck.core.network import Network
 from equivcheck.core.options import MULTI_PROOF_TIMEOUT, BoundMethod, ProverOptions
+from equivcheck.core.progress import ProgressFn
 from equivcheck.core.result import Verdict
 from equivcheck.core.spec import Mode, Spec
 from equivcheck.errors import InputError
@@ -58,8 +59,8 @@ from equivcheck.solve.prover import load_pair
 DEFAULT_EPSILONS: tuple[str, ...] = ("1e-6", "1e-4", "1e-3", "1e-2", "1e-1", "1", "10")
 DEFAULT_GAP = 0.05  # stop refining when upper - lower <= gap * upper
 RANDOM_SAMPLES = 2000  # random domain points whose deviation the report plots
-SPLIT_SHARE = 1 / 4  # input splitting gets this share of the audit's time (and half of what is left)
-MAX_SPLIT_DIM = 16  # input splitting refines the certified bound only in low dimension
+VERDICT_RESERVE = 0.1  # narrowing the total may take all the time left but this share (at
+# least MIN_CALL_SECONDS) for the verdicts; the per-output bounds get what the total leaves
 
 
 def _tolerance(e: Any) -> Fraction:
@@ -81,6 +82,7 @@ def audit(
     samples: int = RANDOM_SAMPLES,
     seed: int = 0,
     bounds: BoundMethod | str | None = None,
+    progress: ProgressFn | None = None,
 ) -> AuditResult:
     """Audit ``pruned`` against ``original`` on ``domain`` (see the module docstring).
 
@@ -90,7 +92,9 @@ def audit(
     relative width ``(upper - lower) / upper`` at which refinement stops: the audit ends as soon
     as the bounds meet it (or can no longer move), not when the time is up. ``seed`` and
     ``bounds`` (a :class:`~equivcheck.core.options.BoundMethod`; None: symbolic) are those of
-    every prover call and of the audit's own bounds; the result carries them as its ``options``.
+    every prover call and of the unit analysis; the result carries them as its ``options``.
+    ``progress`` is called at each refinement step (stage ``"audit"``, ``bound`` the certified
+    upper bound, the lower bound in ``detail``).
     Promises: ``deviation.upper`` is certified (no input of the domain deviates more in exact
     arithmetic), ``deviation.lower`` is the exact deviation at ``deviation.witness``, and every
     verdict is sound. Raises :class:`~equivcheck.errors.InputError` for bad models, domains or data.
@@ -102,22 +106,22 @@ def audit(
     method = DEFAULT_METHOD if bounds is None else BoundMethod.parse(bounds)
     options = ProverOptions(timeout=deadline.budget, bound_method=method, seed=seed)
     models = load_pair(original, pruned)
-    au = Auditor(models, parse_domain(domain, models.net_a.in_dim), deadline, gap, options)
+    au = Auditor(models, parse_domain(domain, models.net_a.in_dim), deadline, gap, options,
+                 progress)
     ladder = sorted({_tolerance(e) for e in epsilons})
     data_x = read_inputs(data, au.f.in_dim) if data is not None else None
     layers, units, note = unit_changes(au.f, au.g, au.domain, au.method, deadline)
     if note:
         au.notes.append(note)
     au.initial_bounds()
-    if au.f.in_dim <= MAX_SPLIT_DIM and not au.overall().within(gap):
-        au.split_refine(deadline.sub(0.5, seconds=au.timeout * SPLIT_SHARE))
+    au.tighten(None, deadline.sub(seconds=deadline.remaining()
+                                  - max(MIN_CALL_SECONDS, VERDICT_RESERVE * deadline.remaining())))
     strict = au.check_strict()
     checks = [strict]
     for eps in ladder:
         checks.append(au.check_epsilon(eps))
     checks.append(au.check_argmax(strict))
-    au.refine_total()
-    au.refine_outputs()
+    au.tighten_outputs()
     # the ladder verdicts that were UNKNOWN may be decided by the refined bounds now
     checks = [_settle(c, au) for c in checks]
     rand = random_domain_points(au.domain, samples, seed)

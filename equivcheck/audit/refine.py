@@ -1,45 +1,44 @@
-"""The auditor's refinement loop: narrowing ``[witnessed lower, certified upper]`` on the
-worst-case deviation until it is within the target gap or the time is up.
+"""The auditor's state and its steps: narrowing ``[witnessed lower, certified upper]`` on the
+worst-case deviation until it is within the target gap or the time is up, and the verdicts.
 
-The upper bound starts from :func:`~equivcheck.audit.deviation.certified_difference` per box,
-is tightened by input splitting (low dimension) and by every epsilon the prover PROVED; the
-lower bound is always the exact deviation at a point of the domain (from the witness search,
-a split leaf's centre or a refutation). An UNKNOWN answer never moves a bound.
+The upper bound starts from the engine's bounds of each whole box
+(:func:`~equivcheck.audit.deviation.engine_pair`) and is tightened by the differential engine
+(:func:`~equivcheck.engine.check_box`: "is the deviation within t on this box?", t just above
+the best witnessed deviation; every answer that is not REFUTED carries a certified bound of the
+box), for the total and per output (single-output slices), and by every epsilon the prover
+PROVED. The lower bound is always the exact deviation at a point of the domain (from the
+witness search, an engine refutation or a prover counterexample), confirmed in rational
+arithmetic here. An UNKNOWN answer never moves a bound the wrong way.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import heapq
 import time
 from fractions import Fraction
 
 import numpy as np
 
-from equivcheck.audit.deviation import (
-    certified_difference,
-    difference_network,
-    differential_interval,
-    exact_deviation,
-)
+from equivcheck.audit.deviation import engine_model, engine_pair, exact_deviation
 from equivcheck.audit.results import CheckVerdict, DecidedBy, DeviationBound
 from equivcheck.audit.witnesses import search_witnesses
-from equivcheck.bounds.difference import same_shape
-from equivcheck.bounds.methods import sound_bounds
 from equivcheck.core.deadline import Deadline
 from equivcheck.core.domain import Domain
-from equivcheck.core.exact import snap
 from equivcheck.core.network import Affine, Layer, Network
 from equivcheck.core.options import ProverOptions
-from equivcheck.core.rational import float_up
+from equivcheck.core.progress import Progress, ProgressFn, report
+from equivcheck.core.rational import float_down, float_up
 from equivcheck.core.result import Counterexample, FoundBy, ProofResult, Verdict
 from equivcheck.core.spec import Mode, Spec
+from equivcheck.engine import EngineOptions, Outcome, PairModel, check_box
+from equivcheck.errors import ModelValueError
 from equivcheck.solve.prover import LoadedPair, prove_networks
 from equivcheck.solve.witness import OrtRunner, build_counterexample
 
 MIN_CALL_SECONDS = 1.0
 CALL_SHARE = 1 / 8  # each prover call gets at most this share of the audit's time (or 1 s)
 WITNESS_SHARE = 1 / 20  # the witness search gets this share (at least 0.5 s, a quarter of what is left)
+TARGET_SLACK = 0.98  # the engine is asked for a bound within 98% of the gap (float rounding room)
 
 
 def _slice_output(net: Network, j: int) -> Network:
@@ -52,36 +51,20 @@ def _slice_output(net: Network, j: int) -> Network:
     return net.with_layers(net.layers[:-1] + (Layer(aff, False, last.name),))
 
 
-def _short(q: Fraction) -> Fraction:
-    """A simple rational within 1e-6 relative of ``q``, for bisection points (any is valid)."""
-    return Fraction(f"{float(q):.6g}")
-
-
-def _bisection_point(lo: Fraction, hi: Fraction) -> Fraction | None:
-    """A point strictly between ``lo`` and ``hi`` for the bisection: a short decimal near the
-    midpoint, else the nearest float of the midpoint; None when no float lies strictly between
-    (the bounds are at float resolution: refining further would only grow denominators)."""
-    mid = (lo + hi) / 2
-    for q in (_short(mid), Fraction(float(mid))):
-        if lo < q < hi and Fraction(float(q)) == q:
-            return q
-    return None
-
-
 class Auditor:
     """The state of one audit: per output the witnessed lower and certified upper bounds of the
     deviation (with their witnesses and how each bound was obtained), and the steps that move
-    them (:meth:`initial_bounds`, :meth:`split_refine`, the ``check_*`` verdicts, the
-    ``refine_*`` bisections). Every step keeps ``lower <= max deviation <= upper``.
+    them (:meth:`initial_bounds`, :meth:`tighten` and :meth:`tighten_outputs`, the ``check_*``
+    verdicts). Every step keeps ``lower <= max deviation <= upper``.
 
     ``models`` are both loaded models (:func:`equivcheck.solve.prover.load_pair`); the prover
     is given their ONNX protos where there are some (its counterexamples are then re-checked in
     onnxruntime). ``options`` are those of every prover call but the time: each call gets a
-    share of ``deadline`` (see :meth:`call_budget`).
+    share of ``deadline`` (see :meth:`call_budget`). ``progress`` is told of every step.
     """
 
     def __init__(self, models: LoadedPair, domain: Domain, deadline: Deadline, gap: float,
-                 options: ProverOptions) -> None:
+                 options: ProverOptions, progress: ProgressFn | None = None) -> None:
         self.deadline = deadline
         self.timeout = deadline.budget
         self.pa, self.pb = models.proto_a, models.proto_b
@@ -101,6 +84,12 @@ class Auditor:
         self.witness_box: list[int] = [0] * m
         self.total_upper: Fraction = Fraction(0)
         self.total_method = ""
+        self.progress = progress
+        self.stream = ""  # the engine's bounds of this pair (see engine_pair)
+        self.pairs: dict[int | None, tuple[Network, Network, PairModel]] = {}
+        self.box_out: list[list[Fraction]] = []  # [box][output]: certified bounds per box
+        self.box_tot: list[Fraction] = []  # [box]: certified bounds of the L-inf total per box
+        self.nodes = 0  # sub-boxes the engine bounded
 
     # -- time
     def remaining(self) -> float:
@@ -116,20 +105,20 @@ class Auditor:
 
     # -- bounds
     def initial_bounds(self) -> None:
-        """Certified upper bounds per box (:func:`certified_difference`) and witnessed lower
-        bounds from the witness search, within a small share of the time."""
-        m = self.f.out_dim
-        per_box_upper = np.zeros(m)
-        names = []
-        for box in self.domain.boxes:  # every box needs a bound: past the deadline, cheap ones
-            ub, name = certified_difference(self.f, self.g, box, self.method, self.deadline)
-            per_box_upper = np.maximum(per_box_upper, ub)
-            names.append(name)
-        for j in range(m):
-            self.upper[j] = Fraction(float(per_box_upper[j]))  # exact value of the float bound
-            self.upper_method[j] = names[0] if len(set(names)) == 1 else "sound bounds per box"
-        self.total_upper = max(self.upper)
-        self.total_method = self.upper_method[int(np.argmax(per_box_upper))]
+        """Certified upper bounds of every output on every whole box (the engine's bounds,
+        :func:`~equivcheck.audit.deviation.engine_pair`) and witnessed lower bounds from the
+        witness search, within a small share of the time."""
+        model, root, self.stream = engine_pair(self.f, self.g, self.domain.boxes)
+        if not np.all(np.isfinite(root)):
+            raise ModelValueError("the deviation bounds overflow float64 (weights or domain too "
+                                  "large to audit)")
+        self.pairs[None] = (self.f, self.g, model)
+        self.box_out = [[Fraction(float(v)) for v in row] for row in root]
+        self.box_tot = [max(row) for row in self.box_out]
+        how = f"{self.stream} on the whole box"
+        self.upper = [max(row[j] for row in self.box_out) for j in range(self.f.out_dim)]
+        self.upper_method = [how] * self.f.out_dim
+        self.total_upper, self.total_method = max(self.upper), how
         # the search and the exact checks of its candidates share one budget; the most
         # deviating candidate of each box is always checked (the lower bound rests on it)
         search = self.deadline.sub(seconds=min(max(0.5, self.timeout * WITNESS_SHARE),
@@ -151,74 +140,118 @@ class Auditor:
                 if rank > 0 and search.expired():
                     break
                 self.offer_witness(cands[i], bi)
+        self.report(None)
 
-    def split_refine(self, deadline: Deadline) -> None:
-        """Tighten the certified bound by splitting the input box (branch and bound).
+    def box_upper(self, bi: int, output: int | None) -> Fraction:
+        """The certified bound of box ``bi`` for ``output`` (None: the L-inf total)."""
+        if output is None:
+            return min(self.box_tot[bi], max(self.box_out[bi]))
+        return min(self.box_out[bi][output], self.box_tot[bi])
 
-        The leaves always cover the domain (each split halves a float box at a float midpoint
-        and both halves keep it), so the maximum of the leaves' sound bounds is a certified
-        bound. The leaf with the largest bound is split along its widest side (relative to the
-        domain). The float32 centre of every new leaf is a witness candidate. Stops when the
-        gap target is met or ``deadline`` has passed.
-        """
-        same = same_shape(self.f, self.g)
-        diff = None if same else difference_network(self.f, self.g)
-        if not same and diff is None:
-            return
-
-        def leaf(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-            if same:
-                dl, du = differential_interval(self.f, self.g, lo, hi, self.method, symbolic=True)
-            else:
-                out = sound_bounds(diff, lo, hi, self.method)[-1]
-                dl, du = out.lower, out.upper
-            return np.maximum(np.abs(dl), np.abs(du))
-
-        heap: list = []
-        count = 0
-        widths = []
-        for bi, box in enumerate(self.domain.boxes):
-            lo, hi = box.lower_float(), box.upper_float()
-            widths.append(np.where(hi > lo, hi - lo, 1.0))
-            ub = leaf(lo, hi)
-            heapq.heappush(heap, (-float(np.max(ub)), count, bi, lo, hi, ub))
-            count += 1
-        f32 = [box.float32_box() for box in self.domain.boxes]
-        splits = 0
-        while not deadline.expired():
-            top = -heap[0][0]
-            lower = float(self.total_lower)
-            if top - lower <= self.gap * top or top == 0:
-                break
-            _, _, bi, lo, hi, _ = heapq.heappop(heap)
-            k = int(np.argmax((hi - lo) / widths[bi]))
-            mid = lo[k] + (hi[k] - lo[k]) / 2
-            if not lo[k] < mid < hi[k]:
-                heapq.heappush(heap, (-top, count, bi, lo, hi, leaf(lo, hi)))
-                break  # cannot split further in float64
-            for clo, chi in ((lo, np.where(np.arange(len(hi)) == k, mid, hi)),
-                             (np.where(np.arange(len(lo)) == k, mid, lo), hi)):
-                ub = leaf(clo, chi)
-                count += 1
-                heapq.heappush(heap, (-float(np.max(ub)), count, bi, clo, chi, ub))
-                if f32[bi] is not None:
-                    x = snap((clo + chi) / 2, *f32[bi])
-                    dev = np.abs(self.f.evaluate(x) - self.g.evaluate(x))
-                    if np.any(dev > np.array([float(v) for v in self.lower]) * (1 + 1e-12)):
-                        self.offer_witness(x, bi)
-            splits += 1
-        if splits == 0:
-            return
-        per_output = np.max(np.vstack([entry[5] for entry in heap]), axis=0)
-        how = f"sound bounds on {len(heap)} sub-boxes (input splitting)"
-        for j in range(len(self.upper)):
-            q = Fraction(float(per_output[j]))
+    def sync(self, how: str) -> None:
+        """Lower the reported upper bounds to what the per-box bounds now certify."""
+        nb = len(self.box_tot)
+        for j in range(self.f.out_dim):
+            q = max(self.box_upper(bi, j) for bi in range(nb))
             if q < self.upper[j]:
-                self.upper[j] = q
-                self.upper_method[j] = how
-        if max(self.upper) < self.total_upper:
-            self.total_upper = max(self.upper)
-            self.total_method = how
+                self.upper[j], self.upper_method[j] = q, how
+        q = max(self.box_upper(bi, None) for bi in range(nb))
+        if q < self.total_upper:
+            self.total_upper, self.total_method = q, how
+
+    def target(self, lower: Fraction) -> Fraction:
+        """The tolerance the engine is asked to prove: the largest float at or below
+        ``lower / (1 - gap)`` (shaved by ``TARGET_SLACK``), so that a proof brings the bounds
+        within the gap; 0 (strict equality) when nothing deviates yet."""
+        if lower == 0:
+            return Fraction(0)
+        return Fraction(float_down(lower / (1 - Fraction(self.gap) * TARGET_SLACK)))
+
+    def pair(self, output: int | None) -> tuple[Network, Network, PairModel]:
+        """The networks (sliced to one output) and the engine's model of them, made once."""
+        if output not in self.pairs:
+            fa, gb = _slice_output(self.f, output), _slice_output(self.g, output)
+            self.pairs[output] = (fa, gb, engine_model(fa, gb, self.stream))
+        return self.pairs[output]
+
+    def tighten(self, output: int | None, deadline: Deadline) -> None:
+        """Narrow ``[lower, upper]`` of the total (``output`` None) or of one output with the
+        engine (:func:`~equivcheck.engine.check_box`), box by box, worst box first.
+
+        The engine is asked whether the deviation stays within :meth:`target` on the box.
+        REFUTED gives a point deviating more, confirmed exactly by :meth:`offer_witness` (the
+        lower bound rises; the question is asked again); PROVED or UNKNOWN give a certified
+        bound of the box (``best_bound``, valid in both cases), which can only lower the upper
+        bound. Stops within the gap, at ``deadline``, or when the engine cannot go further."""
+        f, g, model = self.pair(output)
+        asked: set = set()
+        while not deadline.expired():
+            lower = self.total_lower if output is None else self.lower[output]
+            ups = [self.box_upper(bi, output) for bi in range(len(self.box_tot))]
+            bi = int(np.argmax([float(u) for u in ups]))
+            if _within(lower, ups[bi], self.gap):
+                return
+            t = self.target(lower)
+            if (bi, t) in asked:
+                return  # proved at this target already: the gap is at float resolution
+            asked.add((bi, t))
+            spec = Spec.make(Mode.EPSILON, t) if t > 0 else Spec.make(Mode.STRICT)
+
+            def engine_round(ev: Progress, bi: int = bi) -> None:
+                # the engine's bound at the start of a round covers the whole box already
+                self.bound_box(bi, output, ev.bound, self.nodes + ev.done)
+                self.report(output, ev.open, self.nodes + ev.done)
+
+            res = check_box(f, g, spec, self.domain.boxes[bi], deadline,
+                            EngineOptions(seed=self.options.seed), model=model,
+                            progress=engine_round)
+            self.nodes += res.stats.nodes
+            if res.outcome is Outcome.REFUTED and res.point is not None:
+                self.offer_witness(res.point, bi)
+                now = self.total_lower if output is None else self.lower[output]
+                if now <= lower:  # cannot happen for a confirmed point; never loop on it
+                    return
+            else:
+                self.bound_box(bi, output, res.stats.best_bound, self.nodes)
+            self.report(output, res.stats.open_nodes)
+            if res.outcome is Outcome.UNKNOWN:
+                if not deadline.expired():
+                    what = "total" if output is None else f"output {output}"
+                    self.notes.append(f"{what}: refinement stopped ({res.reason})")
+                return
+
+    def bound_box(self, bi: int, output: int | None, bound: float | None, nodes: int) -> None:
+        """Record a certified bound of box ``bi`` from the engine (None or not finite: none)."""
+        if bound is None or not np.isfinite(bound):
+            return
+        q = Fraction(max(bound, 0.0))
+        if output is None:
+            self.box_tot[bi] = min(self.box_tot[bi], q)
+        else:
+            self.box_out[bi][output] = min(self.box_out[bi][output], q)
+        self.sync(f"{self.stream}, branch and bound ({nodes} nodes)")
+
+    def tighten_outputs(self) -> None:
+        """:meth:`tighten` each output (single-output slices), largest gap first, sharing the
+        time left equally."""
+        m = self.f.out_dim
+        if m == 1:
+            return
+        order = sorted(range(m), key=lambda j: -float(self.upper[j] - self.lower[j]))
+        for k, j in enumerate(order):
+            if self.remaining() < MIN_CALL_SECONDS / 2:
+                return
+            self.tighten(j, self.deadline.sub(1 / (m - k)))
+
+    def report(self, output: int | None, open_nodes: int = 0, done: int | None = None) -> None:
+        """One progress event: the certified total, and the lower bound in the detail."""
+        detail = f"lower {float(self.total_lower):.6g}"
+        if output is not None:
+            detail += (f"; output {output}: [{float(self.lower[output]):.6g}, "
+                       f"{float(self.upper[output]):.6g}]")
+        done = self.nodes if done is None else done
+        report(self.progress, Progress("audit", done, open_nodes, "nodes", float(self.total_upper),
+                                       self.remaining(), detail))
 
     def offer_witness(self, x, box_index: int) -> None:
         """Evaluate ``x`` (floats or exact Fractions) exactly and raise the lower bounds it beats.
@@ -246,37 +279,24 @@ class Auditor:
                               self.witness_exact[j] if j is not None else None)
 
     def set_total_upper(self, value: Fraction, how: str) -> None:
+        """A certified bound of the total on the whole domain (a prover's proof)."""
         value = Fraction(float_up(value))  # certified upper bounds stay float values
-        if value < self.total_upper:
-            self.total_upper = value
-            self.total_method = how
-            for j in range(len(self.upper)):
-                if value < self.upper[j]:
-                    self.upper[j] = value
-                    self.upper_method[j] = how
+        self.box_tot = [min(t, value) for t in self.box_tot]
+        self.sync(how)
 
     # -- proofs
-    def prove(self, mode: Mode, tolerance: Fraction | None, a: Network | None = None,
-              b: Network | None = None) -> ProofResult:
-        """:func:`~equivcheck.solve.prover.prove_networks` of ``a`` and ``b`` (the two models,
-        their counterexamples re-checked in onnxruntime, unless given) on the audit's domain,
-        within :meth:`call_budget`."""
+    def prove(self, mode: Mode, tolerance: Fraction | None) -> ProofResult:
+        """:func:`~equivcheck.solve.prover.prove_networks` of the two models (counterexamples
+        re-checked in onnxruntime) on the audit's domain, within :meth:`call_budget`."""
         budget = self.call_budget()
         options = dataclasses.replace(self.options, timeout=budget.budget)
-        models = (self.pa, self.pb) if a is None else None
-        return prove_networks(self.f if a is None else a, self.g if b is None else b,
-                              Spec.make(mode, tolerance), self.domain, options,
-                              deadline=budget, onnx_models=models)
+        return prove_networks(self.f, self.g, Spec.make(mode, tolerance), self.domain, options,
+                              deadline=budget, onnx_models=(self.pa, self.pb))
 
-    def learn(self, res: ProofResult, tolerance: Fraction, output: int | None) -> None:
+    def learn(self, res: ProofResult, tolerance: Fraction) -> None:
         """Move the bounds with what a PROVED / REFUTED epsilon answer implies."""
         if res.verdict is Verdict.PROVED:
-            if output is None:
-                self.set_total_upper(tolerance, f"proved at epsilon {float(tolerance):g}")
-            elif tolerance < self.upper[output]:
-                self.upper[output] = tolerance
-                self.upper_method[output] = f"proved at epsilon {float(tolerance):g}"
-                self.total_upper = min(self.total_upper, max(self.upper))
+            self.set_total_upper(tolerance, f"proved at epsilon {float(tolerance):g}")
         elif res.verdict is Verdict.REFUTED and res.counterexample is not None:
             self.offer_witness(_cex_point(res.counterexample), res.counterexample.box_index)
 
@@ -293,7 +313,7 @@ class Auditor:
             return CheckVerdict(name, Mode.EPSILON, eps, Verdict.UNKNOWN, "timeout: no time left",
                                 DecidedBy.PROVER)
         res = self.prove(Mode.EPSILON, eps)
-        self.learn(res, eps, None)
+        self.learn(res, eps)
         return CheckVerdict(name, Mode.EPSILON, eps, res.verdict, res.reason, DecidedBy.PROVER,
                             res.counterexample, time.monotonic() - t0)
 
@@ -318,6 +338,10 @@ class Auditor:
     def check_strict(self) -> CheckVerdict:
         if self.total_lower > 0:
             return self.witness_refutation("strict", Mode.STRICT, None)
+        if self.total_upper == 0:
+            return CheckVerdict("strict", Mode.STRICT, None, Verdict.PROVED,
+                                f"certified upper bound 0 ({self.total_method})",
+                                DecidedBy.CERTIFIED_BOUND)
         if self.out_of_time():
             return CheckVerdict("strict", Mode.STRICT, None, Verdict.UNKNOWN,
                                 "timeout: no time left", DecidedBy.PROVER)
@@ -342,75 +366,6 @@ class Auditor:
         return CheckVerdict("argmax", Mode.ARGMAX, None, res.verdict, res.reason, DecidedBy.PROVER,
                             res.counterexample, time.monotonic() - t0)
 
-    def refine_total(self) -> None:
-        """Bisection of [lower, upper] with prove(mode="epsilon") until within the gap.
-
-        Stops as soon as the bounds meet the target, on an UNKNOWN answer, at float resolution,
-        or when no input deviates (lower 0): then only a strict proof could close the gap, and
-        :meth:`check_strict` has already tried it."""
-        while not self.out_of_time() and not self.overall().within(self.gap):
-            lo, hi = self.total_lower, self.total_upper
-            if lo == 0:
-                self.notes.append("refinement stopped: no input deviates and strict equivalence "
-                                  "was not proved, so the relative gap cannot close")
-                return
-            mid = _bisection_point(lo, hi)
-            if mid is None:
-                return  # upper and lower are adjacent floats
-            res = self.prove(Mode.EPSILON, mid)
-            if res.verdict is Verdict.UNKNOWN:
-                self.notes.append(
-                    f"refinement stopped: prove(epsilon={float(mid):g}) was unknown ({res.reason})"
-                )
-                return
-            self.learn(res, mid, None)
-
-    def refine_outputs(self) -> None:
-        """Per-output bisection on single-output slices, largest gap first, while time lasts.
-
-        An output no input deviates on (lower 0) is first checked for strict equality (PROVED
-        closes it at 0, REFUTED gives a witness); bisection toward 0 could never close its
-        relative gap."""
-        m = self.f.out_dim
-        if m == 1:
-            return
-        order = sorted(range(m), key=lambda j: -float(self.upper[j] - self.lower[j]))
-        unknowns = 0  # two UNKNOWN answers in a row: the solver is out of its depth here
-        for j in order:
-            fa, gb = _slice_output(self.f, j), _slice_output(self.g, j)
-            while not self.out_of_time() and unknowns < 2:
-                lo, hi = self.lower[j], self.upper[j]
-                if hi - lo <= self.gap * hi or hi == 0:
-                    break
-                mid = Fraction(0) if lo == 0 else _bisection_point(lo, hi)
-                if mid is None:
-                    break  # at float resolution
-                if mid == 0:
-                    res = self.prove(Mode.STRICT, None, fa, gb)
-                else:
-                    res = self.prove(Mode.EPSILON, mid, fa, gb)
-                what = "strict" if mid == 0 else f"epsilon={float(mid):g}"
-                if res.verdict is Verdict.UNKNOWN:
-                    unknowns += 1
-                    self.notes.append(f"output {j}: refinement stopped, prove({what}) was unknown "
-                                      f"({res.reason})")
-                    break
-                unknowns = 0
-                if res.verdict is Verdict.PROVED:
-                    self.upper[j] = mid
-                    self.upper_method[j] = ("proved strictly equal" if mid == 0
-                                            else f"proved at epsilon {float(mid):g}")
-                elif res.counterexample is not None:
-                    self.offer_witness(_cex_point(res.counterexample), res.counterexample.box_index)
-                    if self.lower[j] == 0:
-                        break  # refuted, yet no exact witness: do not loop on strict
-            if self.out_of_time() or unknowns >= 2:
-                break
-        new_total = max(self.upper)
-        if new_total < self.total_upper:
-            self.total_upper = new_total
-            self.total_method = "per-output bounds"
-
     def per_output(self) -> tuple[DeviationBound, ...]:
         return tuple(
             DeviationBound(j, self.lower[j], self.upper[j], self.witness[j], self.upper_method[j], j,
@@ -423,3 +378,8 @@ def _cex_point(cex: Counterexample) -> tuple:
     """The exact point of a counterexample (its rational input where it has one)."""
     exact = getattr(cex, "exact_input", None)
     return tuple(exact) if exact else tuple(cex.input)
+
+
+def _within(lower: Fraction, upper: Fraction, gap: float) -> bool:
+    """The relative gap test of :meth:`DeviationBound.within`."""
+    return upper == 0 or float(upper - lower) <= gap * float(upper)
