@@ -13,7 +13,6 @@ whole-box bound is smaller (the per-output bounds returned are the smaller of th
 
 from __future__ import annotations
 
-import dataclasses
 from fractions import Fraction
 
 import numpy as np
@@ -40,7 +39,7 @@ def engine_pair(f: Network, g: Network, boxes: tuple[Box, ...]
     model = PairModel.build(f, g)
     candidates = [(model, DIFFERENCE_STREAM if model.same_shape else EACH_NETWORK)]
     if model.same_shape:
-        candidates.append((dataclasses.replace(model, diff=None), EACH_NETWORK))
+        candidates.append((model.streams_apart(), EACH_NETWORK))
     best = bound = None
     for m, name in candidates:
         dev = whole_box_bounds(m, boxes)
@@ -53,7 +52,7 @@ def engine_pair(f: Network, g: Network, boxes: tuple[Box, ...]
 def engine_model(f: Network, g: Network, stream: str) -> PairModel:
     """The engine's model of the pair with the bounds ``stream`` names (see the module doc)."""
     model = PairModel.build(f, g)
-    return dataclasses.replace(model, diff=None) if stream == EACH_NETWORK else model
+    return model.streams_apart() if stream == EACH_NETWORK else model
 
 
 def whole_box_bounds(model: PairModel, boxes: tuple[Box, ...]) -> np.ndarray:
