@@ -37,10 +37,16 @@ from equivcheck.core.spec import Mode, Norm, Spec
 from equivcheck.engine import EngineOptions, EngineResult, Outcome, PairModel, check_box
 from equivcheck.engine.parallel import check_box_parallel
 from equivcheck.solve.encode import encode_disagreement
-from equivcheck.solve.solver import SolveOutcome, SolveStatus, solve_built
+from equivcheck.solve.solver import SolveOutcome, SolveStatus, solve, solve_built
 
 # Rigorous bounds of both networks over a part of the box, computed by ``deadline``.
 PartBounds = Callable[[Box, Deadline], "tuple[list[LayerBounds], list[LayerBounds]]"]
+
+
+# Pairs with at most this many weights and biases are encoded in this process (milliseconds):
+# no child process and no z3 import when the encoding alone shows the outputs are the same.
+# Larger encodings are built in the solver's child, so they too end at the deadline.
+IN_PROCESS_PARAMS = 50_000
 
 
 @dataclass(frozen=True)
@@ -200,8 +206,8 @@ def decide(a: Network, b: Network, spec: Spec, box: Box, bounds_a: list[LayerBou
 
     ``bounds_a``/``bounds_b``/``diff`` are rigorous over ``box``. PROVED only on an unsat
     answer (or when both networks compute their outputs through the same units); REFUTED only
-    with a point whose violation was confirmed in exact arithmetic. The query is encoded in the
-    solver's child process, so a large encoding ends at the deadline too.
+    with a point whose violation was confirmed in exact arithmetic. A large query is encoded in
+    the solver's child process, so its encoding ends at the deadline too.
     """
     if deadline.expired():
         return Decision(SearchOutcome.UNKNOWN, "timeout: no time left for the solver")
@@ -212,21 +218,25 @@ def decide(a: Network, b: Network, spec: Spec, box: Box, bounds_a: list[LayerBou
                 "same_outputs": enc.same_outputs}
         return info, None if enc.same_outputs else enc.text, enc.inputs
 
-    got = solve_built(build, deadline.remaining(), deadline)
-    if got.info is None:
-        return Decision(SearchOutcome.UNKNOWN,
-                        "timeout: the time ran out while encoding the query for the solver",
-                        solver_calls=1)
-    stats = {"unstable": got.info["unstable"], "shared_units": got.info["shared_units"]}
-    if got.info["same_outputs"]:
+    if _params(a) + _params(b) <= IN_PROCESS_PARAMS:  # small: encode here (fast), and
+        info, text, names = build()  # the solver (and z3's import) only if needed
+        out = None if info["same_outputs"] else solve(text, names, deadline.remaining(), deadline)
+    else:
+        got = solve_built(build, deadline.remaining(), deadline)
+        if got.info is None:
+            return Decision(SearchOutcome.UNKNOWN,
+                            "timeout: the time ran out while encoding the query for the solver",
+                            solver_calls=1)
+        info, names, out = got.info, got.names, got.outcome
+    stats = {"unstable": info["unstable"], "shared_units": info["shared_units"]}
+    if info["same_outputs"]:
         return Decision(
             SearchOutcome.PROVED,
             f"both networks compute their outputs through the same units ({stats['shared_units']} "
             "units of b are units of a); no search needed",
             **stats,
         )
-    out = got.outcome
-    verdict = _verdict(a, b, spec, box, got.names, out)
+    verdict = _verdict(a, b, spec, box, names, out)
     if verdict is not None:
         status, reason, point = verdict
         if status is SearchOutcome.PROVED:
@@ -236,6 +246,11 @@ def decide(a: Network, b: Network, spec: Spec, box: Box, bounds_a: list[LayerBou
     why = f"solver timed out after {out.seconds:.3g} s" if timed_out else out.reason
     label = "timeout" if timed_out else "solver gave up"
     return Decision(SearchOutcome.UNKNOWN, f"{label}: {why}", **stats, solver_calls=1)
+
+
+def _params(net: Network) -> int:
+    """Weights and biases of ``net``."""
+    return sum(layer.weight.size + layer.bias.size for layer in net.layers)
 
 
 def _verdict(a: Network, b: Network, spec: Spec, box: Box, names, out: SolveOutcome
