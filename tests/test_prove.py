@@ -442,3 +442,11 @@ def test_no_state_survives_between_calls():
     assert first.verdict is second.verdict is Verdict.PROVED
     assert first.stability == second.stability
     assert [x.parts for x in first.boxes] == [x.parts for x in second.boxes]
+
+
+def test_a_verdict_prints_as_its_label_and_has_no_truth_value():
+    assert str(Verdict.PROVED) == "proved" and f"{Verdict.UNKNOWN}" == "unknown"
+    assert f"{Verdict.REFUTED:>8}" == " refuted"
+    with pytest.raises(TypeError, match="no truth value"):
+        bool(Verdict.UNKNOWN)
+    assert min(Verdict.PROVED, Verdict.UNKNOWN) is Verdict.UNKNOWN  # the order is kept

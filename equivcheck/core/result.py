@@ -147,6 +147,17 @@ class Verdict(enum.IntEnum):
     def label(self) -> str:
         return self.name.lower()
 
+    def __str__(self) -> str:  # print(result.verdict) shows "proved", not "2"
+        return self.label
+
+    def __format__(self, spec: str) -> str:
+        return format(self.label, spec)
+
+    def __bool__(self) -> bool:
+        # ``assert result.verdict`` would pass on UNKNOWN (1) and fail on REFUTED (0)
+        raise TypeError("a Verdict has no truth value: compare it with Verdict.PROVED, or use "
+                        "result.proved")
+
 
 EXIT_CODES = {Verdict.PROVED: 0, Verdict.REFUTED: 1, Verdict.UNKNOWN: 3}
 
