@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from equivcheck.bounds.difference import difference_bounds
 from equivcheck.bounds.interval import LayerBounds, StabilityCode
 from equivcheck.bounds.methods import bounds_pair, sound_bounds
 from equivcheck.core.deadline import Deadline
@@ -42,7 +41,7 @@ from equivcheck.io.domains import parse_domain
 from equivcheck.io.onnx_import import ModelLike, load_model, load_network
 from equivcheck.solve import falsify
 from equivcheck.solve.encode import shared_prefix
-from equivcheck.solve.search import decide, epsilon_bound, search, solver_goes_first
+from equivcheck.solve.search import decide, difference_check, search, solver_goes_first
 from equivcheck.solve.witness import OrtRunner, build_counterexample, exact_evaluation
 
 NOT_EXAMINED = "timeout: the time limit was reached before this box was examined"
@@ -326,7 +325,6 @@ class _BoxRun:
         """The verdict on one box, and the counterexample when it is REFUTED."""
         t0 = time.monotonic()
         a, b, spec, opts, deadline = self.a, self.b, self.spec, self.options, self.deadline
-        lo, hi = box.lower_float(), box.upper_float()
         ba, bb = self.box_bounds(box)
         k = shared_prefix(a, b)
         stab = tuple(stability_table(a, "a", ba, k) + stability_table(b, "b", bb, k))
@@ -340,9 +338,8 @@ class _BoxRun:
             return done(Verdict.PROVED, "the networks are identical after canonicalisation (no search needed)")
 
         # 1. bounds on the difference of same-shaped networks may settle epsilon outright
-        diff = difference_bounds(a, b, lo, hi, ba, bb, symbolic=True, deadline=deadline)
-        eps = epsilon_bound(spec, diff)
-        if eps is not None and eps <= spec.tolerance:
+        diff, eps = difference_check(a, b, spec, box, ba, bb, deadline)
+        if eps is not None:
             return done(
                 Verdict.PROVED,
                 f"difference bounds: ||f(x) - g(x)|| <= {float(eps):.6g} on the whole box (no search needed)",

@@ -66,19 +66,30 @@ class Decision:
     engine_point: bool = False
 
 
-def epsilon_bound(spec: Spec, diff: list[DiffBounds] | None) -> Fraction | None:
-    """The rigorous bound on ||f - g|| that difference bounds give (epsilon mode), else None."""
+def difference_check(a: Network, b: Network, spec: Spec, box: Box, bounds_a: list[LayerBounds],
+                     bounds_b: list[LayerBounds], deadline: Deadline
+                     ) -> tuple[list[DiffBounds] | None, Fraction | None]:
+    """The unit-wise difference bounds of a same-shaped pair over ``box`` (None otherwise), and
+    the rigorous bound on ``||f - g||`` they give when it settles an epsilon spec (else None)."""
+    diff = difference_bounds(a, b, box.lower_float(), box.upper_float(), bounds_a, bounds_b,
+                             symbolic=True, deadline=deadline)
     if diff is None or spec.mode is not Mode.EPSILON:
-        return None
+        return diff, None
     worst = np.maximum(np.abs(diff[-1].post_lower), np.abs(diff[-1].post_upper))
     exact = [Fraction(float(v)) for v in worst]
-    return max(exact) if spec.norm is Norm.LINF else sum(exact, Fraction(0))
+    eps = max(exact) if spec.norm is Norm.LINF else sum(exact, Fraction(0))
+    return diff, eps if eps <= spec.tolerance else None
+
+
+def _falsifies(options: ProverOptions) -> bool:
+    """Whether the check looks for counterexamples by sampling and local search."""
+    return options.falsify and options.falsify_seconds > 0
 
 
 def engine_options(options: ProverOptions) -> EngineOptions:
     """The engine's settings for a check run with ``options`` (no falsification when the
     options turn it off)."""
-    return EngineOptions(seed=options.seed, falsify=options.falsify and options.falsify_seconds > 0)
+    return EngineOptions(seed=options.seed, falsify=_falsifies(options))
 
 
 def solver_goes_first(model: PairModel, stability, options: ProverOptions) -> bool:
@@ -95,8 +106,7 @@ def solver_goes_first(model: PairModel, stability, options: ProverOptions) -> bo
 def engine_alone(spec: Spec, box: Box, options: ProverOptions) -> bool:
     """True when the engine may take all the time of the box (see the module doc). Without its
     falsifier the engine can prove but never refute, so the solver gets the box then too."""
-    falsify = options.falsify and options.falsify_seconds > 0
-    return falsify and spec.mode is not Mode.STRICT and box.dim <= options.max_split_dim
+    return _falsifies(options) and spec.mode is not Mode.STRICT and box.dim <= options.max_split_dim
 
 
 def search(a: Network, b: Network, spec: Spec, box: Box, bounds_a: list[LayerBounds],
@@ -182,10 +192,8 @@ def _close_residue(a: Network, b: Network, spec: Spec, box: Box, residue: list, 
                             parts=nodes, solver_calls=calls)
         leaf = deadline.sub(seconds=deadline.remaining() / (len(parts) - k))
         ba, bb = part_bounds(part, leaf)
-        diff = difference_bounds(a, b, part.lower_float(), part.upper_float(), ba, bb,
-                                 symbolic=True, deadline=leaf)
-        eps = epsilon_bound(spec, diff)
-        if eps is not None and eps <= spec.tolerance:
+        diff, settled = difference_check(a, b, spec, part, ba, bb, leaf)
+        if settled is not None:
             continue
         dec = decide(a, b, spec, part, ba, bb, diff, leaf)
         calls += dec.solver_calls
