@@ -6,7 +6,8 @@ sound bounds say about it: stably inactive units are the constant 0 and vanish f
 layer, stably active units are the identity, and only unstable units get the disjunction
 ``h >= 0, h >= z, (h <= 0 or h <= z)`` (plus their bounds). Layers that are identical at the start
 of both networks are encoded once and shared. Finally the negation of the spec is asserted, so
-*unsat* means the networks agree on the whole box and a model is a counterexample.
+*unsat* means the networks agree on the whole box and a model is a counterexample (for top1, a
+candidate: its confidence condition is relaxed to a necessary linear one, see :func:`_confident`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from equivcheck.bounds.difference import DiffBounds
 from equivcheck.bounds.interval import LayerBounds, StabilityCode
 from equivcheck.core.domain import Box
 from equivcheck.core.network import Network
-from equivcheck.core.spec import Mode, Norm, Spec
+from equivcheck.core.spec import Mode, Norm, Spec, exp_lower, tangent_points
 
 
 def num(v) -> str:
@@ -224,7 +225,7 @@ def _negated_spec(ya: list[str], yb: list[str], spec: Spec, wr: _Writer) -> str:
             ts.append(t)
         total = ts[0] if len(ts) == 1 else "(+ " + " ".join(ts) + ")"
         return f"(assert (> {total} {eps}))"
-    # argmax: class variables chosen as numpy.argmax chooses (first maximal index)
+    # argmax and top1: class variables chosen as numpy.argmax chooses (first maximal index)
     lines = []
     for tag, y in (("ca", ya), ("cb", yb)):
         lines.append(f"(declare-const {tag} Int)")
@@ -236,4 +237,44 @@ def _negated_spec(ya: list[str], yb: list[str], spec: Spec, wr: _Writer) -> str:
             body = "(and " + " ".join(conds) + " true)"
             lines.append(f"(assert (=> (= {tag} {i}) {body}))")
     lines.append("(assert (not (= ca cb)))")
+    if spec.mode is Mode.TOP1:
+        lines.extend(_confident(ya, spec, wr))
     return "\n".join(lines)
+
+
+def _confident(y: list[str], spec: Spec, wr: _Writer) -> list[str]:
+    """top1: "f's softmax confidence in its class i = ca is at least DELTA", relaxed to linear
+    conditions that every confident point meets (so unsat is a proof; a model may still fall
+    short of the confidence, and is only a counterexample once the real softmax confirms it).
+
+    With d_j = y_j - y_i, confidence >= DELTA is sum_{j != i} exp(d_j) <= r = (1 - DELTA) / DELTA.
+    Written: (1) the logit-margin condition y_i - y_j >= ln(DELTA / (1 - DELTA)), with
+    :meth:`Spec.logit_margin` below the logarithm: strictly (``>``: the logarithm of a rational
+    other than 1 is irrational) or ``>=`` when it is exact (DELTA = 1/2); (2) variables
+    u_j >= 0 with sum u_j <= r, each above tangents of exp at rational points t from below,
+    u_j >= e(t) (1 + d_j - t) with e(t) <= exp(t) (:func:`~equivcheck.core.spec.exp_lower`),
+    since exp(d) >= exp(t) (1 + d - t) >= e(t) (1 + d - t) where 1 + d - t >= 0, and
+    e(t) (1 + d - t) <= 0 < exp(d) elsewhere.
+    """
+    n = len(y)
+    margin = spec.logit_margin()
+    low, op = num(margin), ">=" if spec.confidence == Fraction(1, 2) else ">"
+    r = (1 - spec.confidence) / spec.confidence
+    tangents = [(t, exp_lower(t)) for t in tangent_points(r, n)]
+    lines = []
+    for i in range(n):
+        conds = [f"({op} (- {y[i]} {y[j]}) {low})" for j in range(n) if j != i]
+        us = []
+        for j in range(n):
+            if j == i:
+                continue
+            u = f"u_{i}_{j}"
+            wr.declare(u)
+            us.append(u)
+            conds.append(f"(>= {u} 0)")
+            for t, e in tangents:
+                conds.append(f"(>= {u} (* {num(e)} (+ 1 (- {y[j]} {y[i]}) {num(-t)})))")
+        total = us[0] if len(us) == 1 else "(+ " + " ".join(us) + ")"
+        conds.append(f"(<= {total} {num(r)})")
+        lines.append(f"(assert (=> (= ca {i}) (and {' '.join(conds)})))")
+    return lines
