@@ -28,34 +28,62 @@ from equivcheck.io.onnx_affine import DataPath, MapKind, PendingMap
 from equivcheck.io.onnx_files import ModelLike, load_model
 from equivcheck.io.onnx_fold import ConstantFolder
 from equivcheck.io.onnx_graph import FLOAT_TYPES, GraphContext, declared_shape
+from equivcheck.io.onnx_head import OutputHead, check_head, find_head
 from equivcheck.io.onnx_ops import apply_op
 from equivcheck.io.onnx_proto import is_model_proto
 
-__all__ = ["ModelLike", "load_model", "load_network"]
+__all__ = ["ModelLike", "import_graph", "load_model", "load_network", "model_label"]
 
 
-def load_network(model: ModelLike, name: str | None = None) -> Network:
-    """Import an ONNX model (path or ``ModelProto``) as a :class:`Network`.
+def load_network(model: ModelLike, name: str | None = None, *, head_ok: bool = False) -> Network:
+    """Import an ONNX model (path or ``ModelProto``; a torch module is exported first, see
+    :func:`~equivcheck.io.onnx_files.load_model`) as a :class:`Network`.
 
     Promises: the network computes, in exact arithmetic, the function the ONNX graph defines on
     its stored weights, with constant subgraphs valued as onnxruntime computes them (up to
-    float64 folding of BatchNormalization; both recorded in ``notes``).
+    float64 folding of BatchNormalization; both recorded in ``notes``). The one exception is a
+    trailing Softmax/LogSoftmax head (:mod:`equivcheck.io.onnx_head`): with ``head_ok`` it is
+    set aside, the network computes the logits before it and its notes say so; without, it is
+    refused with the reason.
     Raises an :class:`~equivcheck.errors.InputError` subclass naming the file, node or value
     for anything it cannot import.
     """
-    label = name or (str(model) if not is_model_proto(model) else "<model>")
-    return _import_graph(GraphContext(load_model(model), label))
+    label = name or model_label(model)
+    return import_graph(load_model(model), label, head_ok)[0]
 
 
-def _import_graph(ctx: GraphContext) -> Network:
-    """Walk the graph of ``ctx`` node by node along its one data path into a :class:`Network`."""
+def model_label(model) -> str:
+    """How messages and results name a model: its path, ``torch <class>`` for a torch module,
+    the graph's name (else ``<model>``) for a ``ModelProto``."""
+    from equivcheck.io.torch_export import TorchModel, is_torch_module, label
+
+    if isinstance(model, TorchModel):
+        return label(model.module)
+    if is_torch_module(model):
+        return label(model)
+    if is_model_proto(model):
+        return model.graph.name or "<model>"
+    return str(model)
+
+
+def import_graph(proto, label: str, head_ok: bool = False) -> tuple[Network, OutputHead | None]:
+    """The network of a loaded ``ModelProto`` (messages name ``label``), and the
+    Softmax/LogSoftmax head it set aside (only with ``head_ok``; else a head is refused), or
+    None. Promises what :func:`load_network` promises."""
+    ctx = GraphContext(proto, label)
     ctx.read_initializers()
     inp = ctx.data_input()
     ctx.check_single_definitions()
     path = DataPath(ctx, tensor=inp.name, shape=inp.shape, dtype=inp.dtype,
                     pending=PendingMap(n=math.prod(inp.shape)))
     folder = ConstantFolder(ctx)
-    for node in ctx.graph.node:
+    head, set_aside = find_head(ctx.graph), None
+    for index, node in enumerate(ctx.graph.node):
+        if head is not None and index == head.index and head.logits == path.tensor:
+            ctx.check_attributes(node)
+            path.notes.append(check_head(ctx, node, tuple(path.shape), head_ok))
+            path.tensor, set_aside = node.output[0], head
+            continue
         _visit(path, folder, node)
 
     label, out = ctx.label, ctx.graph.output[0]
@@ -91,7 +119,7 @@ def _import_graph(ctx: GraphContext) -> Network:
         output_shape=out_shape,
         source=label,
         notes=tuple(path.notes + folder.notes()),
-    )
+    ), set_aside
 
 
 def _visit(path: DataPath, folder: ConstantFolder, node) -> None:

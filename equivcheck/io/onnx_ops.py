@@ -72,6 +72,11 @@ def apply_op(path: DataPath, node) -> None:
     where = path.where(node)
     rule = OP_RULES.get(op)
     if rule is None:
+        if op in ("Softmax", "LogSoftmax"):
+            raise UnsupportedModelError(
+                f"{where}: {op} is supported only as the output head (the last node, computing "
+                "the graph's output over all its values)"
+            )
         if op in NON_RELU_ACTIVATIONS:
             raise UnsupportedModelError(f"{where}: activation {op} is not supported (only Relu)")
         raise UnsupportedModelError(f"{where}: operator {op} is not supported")
