@@ -13,10 +13,11 @@ import stat
 from pathlib import Path
 from typing import Union
 
-from equivcheck.errors import ModelFileError, UnsupportedModelError
+from equivcheck.errors import InputError, ModelFileError, UnsupportedModelError
 from equivcheck.io.onnx_proto import full_onnx, is_model_proto, pb2
 
-ModelLike = Union[str, os.PathLike, "onnx.ModelProto"]  # noqa: F821
+# A model as users hand it over: a path, an ONNX ModelProto, a torch.nn.Module or a TorchModel
+ModelLike = Union[str, os.PathLike, "onnx.ModelProto", "torch.nn.Module", "TorchModel"]  # noqa: F821
 
 # protobuf cannot parse a model file larger than 2 GiB; refuse before reading one.
 MAX_MODEL_BYTES = 2**31
@@ -44,10 +45,21 @@ def load_model(model: ModelLike) -> "onnx.ModelProto":  # noqa: F821
     opened, so nothing can block); external data must be regular files inside the model's folder.
     Raises :class:`ModelFileError` naming the path (and tensor) for anything else.
     A binary model is parsed by the protobuf classes alone (no ``import onnx``: see
-    :mod:`equivcheck.io.onnx_proto`).
+    :mod:`equivcheck.io.onnx_proto`). A ``torch.nn.Module`` or :class:`TorchModel` is exported
+    in memory (:func:`equivcheck.io.torch_export.export_module`); any other object is an
+    :class:`InputError` naming its type.
     """
     if is_model_proto(model):
         return model
+    from equivcheck.io.torch_export import export_module, is_torch_model
+
+    if is_torch_model(model):
+        return export_module(model)
+    if not isinstance(model, (str, os.PathLike)):
+        raise InputError(
+            f"cannot check a {type(model).__name__}: pass an ONNX file path, an onnx.ModelProto, "
+            "an equivcheck Network or a torch.nn.Module"
+        )
     path = Path(model)
     data = _read_regular_file(path, path, "model")
     try:
