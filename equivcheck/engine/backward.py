@@ -186,9 +186,15 @@ def _delta_relax(nu: np.ndarray, dl, du, flo, fhi, glo, ghi):
     q_lo = np.minimum(lo_l - a_lo * zl, lo_u - a_lo * zu)
     q_up = np.where(use0, np.maximum(q_up, 0.0), q_up)
     q_lo = np.where(use0, np.minimum(q_lo, 0.0), q_lo)
-    # both fixed: exact, the slopes say it (dz kept with slope 1, or nothing)
-    keep = (f_act & g_act) | (f_off & g_act)
-    drop = (f_off & g_off) | (f_act & g_off)
+    # both fixed: exact, the slopes say it (dz kept with slope 1, or nothing). The cases are
+    # told apart in exactly the order :func:`back_difference` uses to move ``z_f`` to f's
+    # stream (a unit with bounds [0, 0] is both "active" and "inactive": both off wins, then f
+    # only, then g only), so the slope here and the part moved there always describe one case.
+    off = f_off & g_off
+    f_only = f_act & g_off & ~off  # delta = z_f: slope 0 here, z_f moved by the caller
+    g_only = f_off & g_act & ~off  # delta = dz - z_f: slope 1 here, -z_f moved by the caller
+    keep = g_only | (f_act & g_act & ~(off | f_only))
+    drop = off | f_only
     fixed = keep | drop
     a_up = np.where(keep, 1.0, np.where(drop, 0.0, a_up))
     a_lo = np.where(keep, 1.0, np.where(drop, 0.0, a_lo))
