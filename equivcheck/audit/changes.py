@@ -3,6 +3,8 @@ hidden unit was stably inactive on the domain (harmless) by sound bounds."""
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 
 from equivcheck.audit.results import ChangeKind, LayerChange, UnitChange
@@ -17,17 +19,41 @@ def domain_stability(net: Network, domain: Domain, method: BoundMethod | str = B
                      deadline: Deadline | None = None) -> list[list[UnitStability]]:
     """Per layer, the stability of each unit on the whole domain by sound bounds: active or
     inactive only when so on every box, else unstable."""
-    per_box = []
+    return domain_bounds(net, domain, method, deadline)[0]
+
+
+def domain_bounds(net: Network, domain: Domain, method: BoundMethod | str = BoundMethod.INTERVAL,
+                  deadline: Deadline | None = None
+                  ) -> tuple[list[list[UnitStability]], list[np.ndarray]]:
+    """:func:`domain_stability`, and per layer a sound upper bound of each unit's
+    pre-activation over the whole domain (the largest over its boxes)."""
+    per_box, uppers = [], []
     for box in domain.boxes:
         bl = sound_bounds(net, box.lower_float(), box.upper_float(), BoundMethod.parse(method),
                           deadline)
         per_box.append([np.sign(lb.stability()) for lb in bl])  # -1 inactive, 0, 1 active
+        uppers.append([lb.upper for lb in bl])
     out = []
     for k in range(len(net.layers)):
         st = np.vstack([pb[k] for pb in per_box])
         code = np.where(np.all(st == st[0], axis=0), st[0], 0)
         out.append([_BY_SIGN[int(c)] for c in code])
-    return out
+    return out, [np.max(np.vstack([u[k] for u in uppers]), axis=0)
+                 for k in range(len(net.layers))]
+
+
+def _reach(upper: float, bias_g: Fraction, out_gone: bool, w_f: np.ndarray,
+           w_g: np.ndarray) -> float:
+    """A bound, rounded up, on how far removing one unit moves any next-layer pre-activation:
+    the original unit outputs r in [0, upper]; the pruned one 0 (outgoing weights gone) or the
+    constant relu(bias_g); its outgoing weights are ``w_f`` and ``w_g`` (exact rationals). The
+    shift ``w_g c - w_f r`` is linear in r, so its largest size is at r = 0 or r = upper."""
+    r_hi = Fraction(max(float(upper), 0.0))
+    c = Fraction(0) if out_gone else max(bias_g, Fraction(0))
+    worst = max((abs(wg * c - wf * r) for wf, wg in zip(w_f, w_g) for r in (Fraction(0), r_hi)),
+                default=Fraction(0))
+    near = float(worst)
+    return float(np.nextafter(near, np.inf)) if Fraction(near) < worst else near
 
 
 _BY_SIGN = {-1: UnitStability.INACTIVE, 0: UnitStability.UNSTABLE, 1: UnitStability.ACTIVE}
@@ -50,7 +76,7 @@ def unit_changes(f: Network, g: Network, domain: Domain,
             f"architectures differ ({f.description} vs {g.description}): no unit-by-unit "
             "comparison"
         )
-    st_f = domain_stability(f, domain, method, deadline)
+    st_f, up_f = domain_bounds(f, domain, method, deadline)
     st_g = domain_stability(g, domain, method, deadline)
     inactive = UnitStability.INACTIVE
     layers, units = [], []
@@ -74,7 +100,9 @@ def unit_changes(f: Network, g: Network, domain: Domain,
                     # incoming gone: the pruned unit is the constant relu(b); 0 iff b <= 0
                     pruned_zero = bool(out_gone[i]) or bias_g[i] <= 0
                     ok = orig is inactive and pruned_zero
-                    units.append(UnitChange(k, i, ChangeKind.REMOVED, orig, ok))
+                    reach = None if ok else _reach(up_f[k][i], bias_g[i], bool(out_gone[i]),
+                                                   nxt_f[:, i], nxt_g[:, i])
+                    units.append(UnitChange(k, i, ChangeKind.REMOVED, orig, ok, reach))
                     n_rem += 1
                     n_rem_ok += ok
                 elif row_changed[i]:

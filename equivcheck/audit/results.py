@@ -112,7 +112,8 @@ class UnitChange:
     ``original`` is the unit's stability on the domain in the original model by sound bounds
     (active, inactive or unstable). A removed unit is ``harmless`` when it was stably inactive
     in the original and outputs 0 in the pruned model too; a changed unit when it is stably
-    inactive in both.
+    inactive in both. ``reach`` (None: not computed) is a certified bound on how far the change
+    of this one unit's output can move any pre-activation of the next layer over the domain.
     """
 
     layer: int
@@ -120,10 +121,17 @@ class UnitChange:
     kind: ChangeKind
     original: UnitStability
     harmless: bool
+    reach: float | None = None
+
+    @property
+    def live(self) -> bool:
+        """A removed unit that was not harmless: removing it can change the outputs."""
+        return self.kind is ChangeKind.REMOVED and not self.harmless
 
     def to_dict(self) -> dict:
         return {"layer": self.layer, "unit": self.unit, "kind": self.kind.value,
-                "original": self.original.value, "harmless": self.harmless}
+                "original": self.original.value, "harmless": self.harmless,
+                "reach": self.reach}
 
 
 @dataclass(frozen=True)
