@@ -103,7 +103,16 @@ def main() -> int:
     ap.add_argument("--only", choices=("acas", "mnist"))
     ap.add_argument("--acas-timeout", type=float, default=10.0)
     ap.add_argument("--mnist-timeout", type=float, default=60.0)
+    ap.add_argument("--alpha-steps", type=int, default=None,
+                    help="the engine's optimised-slope steps (default: the engine's own)")
     args = ap.parse_args()
+    if args.alpha_steps is not None:  # an ablation: the audit's engine calls with other slopes
+        import functools
+
+        import equivcheck.audit.refine as refine
+        from equivcheck.engine import EngineOptions
+
+        refine.EngineOptions = functools.partial(EngineOptions, alpha_steps=args.alpha_steps)
     ok = True
     if args.only in (None, "acas"):
         acas = EXTERNAL / "acasxu"

@@ -1,7 +1,11 @@
 """Benchmark the differential branch-and-bound engine (equivcheck.engine) on ACAS Xu.
 
 Run:  python benchmarks/engine_acas.py [--nets all|some] [--timeout 10] [--prove 4]
-          [--families f16,pruned] [--ablation]
+          [--families f16,pruned] [--ablation] [--props 1,3] [--eps 0.05]
+          [--alpha-steps 0] [--max-nodes 1000 --timeout 120]
+
+``--max-nodes`` with a long ``--timeout`` gives every instance the same node budget whatever
+the machine's load (compare settings by decided counts and CPU seconds, both printed).
 
 Families (issue 10's benchmarks):
 * every ACAS Xu net vs its float16-rounded copy (weights and biases rounded to float16 and back),
@@ -73,7 +77,8 @@ def sampled_violation(f, g, spec, box, rng, count=10_000) -> bool:
     return bool(np.any(norm > float(spec.tolerance)))
 
 
-def run_family(name, make_copy, epsilons, nets, timeout, rng, options=EngineOptions()):
+def run_family(name, make_copy, epsilons, nets, timeout, rng, options=EngineOptions(),
+               props=(1, 2, 3, 4)):
     rows = []
     for i, j in nets:
         f = load_network(ACAS / f"ACASXU_run2a_{i}_{j}_batch_2000.onnx")
@@ -81,21 +86,21 @@ def run_family(name, make_copy, epsilons, nets, timeout, rng, options=EngineOpti
         for eps in epsilons:
             spec = Spec.make("epsilon", eps)
             seen: dict = {}
-            for p in (1, 2, 3, 4):
+            for p in props:
                 box = parse_domain(str(ACAS / f"prop_{p}.vnnlib"), 5).boxes[0]
                 key = (box.lower, box.upper)
                 if key in seen:  # prop_2's box is prop_1's: same instance
                     rows.append(dict(seen[key], prop=p))
                     continue
-                t0 = time.monotonic()
+                t0, c0 = time.monotonic(), time.process_time()
                 res = check_box(f, g, spec, box, Deadline.start(timeout), options)
-                dt = time.monotonic() - t0
+                dt, cpu = time.monotonic() - t0, time.process_time() - c0
                 bad = res.outcome is Outcome.PROVED and sampled_violation(f, g, spec, box, rng)
-                row = dict(net=(i, j), prop=p, eps=eps, outcome=res.outcome.value, seconds=dt,
+                row = dict(net=(i, j), prop=p, eps=eps, outcome=res.outcome.value, seconds=dt, cpu=cpu,
                            nodes=res.stats.nodes, bound=res.stats.best_bound, unsound=bad)
                 seen[key] = row
                 rows.append(row)
-                print(f"  {name} N{i},{j} prop_{p} eps {eps}: {res.outcome.value:8s} {dt:7.3f} s "
+                print(f"  {name} N{i},{j} prop_{p} eps {eps}: {res.outcome.value:8s} {dt:7.3f} s (cpu {cpu:6.3f}) "
                       f"{res.stats.nodes:7d} nodes  bound {res.stats.best_bound:.4g}"
                       + ("  SAMPLED VIOLATION" if bad else ""), flush=True)
     return rows
@@ -107,13 +112,16 @@ def summary(name, rows):
         dec = [r for r in sub if r["outcome"] != "unknown"]
         secs = [r["seconds"] for r in sub]
         nodes = [r["nodes"] for r in sub]
+        cpus = [r["cpu"] for r in sub]
         print(f"{name:>14s} eps {eps:>5s}: decided {len(dec)}/{len(sub)} "
               f"(proved {sum(r['outcome'] == 'proved' for r in sub)}, refuted "
               f"{sum(r['outcome'] == 'refuted' for r in sub)}), seconds median {statistics.median(secs):.3f} "
-              f"max {max(secs):.2f}, nodes median {statistics.median(nodes):.0f} max {max(nodes)}, "
+              f"max {max(secs):.2f} (cpu median {statistics.median(cpus):.3f}), nodes median {statistics.median(nodes):.0f} max {max(nodes)}, "
               f"unsound {sum(r['unsound'] for r in sub)}")
         for p in (1, 3, 4):
             s = [r["seconds"] for r in sub if r["prop"] == p]
+            if not s:
+                continue
             d = sum(r["outcome"] != "unknown" for r in sub if r["prop"] == p)
             print(f"{'':>14s}   prop_{p}{'/2' if p == 1 else '  '}: decided {d}/{len(s)}, "
                   f"median {statistics.median(s):.3f} s")
@@ -167,7 +175,16 @@ def main(argv=None) -> int:
     ap.add_argument("--families", default="f16,pruned")
     ap.add_argument("--prove", type=int, default=2, help="instances per family compared with prove")
     ap.add_argument("--ablation", action="store_true")
+    ap.add_argument("--props", default="1,2,3,4", help="which properties' boxes")
+    ap.add_argument("--eps", default="", help="epsilons (default: the family's two)")
+    ap.add_argument("--alpha-steps", type=int, default=EngineOptions().alpha_steps,
+                    help="optimised-slope steps (0: plain back-substitution)")
+    ap.add_argument("--max-nodes", type=int, default=EngineOptions().max_nodes,
+                    help="node budget per instance (with a long --timeout: a budget that does "
+                    "not depend on the machine's load)")
     args = ap.parse_args(argv)
+    props = tuple(int(p) for p in args.props.split(","))
+    options = EngineOptions(alpha_steps=args.alpha_steps, max_nodes=args.max_nodes)
     if not ACAS.exists():
         print(f"ACAS Xu models not found at {ACAS}", file=sys.stderr)
         return 1
@@ -179,7 +196,9 @@ def main(argv=None) -> int:
     for key in args.families.split(","):
         name, make, epss = fams[key]
         print(f"\n== {name} ({len(nets)} nets x props 1-4 x eps {', '.join(epss)}) ==", flush=True)
-        results[name] = (run_family(name, make, epss, nets, args.timeout, rng), make)
+        if args.eps:
+            epss = tuple(args.eps.split(","))
+        results[name] = (run_family(name, make, epss, nets, args.timeout, rng, options, props), make)
     print("\n== summary (library call, one worker) ==")
     for name, (rows, _) in results.items():
         summary(name, rows)

@@ -70,14 +70,14 @@ def run(sizes, copies, specs, props, timeout, options=EngineOptions()):
                 box = parse_domain(str(MNIST / PROPS[p]), f.in_dim).boxes[0]
                 for text in specs:
                     spec = make_spec(text)
-                    t0 = time.monotonic()
+                    t0, c0 = time.monotonic(), time.process_time()
                     res = check_box(f, g, spec, box, Deadline.start(timeout), options)
-                    dt = time.monotonic() - t0
+                    dt, cpu = time.monotonic() - t0, time.process_time() - c0
                     bad = res.outcome is Outcome.PROVED and sampled_violation(f, g, spec, box, rng)
                     rows.append(dict(family=f"{size} vs {copy}", spec=text, prop=p,
                                      outcome=res.outcome.value, seconds=dt, nodes=res.stats.nodes,
                                      unsound=bad))
-                    print(f"  {size} vs {copy} prop_{p} {text:>6s}: {res.outcome.value:8s} {dt:7.2f} s "
+                    print(f"  {size} vs {copy} prop_{p} {text:>6s}: {res.outcome.value:8s} {dt:7.2f} s (cpu {cpu:6.2f}) "
                           f"{res.stats.nodes:6d} nodes  bound {res.stats.best_bound:.4g}"
                           + ("  SAMPLED VIOLATION" if bad else ""), flush=True)
     return rows
@@ -106,12 +106,14 @@ def main(argv=None) -> int:
     ap.add_argument("--specs", default="0.05,1.0,argmax")
     ap.add_argument("--props", default="0,1")
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds per instance")
+    ap.add_argument("--alpha-steps", type=int, default=EngineOptions().alpha_steps,
+                    help="optimised-slope steps (0: plain back-substitution)")
     args = ap.parse_args(argv)
     if not MNIST.exists():
         print(f"MNIST models not found at {MNIST}", file=sys.stderr)
         return 1
     rows = run(args.sizes.split(","), args.copies.split(","), args.specs.split(","),
-               args.props.split(","), args.timeout)
+               args.props.split(","), args.timeout, EngineOptions(alpha_steps=args.alpha_steps))
     summary(rows)
     return 0
 

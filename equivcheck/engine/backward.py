@@ -116,11 +116,16 @@ def _bu(a: np.ndarray) -> np.ndarray:
     return a.T[:, None, :]
 
 
-def _relu_relax(nu: np.ndarray, lo: np.ndarray, hi: np.ndarray):
+def _relu_relax(nu: np.ndarray, lo: np.ndarray, hi: np.ndarray, alpha: np.ndarray | None = None,
+                trace: list | None = None):
     """CROWN: ``nu_i relu(z_i) <= rho_i z_i + r_i`` on ``[l_i, u_i]`` (``lo``/``hi`` are
     ``[m, B]``). The upper line is the chord (slope ``s >= u / (u - l)``), the lower one has slope
-    1 or 0 (whichever is closer); ``r`` is ``nu`` times the extreme of ``relu(z) - slope z`` at
-    ``l``, ``u`` and 0. Returns ``(rho, r_sum [B, R], mag [B, R])``."""
+    1 or 0 (whichever is closer), or ``alpha`` (``[B, R, m]``, in [0, 1]: alpha-CROWN's optimised
+    slopes, per row) where given; ``r`` is ``nu`` times the extreme of ``relu(z) - slope z`` at
+    ``l``, ``u`` and 0 (for an unstable unit ``relu(z) >= a z`` for every ``a`` in [0, 1], with
+    extreme 0 at the point 0 whatever ``a``, so the constants do not depend on ``alpha``).
+    ``trace`` (a list) receives ``(nu, slope, constant, free)`` per unit for
+    :mod:`equivcheck.engine.alpha`'s gradient. Returns ``(rho, r_sum [B, R], mag [B, R])``."""
     zl, zu = lo.T[:, None, :], hi.T[:, None, :]  # [B, 1, m]
     act = zl >= 0.0
     unst = ~act & (zu > 0.0)
@@ -133,7 +138,12 @@ def _relu_relax(nu: np.ndarray, lo: np.ndarray, hi: np.ndarray):
     pts = (zl, zu, np.where(unst, 0.0, zl))
     q_up = np.maximum.reduce([np.maximum(p, zero) - k_up * p for p in pts])
     q_lo = np.minimum.reduce([np.maximum(p, zero) - k_lo * p for p in pts])
+    if alpha is not None:
+        k_lo = np.where(unst, alpha, k_lo)
     rho, r, anu = _split_apply(nu, k_up, k_lo, q_up, q_lo)
+    if trace is not None:
+        pos = nu > 0.0
+        trace.append((nu, np.where(pos, k_up, k_lo), np.where(pos, q_up, q_lo), unst & (nu < 0.0)))
     zmax = np.maximum(np.abs(lo), np.abs(hi))
     return rho, r, _dot_units(anu, 6.0 * zmax)  # covers the rounding of rho and of r
 
@@ -206,11 +216,14 @@ def _delta_relax(nu: np.ndarray, dl, du, flo, fhi, glo, ghi):
 
 
 def back_network(layers, lo_hist, hi_hist, pm_hist, k: int, c: np.ndarray, xmax: np.ndarray,
-                 nboxes: int) -> Partial:
+                 nboxes: int, alpha: dict | None = None, trace: dict | None = None) -> Partial:
     """Back-substitute rows ``c`` (``[R, m_k]``) on layer ``k``'s pre-activation of one network.
 
     ``lo_hist``/``hi_hist``: concrete pre-activation bounds of layers ``< k``, ``pm_hist``
-    bounds of their absolute values after the activation, ``xmax`` (``[n, B]``) of the input."""
+    bounds of their absolute values after the activation, ``xmax`` (``[n, B]``) of the input.
+    ``alpha`` (layer -> ``[B, R, m]`` slopes in [0, 1]) replaces the lower relaxation slopes of
+    unstable units; ``trace`` (a dict) receives each ReLU layer's relaxation (see
+    :func:`_relu_relax`). The bound is valid for any such slopes."""
     rho = c
     val = np.zeros((nboxes, c.shape[-2]))
     mag = np.zeros_like(val)
@@ -219,7 +232,11 @@ def back_network(layers, lo_hist, hi_hist, pm_hist, k: int, c: np.ndarray, xmax:
         lay = layers[j]
         if j < k:
             if lay.relu:
-                rho, r, m = _relu_relax(rho, lo_hist[j], hi_hist[j])
+                got = [] if trace is not None else None
+                rho, r, m = _relu_relax(rho, lo_hist[j], hi_hist[j],
+                                        None if alpha is None else alpha.get(j), got)
+                if got:
+                    trace[j] = got[0]
                 val += r
                 mag += m
         pm = pm_hist[j - 1] if j > 0 else xmax  # [m_{j-1}, B]
@@ -249,7 +266,10 @@ def _as_br(v: np.ndarray, nboxes: int) -> np.ndarray:
 def back_difference(model: PairModel, hist: History, k: int, c_d: np.ndarray,
                     c_f: np.ndarray | None, xmax: np.ndarray, nboxes: int) -> Partial:
     """Back-substitute rows ``c_d . dz_k + c_f . z_f,k`` (each ``[R, m_k]`` or ``[B, R, m_k]``)
-    of a same-shaped pair through the two streams ``delta`` and ``h_f``."""
+    of a same-shaped pair through the two streams ``delta`` and ``h_f``. (The delta stream's
+    relaxation in ``dz`` has no free slope: its faces are chords of a convex and a concave
+    function, pointwise best. Optimised slopes of f's stream here were measured not to pay:
+    see :mod:`equivcheck.engine.alpha`.)"""
     rd = c_d
     rf = c_f if c_f is not None else np.zeros_like(c_d)
     val = np.zeros((nboxes, c_d.shape[-2]))

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from equivcheck.engine.alpha import optimise_rows
 from equivcheck.engine.backward import (
     History,
     back_difference,
@@ -137,8 +138,9 @@ def _refine_units(mask: np.ndarray, lo, hi, run):
 class _Refiner:
     """Back-substitution of the units whose forward bounds are not good enough."""
 
-    def __init__(self, model: PairModel, boxes: Boxes, hist: History):
+    def __init__(self, model: PairModel, boxes: Boxes, hist: History, alpha_steps: int = 0):
         self.model, self.boxes, self.hist = model, boxes, hist
+        self.alpha_steps = alpha_steps
         self.fac = back_factor(model)
         self.out_nu = None  # input coefficients of the back-substituted output differences
 
@@ -152,6 +154,9 @@ class _Refiner:
         mask = np.ones_like(lo, dtype=bool) if all_units else (lo < 0) & (hi > 0)
 
         def run(c):
+            if self.alpha_steps:
+                return optimise_rows(layers, lo_h, hi_h, pm_h, k, c, self.boxes, self.fac,
+                                     self.tiny(), self.alpha_steps)[0]
             p = back_network(layers, lo_h, hi_h, pm_h, k, c, self.boxes.xmax, self.boxes.count)
             return concretize(p, self.boxes, self.fac, self.tiny())
 
@@ -186,7 +191,7 @@ class _Refiner:
 
 def pair_bounds(model: PairModel, boxes: Boxes, refine: str = "all",
                 prior: History | None = None, hidden_diff: bool = False,
-                symbolic: bool = True) -> PairBounds:
+                symbolic: bool = True, alpha_steps: int = 0) -> PairBounds:
     """Bounds of f, g and f - g on their outputs over every box of ``boxes`` at once.
 
     ``refine``: "none" (forward symbolic bounds only), "output" (the output bounds also by
@@ -198,7 +203,10 @@ def pair_bounds(model: PairModel, boxes: Boxes, refine: str = "all",
     ``benchmarks/engine_acas.py``). For same-shaped pairs g's hidden bounds are not
     back-substituted: ``z_g = z_f - dz`` gives them from f's and the difference's.
     ``symbolic=False`` (only with a ``refine``): the forward pass is interval arithmetic
-    (:class:`~equivcheck.engine.forward.IntervalView`), the back-substitution does the rest."""
+    (:class:`~equivcheck.engine.forward.IntervalView`), the back-substitution does the rest.
+    ``alpha_steps`` (with a ``refine``): each network's hidden units are back-substituted with
+    lower slopes optimised by that many gradient steps (:mod:`equivcheck.engine.alpha`; any
+    slopes give rigorous bounds, the best of the steps is kept)."""
     real = boxes
     if not symbolic and refine != "none":
         boxes = IntervalView(real)
@@ -206,7 +214,7 @@ def pair_bounds(model: PairModel, boxes: Boxes, refine: str = "all",
     hf = hg = inp
     same = model.same_shape
     hist = History()
-    ref = _Refiner(model, real, hist) if refine != "none" else None
+    ref = _Refiner(model, real, hist, alpha_steps) if refine != "none" else None
     delta = None
     if same:
         n, b = inp.lo.shape
