@@ -27,18 +27,20 @@ LAYER_OF = {
     "io": "io",
     "bounds": "bounds",
     "engine": "engine",
+    "canon": "canon",
     "solve": "solve",
     "compress": "compress",
     "audit": "audit",
     "regions": "regions",
+    "campaign": "campaign",
     "report": "report",
     "testing": "report",
     "": "report",  # equivcheck/__init__.py
     "cli": "cli",
     "pytest_plugin": "cli",
 }
-_BELOW_FEATURES = {"errors", "core", "io", "bounds", "engine", "solve"}
-_FEATURES = {"compress", "audit", "regions"}
+_BELOW_FEATURES = {"errors", "core", "io", "bounds", "engine", "canon", "solve"}
+_FEATURES = {"compress", "audit", "regions", "campaign"}
 # what each layer may import besides itself (everything may import errors)
 MAY_IMPORT = {
     "errors": set(),
@@ -46,10 +48,12 @@ MAY_IMPORT = {
     "io": {"errors", "core"},
     "bounds": {"errors", "core", "io"},
     "engine": {"errors", "core", "io", "bounds"},
-    "solve": {"errors", "core", "io", "bounds", "engine"},
+    "canon": {"errors", "core", "io", "bounds"},
+    "solve": {"errors", "core", "io", "bounds", "engine", "canon"},
     "compress": _BELOW_FEATURES,
     "audit": _BELOW_FEATURES,
     "regions": _BELOW_FEATURES,
+    "campaign": _BELOW_FEATURES,
     "report": _BELOW_FEATURES | _FEATURES,
     "cli": set(LAYER_OF.values()),
 }

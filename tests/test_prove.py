@@ -50,7 +50,7 @@ def test_network_against_itself_needs_no_search():
     a = random_net(np.random.default_rng(0), [4, 8, 8, 3])
     r = equivcheck.prove(a, a, domain="-1:1")
     assert r.verdict is Verdict.PROVED
-    assert "identical" in r.reason
+    assert "same layers" in r.reason
     assert all(s.shared for s in r.stability)
 
 
@@ -59,7 +59,7 @@ def test_permuted_hidden_units_proved():
     b = permute_hidden(a, 0, [5, 3, 1, 0, 2, 4])
     r = equivcheck.prove(a, b, domain="-1:1", timeout=60)
     assert r.verdict is Verdict.PROVED, r.reason
-    assert "same units" in r.reason  # units matched through the permutation, no search
+    assert "layer permuted" in r.reason  # units matched through the permutation, no search
 
 
 def test_removing_stably_inactive_unit_proved():
@@ -133,13 +133,15 @@ def test_epsilon_solver_proves_what_sampling_cannot_refute():
     b = random_net(np.random.default_rng(6), [2, 6, 6, 2])  # same weights, fresh objects
     b = b.with_layers([b.layers[0], b.layers[1], Layer(Affine(f32(b.layers[2].weight * (1 + 2**-10)), b.layers[2].bias), False)])
     b = with_extra_unit(b, 1)  # a different shape: no unit-wise difference bounds
-    r = equivcheck.prove(a, b, domain="-1:1", mode="epsilon", tolerance="0.5")
-    assert r.verdict is Verdict.PROVED
-    assert "solver" in r.reason  # shapes differ: the solver's first try, sharing units
     from equivcheck.core.options import ProverOptions
 
+    # (canonical=False: the canonical forms would settle this pair before any search)
     r = equivcheck.prove(a, b, domain="-1:1", mode="epsilon", tolerance="0.5",
-                         options=ProverOptions(engine=False))
+                         options=ProverOptions(canonical=False))
+    assert r.verdict is Verdict.PROVED
+    assert "solver" in r.reason  # shapes differ: the solver's first try, sharing units
+    r = equivcheck.prove(a, b, domain="-1:1", mode="epsilon", tolerance="0.5",
+                         options=ProverOptions(engine=False, canonical=False))
     assert r.verdict is Verdict.PROVED and "solver" in r.reason
 
 
@@ -243,7 +245,7 @@ def test_positively_rescaled_units_proved_without_search():
     ])
     r = equivcheck.prove(a, b, domain="-1:1")
     assert r.verdict is Verdict.PROVED
-    assert "same units" in r.reason
+    assert "units rescaled" in r.reason
     # a rescaling by a negative factor is a different function: not shared, and refuted
     w0n = l0.weight.copy()
     w0n[0] *= -1

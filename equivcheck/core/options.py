@@ -84,6 +84,9 @@ class ProverOptions:
     timeout: float = DEFAULT_TIMEOUT
     bound_method: BoundMethod = BoundMethod.INTERVAL
     seed: int = 0
+    # bring both networks to the canonical form first (equivcheck.canon): equal forms prove the
+    # pair without search
+    canonical: bool = True
     # the falsifier (sampling and local search) before the exact query, on every box
     falsify: bool = True
     falsify_share: float = 1 / 4
@@ -114,7 +117,7 @@ class ProverOptions:
         object.__setattr__(self, "timeout", validate_timeout(self.timeout, allow_zero=True))
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise InputError(f"seed must be an integer, got {self.seed!r}")
-        for name in ("falsify", "engine"):
+        for name in ("falsify", "engine", "canonical"):
             if not isinstance(getattr(self, name), bool):
                 raise InputError(f"{name} must be True or False, got {getattr(self, name)!r}")
         for name in ("falsify_share", "engine_share", "first_try_share", "lp_bound_share",
@@ -148,3 +151,100 @@ def _check_number(name: str, value, upper: float) -> None:
         raise InputError(f"{name} must be a number, got {value!r}")
     if not (0 <= value <= upper):  # False for NaN
         raise InputError(f"{name} must lie in [0, {upper:g}], got {value!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# project defaults: [tool.equivcheck] in the user's pyproject.toml
+
+UNKNOWN_ACTIONS = ("fail", "skip", "xfail")  # what an UNKNOWN verdict does in a test suite
+PROJECT_KEYS = ("timeout", "mode", "tolerance", "norm", "bounds", "unknown")
+
+
+@dataclass(frozen=True)
+class ProjectDefaults:
+    """The defaults a project sets in the ``[tool.equivcheck]`` table of its ``pyproject.toml``
+    (``source``: that file, None when there is none). Each value is None when not set; a set
+    value is already checked. ``timeout`` (seconds) is the limit of one check (``prove``,
+    ``regions count`` and each pytest check; ``compress`` and ``audit`` keep their own);
+    ``tolerance`` is decimal text, read exactly, and applies only when the mode is epsilon.
+    The command line, and in pytest the ini file and the marker, win over these."""
+
+    source: str | None = None
+    timeout: float | None = None
+    mode: str | None = None
+    tolerance: str | None = None
+    norm: str | None = None
+    bounds: str | None = None
+    unknown: str | None = None
+
+
+def find_pyproject(start=None):
+    """The nearest ``pyproject.toml`` in ``start`` (default: the current folder) or a folder
+    above it, or None."""
+    from pathlib import Path
+
+    folder = Path(start if start is not None else ".").resolve()
+    for candidate in (folder, *folder.parents):
+        path = candidate / "pyproject.toml"
+        if path.is_file():
+            return path
+    return None
+
+
+def project_defaults(start=None) -> ProjectDefaults:
+    """The ``[tool.equivcheck]`` defaults of the nearest ``pyproject.toml`` (see
+    :func:`find_pyproject`); empty defaults when there is no such file or table. Raises
+    :class:`InputError` (one line naming the file and the key) for a file that is not TOML, an
+    unknown key or a bad value, so a typo never silently falls back to a default."""
+    path = find_pyproject(start)
+    if path is None:
+        return ProjectDefaults()
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise InputError(f"{path}: cannot read it as TOML ({exc})") from None
+    table = data.get("tool", {}).get("equivcheck") if isinstance(data.get("tool"), dict) else None
+    if table is None:
+        return ProjectDefaults(source=str(path))
+    where = f"{path}: [tool.equivcheck]"
+    if not isinstance(table, dict):
+        raise InputError(f"{where} must be a table")
+    unknown = sorted(set(table) - set(PROJECT_KEYS))
+    if unknown:
+        raise InputError(f"{where} has unknown key(s) {', '.join(unknown)} "
+                         f"(known: {', '.join(PROJECT_KEYS)})")
+    values = {key: _project_value(key, value, where) for key, value in table.items()}
+    return ProjectDefaults(source=str(path), **values)
+
+
+def _project_value(key: str, value, where: str):
+    """One checked ``[tool.equivcheck]`` value."""
+    from equivcheck.core.spec import Mode, Norm
+
+    choices = {"mode": [m.value for m in Mode], "norm": [n.value for n in Norm],
+               "bounds": [m.value for m in BoundMethod], "unknown": list(UNKNOWN_ACTIONS)}
+    if key == "timeout":
+        try:
+            return validate_timeout(value, "timeout")
+        except InputError as exc:
+            raise InputError(f"{where} {exc}") from None
+    if key == "tolerance":
+        from equivcheck.core.rational import parse_decimal
+
+        text = value if isinstance(value, str) else repr(value)
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise InputError(f"{where} tolerance must be a decimal number, got {value!r}")
+        try:
+            q = parse_decimal(text)
+        except ValueError:
+            raise InputError(f"{where} tolerance {value!r} is not a decimal number") from None
+        if q < 0:
+            raise InputError(f"{where} tolerance {value!r} is negative")
+        return text
+    if value not in choices[key]:
+        raise InputError(f"{where} {key} = {value!r}: use one of {', '.join(choices[key])}")
+    return value

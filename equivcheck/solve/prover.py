@@ -19,6 +19,7 @@ import numpy as np
 
 from equivcheck.bounds.interval import LayerBounds, StabilityCode
 from equivcheck.bounds.methods import bounds_pair, sound_bounds
+from equivcheck.canon import CanonResult, canonical_check
 from equivcheck.core.deadline import Deadline
 from equivcheck.core.domain import Box, Domain
 from equivcheck.core.exact import snap
@@ -38,13 +39,16 @@ from equivcheck.engine import PairModel
 from equivcheck.engine.units import split_inputs
 from equivcheck.errors import InputError, ShapeMismatchError
 from equivcheck.io.domains import parse_domain
-from equivcheck.io.onnx_import import ModelLike, load_model, load_network
+from equivcheck.io.models import load_models
+from equivcheck.io.onnx_import import ModelLike
 from equivcheck.solve import falsify
 from equivcheck.solve.encode import shared_prefix
 from equivcheck.solve.search import decide, difference_check, search, solver_goes_first
 from equivcheck.solve.witness import OrtRunner, build_counterexample, exact_evaluation
 
 NOT_EXAMINED = "timeout: the time limit was reached before this box was examined"
+CANON_SHARE = 0.4  # of the time left, at most, for the canonical forms (a rewritten 256x6 MNIST
+# pair takes two passes, 25 s on a loaded machine; a pair that differs stops at its first layer)
 _DECIDED = {SearchOutcome.PROVED: Verdict.PROVED, SearchOutcome.REFUTED: Verdict.REFUTED,
             SearchOutcome.UNKNOWN: Verdict.UNKNOWN}
 
@@ -94,16 +98,15 @@ class LoadedPair:
     net_b: Network
 
 
-def load_pair(a: ModelLike | Network, b: ModelLike | Network) -> LoadedPair:
-    """Load two models (paths, ``onnx.ModelProto`` s or :class:`Network` s) and check that their
-    inputs and outputs have the same sizes (:class:`ShapeMismatchError` if not)."""
-    pa = a if isinstance(a, Network) else load_model(a)
-    pb = b if isinstance(b, Network) else load_model(b)
-    na = a if isinstance(a, Network) else load_network(pa, name=_label(a))
-    nb = b if isinstance(b, Network) else load_network(pb, name=_label(b))
-    check_pair(na, nb)
-    return LoadedPair(None if isinstance(a, Network) else pa,
-                      None if isinstance(b, Network) else pb, na, nb)
+def load_pair(a: ModelLike | Network, b: ModelLike | Network, spec: Spec | None = None,
+              dim: int | None = None) -> LoadedPair:
+    """Load two models (paths, ``onnx.ModelProto`` s, :class:`Network` s or torch modules, see
+    :func:`equivcheck.io.models.load_models`; a Softmax/LogSoftmax head only when ``spec``
+    accepts one) and check that their inputs and outputs have the same sizes
+    (:class:`ShapeMismatchError` if not)."""
+    ma, mb = load_models(a, b, spec, dim=dim)
+    check_pair(ma.net, mb.net)
+    return LoadedPair(ma.proto, mb.proto, ma.net, mb.net)
 
 
 def check_pair(a: Network, b: Network) -> None:
@@ -112,10 +115,6 @@ def check_pair(a: Network, b: Network) -> None:
         raise ShapeMismatchError(f"{a.source} takes {a.in_dim} inputs but {b.source} takes {b.in_dim}")
     if a.out_dim != b.out_dim:
         raise ShapeMismatchError(f"{a.source} has {a.out_dim} outputs but {b.source} has {b.out_dim}")
-
-
-def _label(m) -> str:
-    return str(m) if not hasattr(m, "SerializeToString") else (m.graph.name or "<model>")
 
 
 def stability_table(net: Network, tag: str, bounds: list[LayerBounds], shared: int) -> list[LayerStability]:
@@ -151,6 +150,8 @@ def prove(
     seed: int | None = None,
     bounds: BoundMethod | str | None = None,
     *,
+    confidence=None,
+    logits: bool = False,
     options: ProverOptions | None = None,
     progress: ProgressFn | None = None,
 ) -> ProofResult:
@@ -158,7 +159,8 @@ def prove(
 
     ``a``/``b`` are paths, ``onnx.ModelProto`` s or :class:`Network` s; ``domain`` is text
     (``"LO:HI"``, a ``.vnnlib`` or ``.json`` path), a :class:`Domain` or None (``[0, 1]`` on every
-    input); ``mode``/``tolerance``/``norm`` make the :class:`Spec`. The choices of the check are
+    input); ``mode``/``tolerance``/``norm``/``confidence`` (top1's DELTA)/``logits`` (compare
+    the outputs before a Softmax/LogSoftmax head) make the :class:`Spec`. The choices of the check are
     ``options`` (default :class:`ProverOptions`), of which ``timeout``, ``falsify_seconds``,
     ``seed`` and ``bounds`` (the bound method: "interval", "symbolic", "lp" or "exact") override
     one field each when given; ``progress`` is called now and then during the search (see
@@ -184,8 +186,8 @@ def prove(
     opts = dataclasses.replace(options or ProverOptions(), **changes)
     if deadline is None:
         deadline = Deadline.start(opts.timeout)
-    spec = Spec.make(mode, tolerance, norm)
-    models = load_pair(a, b)
+    spec = Spec.make(mode, tolerance, norm, confidence, logits)
+    models = load_pair(a, b, spec, dim=domain.dim if isinstance(domain, Domain) else None)
     dom = parse_domain(domain, models.net_a.in_dim)
     result = prove_networks(models.net_a, models.net_b, spec, dom, opts, deadline=deadline,
                             onnx_models=(models.proto_a, models.proto_b), progress=progress)
@@ -215,7 +217,9 @@ def prove_networks(
       models ``a`` and ``b`` were imported from, when both are given);
     * UNKNOWN: the time ran out or the solver gave up; ``reason`` says which.
 
-    Each box goes through cheap difference bounds, then (``options.engine``) the
+    First the canonical forms of both networks (:func:`equivcheck.canon.canonical_check`, exact):
+    when they prove the spec, that is the verdict and ``reason`` names the rewrites recognised;
+    otherwise each box goes through cheap difference bounds, then (``options.engine``) the
     branch-and-bound engine, with the solver on what the engine's bounds cannot close
     (:func:`equivcheck.solve.search.search`), else the falsifier and the solver on the box.
     ``progress`` gets the engine's reports.
@@ -237,13 +241,19 @@ def prove_networks(
                                  f"take {a.in_dim}")
     known = known_bounds or KnownBounds()
     known.check(a, b)
-    proto_a, proto_b = onnx_models if onnx_models is not None else (None, None)
-    runner = OrtRunner() if proto_a is not None and proto_b is not None else None
-    model = PairModel.build(a, b) if options.engine and spec.mode is not Mode.STRICT else None
-    run = _BoxRun(a, b, spec, options, known, deadline, proto_a, proto_b, runner, model, progress)
     box_results: list[BoxResult] = []
     cex: Counterexample | None = None
-    for index, box in enumerate(domain.boxes):
+    # 0. canonical forms (exact): equal forms prove the pair; anything else searches as before
+    canon = (canonical_check(a, b, spec, domain, deadline.sub(CANON_SHARE))
+             if options.canonical else CanonResult(False, "not asked for"))
+    proto_a, proto_b = onnx_models if onnx_models is not None else (None, None)
+    runner = OrtRunner() if proto_a is not None and proto_b is not None and not canon.proved else None
+    model = (PairModel.build(a, b) if options.engine and spec.mode not in (Mode.STRICT, Mode.TOP1)
+             and not canon.proved else None)  # the engine does not judge top1: the solver does
+    run = _BoxRun(a, b, spec, options, known, deadline, proto_a, proto_b, runner, model, progress)
+    if canon.proved:  # each box with its stability table, as a searched box has it
+        box_results = [run.canonical_box(box, i, canon.reason) for i, box in enumerate(domain.boxes)]
+    for index, box in enumerate(domain.boxes if not canon.proved else ()):
         if deadline.expired():  # no per-box work once the time is up
             box_results.extend(BoxResult(i, Verdict.UNKNOWN, NOT_EXAMINED)
                                for i in range(index, len(domain.boxes)))
@@ -253,7 +263,8 @@ def prove_networks(
         if found is not None:
             cex = found
             break
-    verdict, reason = _summary(box_results, len(domain.boxes))
+    verdict, reason = ((Verdict.PROVED, canon.reason) if canon.proved
+                       else _summary(box_results, len(domain.boxes)))
     notes = tuple(a.notes) + tuple(b.notes)
     if domain.is_default:
         notes += ("no --domain given: checked the default domain [0, 1] on every input",)
@@ -321,6 +332,15 @@ class _BoxRun:
                 sound_bounds(self.b, lo, hi, method, deadline, self.known.b))
 
     # -- one box
+    def canonical_box(self, box: Box, index: int, reason: str) -> BoxResult:
+        """The PROVED result of a box the canonical forms settled, with the stability table of
+        the options' bounds (no search)."""
+        t0 = time.monotonic()
+        ba, bb = self.box_bounds(box)
+        k = shared_prefix(self.a, self.b)
+        stab = tuple(stability_table(self.a, "a", ba, k) + stability_table(self.b, "b", bb, k))
+        return BoxResult(index, Verdict.PROVED, reason, stab, 0, k, 0, 0, time.monotonic() - t0)
+
     def prove_box(self, box: Box, index: int) -> tuple[BoxResult, Counterexample | None]:
         """The verdict on one box, and the counterexample when it is REFUTED."""
         t0 = time.monotonic()
