@@ -1,0 +1,200 @@
+"""Benchmark campaigns (issue 14): the ACAS Xu float16 family on 1 and 2 local workers and on a
+2-worker Dask LocalCluster, the per-task overheads, and one hard MNIST check on 1 vs 2 Dask
+workers.
+
+Run:  python benchmarks/campaign.py [--limit N] [--timeout 30] [--skip-mnist]
+          [--mnist-net 256x2] [--mnist-prop 0] [--mnist-eps 0.05] [--mnist-copy f16|pruned]
+          [--mnist-timeout 120] [--work DIR]
+
+The family (as benchmarks/engine_acas.py makes it): each of the 45 ACAS Xu nets against its
+copy with weights and biases rounded to float16 and back (written as ONNX files to ``--work``),
+on the boxes of prop_1..prop_4, epsilon 0.05 (L-inf): 180 instances, one CSV row each.
+``--limit N`` runs the first N rows (nets in order, the four props of each). Each configuration
+runs the same CSV through ``run_campaign``; printed: wall seconds, verdict counts, the ratio of
+wall times (1 worker / the others), and any verdict that differs between two configurations
+where both decided (then the script exits 1).
+
+Overheads (what docs/campaigns.md extrapolates to 64 workers from): an instance in a forked
+child against in-process (the same instance, the difference per instance), a Dask task's
+round trip (one trivial task at a time) and its throughput (many trivial tasks on 2 workers),
+the LocalCluster's start.
+
+The MNIST check: ``prove_distributed`` with no first slice on a LocalCluster of 1 and of 2
+workers (one part per worker), and the one-machine ``prove`` for reference; wall seconds, nodes.
+BLAS is limited to one thread (set before numpy is imported).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from engine_acas import ACAS, float16_copy, pruned_copy  # noqa: E402
+
+from equivcheck.campaign.instances import read_instances  # noqa: E402
+from equivcheck.campaign.runner import run_campaign  # noqa: E402
+from equivcheck.io.onnx_export import export_network  # noqa: E402
+from equivcheck.io.onnx_import import load_network  # noqa: E402
+
+MNIST = ACAS.parent / "mnistfc"
+MNIST_PROPS = {"0": "prop_0_0.03.vnnlib", "1": "prop_1_0.05.vnnlib"}
+
+
+def write_family(work: Path, timeout: float) -> Path:
+    """The f16 copies as ONNX files in ``work`` and the 180-row CSV; returns the CSV."""
+    rows = []
+    for i in range(1, 6):
+        for j in range(1, 10):
+            a = ACAS / f"ACASXU_run2a_{i}_{j}_batch_2000.onnx"
+            b = work / f"f16_{i}_{j}.onnx"
+            if not b.exists():
+                export_network(float16_copy(load_network(a)), b)
+            for p in range(1, 5):
+                rows.append(f"{a},{b},{ACAS / f'prop_{p}.vnnlib'},epsilon,0.05,{timeout:g},prop_{p}")
+    csv = work / "acas_f16.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    return csv
+
+
+def run(label: str, insts, **kw) -> tuple[float, dict[int, str], dict[int, float]]:
+    t0 = time.monotonic()
+    res = run_campaign(insts, **kw)
+    wall = time.monotonic() - t0
+    verdicts = {r["row"]: r["verdict"] for r in res.records}
+    seconds = {r["row"]: float(r.get("seconds") or 0) for r in res.records}
+    counts = dict(res.summary.counts)
+    print(f"  {label:<26s} wall {wall:8.2f} s  proved {counts['proved']:3d}  refuted "
+          f"{counts['refuted']:3d}  unknown {counts['unknown']:3d}  error {counts['error']:3d}  "
+          f"median {res.summary.median_seconds:.3f} s  max {res.summary.max_seconds:.3f} s",
+          flush=True)
+    return wall, verdicts, seconds
+
+
+def overheads(inst) -> None:
+    from distributed import Client, LocalCluster
+
+    from equivcheck.campaign.isolate import run_instance, run_isolated
+
+    run_instance(inst)  # warm: imports, onnxruntime
+    k = 5
+    t0 = time.monotonic()
+    for _ in range(k):
+        run_instance(inst)
+    inproc = (time.monotonic() - t0) / k
+    t0 = time.monotonic()
+    for _ in range(k):
+        run_isolated(inst)
+    forked = (time.monotonic() - t0) / k
+    print(f"  instance row {inst.row}: in-process {inproc:.3f} s, in a forked child "
+          f"{forked:.3f} s (overhead {forked - inproc:+.3f} s per instance)")
+    t0 = time.monotonic()
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        start = time.monotonic() - t0
+        client.submit(abs, -1, pure=False).result()
+        n = 50
+        t0 = time.monotonic()
+        for _ in range(n):
+            client.submit(abs, -1, pure=False).result()
+        trip = (time.monotonic() - t0) / n
+        m = 500
+        t0 = time.monotonic()
+        client.gather([client.submit(abs, -k, pure=False) for k in range(m)])
+        through = (time.monotonic() - t0) / m
+    print(f"  Dask LocalCluster (2 workers): start {start:.2f} s, task round trip "
+          f"{1000 * trip:.1f} ms, {m} tasks at once {1000 * through:.2f} ms per task")
+
+
+def mnist(args) -> None:
+    from equivcheck.campaign.cluster import connect
+    from equivcheck.campaign.distributed import prove_distributed
+    from equivcheck.core.options import ProverOptions
+    from equivcheck.solve.prover import prove
+
+    a = MNIST / f"mnist-net_{args.mnist_net}.onnx"
+    b = Path(args.work) / f"mnist_{args.mnist_net}_{args.mnist_copy}.onnx"
+    copy = float16_copy if args.mnist_copy == "f16" else (lambda n: pruned_copy(n, 0.1))
+    export_network(copy(load_network(a)), b)
+    kw = dict(domain=str(MNIST / MNIST_PROPS[args.mnist_prop]), mode="epsilon",
+              tolerance=args.mnist_eps, timeout=args.mnist_timeout)
+    print(f"\n== MNIST {args.mnist_net} vs {args.mnist_copy}, prop_{args.mnist_prop}, "
+          f"eps {args.mnist_eps}, timeout {args.mnist_timeout:g} s ==", flush=True)
+    t0 = time.monotonic()
+    r = prove(a, b, **kw, options=ProverOptions(workers=1))
+    print(f"  prove, 1 process           {r.verdict.label:8s} {time.monotonic() - t0:8.2f} s  "
+          f"{r.reason}", flush=True)
+    walls = {}
+    for n in (1, 2):
+        with connect("local", n) as client:
+            t0 = time.monotonic()
+            r = prove_distributed(a, b, **kw, client=client, first_seconds=0)
+            walls[n] = time.monotonic() - t0
+        print(f"  Dask, {n} worker(s)          {r.verdict.label:8s} {walls[n]:8.2f} s  "
+              f"{r.reason} [{r.notes[-1]}]", flush=True)
+    print(f"  ratio 1 / 2 Dask workers: {walls[1] / walls[2]:.2f}")
+
+
+def campaign(insts, timeout: float):
+    """The three configurations; (disagreements, the fastest instance)."""
+    print(f"== ACAS Xu vs float16, eps 0.05: {len(insts)} instances, timeout "
+          f"{timeout:g} s ==", flush=True)
+    w1, v1, s1 = run("1 worker", insts, workers=1)
+    w2, v2, _ = run("2 workers", insts, workers=2)
+    wd, vd, _ = run("Dask LocalCluster, 2", insts, workers=2, scheduler="local")
+    print(f"  ratio 1 / 2 workers: {w1 / w2:.2f}; 1 worker / LocalCluster: {w1 / wd:.2f}")
+    print(f"  sum of instance times (1 worker) {sum(s1.values()):.2f} s, largest "
+          f"{max(s1.values()):.2f} s")
+    bad = 0
+    for name, other in (("2 workers", v2), ("LocalCluster", vd)):
+        for row, v in v1.items():
+            if {v, other[row]} == {"proved", "refuted"}:
+                print(f"  DISAGREEMENT row {row}: 1 worker {v}, {name} {other[row]}")
+                bad += 1
+    return bad, min(insts, key=lambda inst: s1[inst.row])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--limit", type=int, default=0, help="run the first N instances (0: all 180)")
+    ap.add_argument("--timeout", type=float, default=30.0)
+    ap.add_argument("--work", default=None, help="folder for the float16 copies and the CSV")
+    ap.add_argument("--skip-mnist", action="store_true")
+    ap.add_argument("--skip-campaign", action="store_true", help="overheads and MNIST only")
+    ap.add_argument("--mnist-net", default="256x2")
+    ap.add_argument("--mnist-prop", default="0", choices=sorted(MNIST_PROPS))
+    ap.add_argument("--mnist-eps", default="0.05")
+    ap.add_argument("--mnist-copy", default="pruned", choices=("f16", "pruned"))
+    ap.add_argument("--mnist-timeout", type=float, default=120.0)
+    args = ap.parse_args()
+    if not ACAS.exists():
+        print(f"no ACAS Xu models at {ACAS}")
+        return 0
+    args.work = args.work or tempfile.mkdtemp(prefix="equivcheck_campaign_")
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    insts = read_instances(write_family(work, args.timeout))
+    if args.limit:
+        insts = insts[:args.limit]
+    bad = 0
+    fastest = next(inst for inst in insts if inst.family == "prop_3")
+    if not args.skip_campaign:
+        bad, fastest = campaign(insts, args.timeout)
+    print("\n== overheads ==")
+    overheads(fastest)
+    if not args.skip_mnist and MNIST.exists():
+        mnist(args)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,237 @@
+"""One check spread over a Dask cluster: :func:`prove_distributed`.
+
+The engine's one-machine parallel version (:mod:`equivcheck.engine.parallel`) cuts a box into
+exact rational parts (:func:`~equivcheck.engine.parallel.cut_box`) and runs
+:func:`~equivcheck.engine.check_box` on each in a process of its own. Here each part is a Dask
+task instead (a batch of nodes: the part's whole branch and bound, so the per-task overhead is
+paid once per part, not per node). Verdicts combine as for any cover of the box:
+
+* the first REFUTED part stops every task (a Dask ``Event`` that each task's engine looks at
+  between rounds); its point is re-checked here, exactly and in onnxruntime on the original
+  files, before it is reported;
+* every part PROVED: the box is PROVED (each part's proof is for the exact weights, and the
+  parts' union is exactly the box);
+* parts left open: the prover of this machine (:func:`~equivcheck.solve.prover.prove_networks`:
+  the engine, then the solver on what its bounds leave) decides them with the time left, as a
+  domain whose boxes are the open parts; the box is PROVED only when all of them are.
+
+Small instances do not pay for the cluster: the engine first runs here for a short slice
+(as :func:`~equivcheck.engine.parallel.check_box_parallel` does). Strict mode (which the engine
+does not decide) and the other modes go to the prover of this machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from fractions import Fraction
+
+from equivcheck.core.deadline import Deadline
+from equivcheck.core.domain import Box, Domain
+from equivcheck.core.options import DEFAULT_TIMEOUT, ProverOptions
+from equivcheck.core.result import BoxResult, FoundBy, ProofResult, Verdict
+from equivcheck.core.spec import Mode, Spec
+from equivcheck.engine import EngineResult, Outcome, PairModel, check_box
+from equivcheck.engine.parallel import FIRST_SECONDS, FIRST_SHARE, cut_box
+from equivcheck.io.domains import parse_domain
+from equivcheck.solve.prover import load_pair, prove_networks
+from equivcheck.solve.search import engine_alone, engine_options
+from equivcheck.solve.witness import OrtRunner, build_counterexample, exact_evaluation
+
+PARTS_PER_WORKER = 1  # parts per worker thread: a part queued behind one that runs to the
+# engine's time limit gets no time (as in engine.parallel: more parts balance decided parts better)
+ENGINE_MODES = (Mode.EPSILON, Mode.ARGMAX)  # the modes the cluster's engine parts decide
+STOP_POLL = 0.5  # seconds between a task's looks at the stop event
+GRACE = 0.5  # seconds past the engine's budget that results are waited for (then the stop
+# event ends the tasks still running, and their parts count as open)
+
+
+class _Stopped(Exception):
+    """Raised inside a task's engine when the answer is known elsewhere."""
+
+
+def prove_distributed(a, b, domain: str | Domain | None = None, mode: str = "strict",
+                      tolerance=None, norm: str = "linf",
+                      timeout: float | Deadline = DEFAULT_TIMEOUT, *, scheduler: str = "local",
+                      workers: int = 0, options: ProverOptions | None = None,
+                      parts_per_worker: int = PARTS_PER_WORKER, client=None,
+                      first_seconds: float | None = None) -> ProofResult:
+    """Decide whether models ``a`` and ``b`` agree on ``domain`` like
+    :func:`equivcheck.prove`, with the branch and bound of each box run as Dask tasks on
+    ``scheduler`` (an address, or "local": a LocalCluster of ``workers`` processes; or the
+    given ``client``). The same promises as :func:`equivcheck.prove`: PROVED is exact on the
+    stored weights, a REFUTED point lies in the domain and violates the spec exactly (re-run in
+    float64 and onnxruntime on the original files), UNKNOWN says why. ``timeout`` (seconds or a
+    caller's :class:`Deadline`) is the whole call's limit; no task runs past it.
+    ``first_seconds``: the engine's first slice on this machine (None: as
+    :func:`~equivcheck.engine.parallel.check_box_parallel`; 0: straight to the cluster). Raises an
+    :class:`~equivcheck.errors.InputError` for bad inputs or a scheduler that cannot be reached.
+    """
+    start = time.monotonic()
+    deadline = Deadline.of(timeout)
+    opts = dataclasses.replace(options or ProverOptions(), timeout=deadline.budget, workers=1)
+    spec = Spec.make(mode, tolerance, norm)
+    pair = load_pair(a, b)
+    dom = parse_domain(domain, pair.net_a.in_dim)
+    protos = (pair.proto_a, pair.proto_b)
+    if spec.mode not in ENGINE_MODES or not opts.engine:
+        res = prove_networks(pair.net_a, pair.net_b, spec, dom, opts, deadline=deadline,
+                             onnx_models=protos)
+        return _note(res, start, f"--scheduler: {spec.mode.value} mode (or no engine) is decided "
+                     "on this machine: the cluster runs the engine's parts only")
+    if client is None:
+        from equivcheck.campaign.cluster import connect
+
+        with connect(scheduler, workers) as own:
+            return _run(pair, spec, dom, opts, deadline, own, parts_per_worker, start,
+                        first_seconds)
+    return _run(pair, spec, dom, opts, deadline, client, parts_per_worker, start, first_seconds)
+
+
+def _run(pair, spec: Spec, dom: Domain, opts: ProverOptions, deadline: Deadline, client,
+         per_worker: int, start: float, first_seconds: float | None) -> ProofResult:
+    a, b = pair.net_a, pair.net_b
+    model = PairModel.build(a, b)
+    threads = sum(w.get("nthreads", 1) for w in client.scheduler_info()["workers"].values())
+    runner = OrtRunner() if pair.proto_a is not None and pair.proto_b is not None else None
+    remote = client.scatter([a, b], broadcast=True)
+    results: list[BoxResult] = []
+    cex, stats = None, {"parts": 0, "tasks_done": 0, "nodes": 0, "workers": threads}
+    for index, box in enumerate(dom.boxes):
+        t0 = time.monotonic()
+        if deadline.expired():
+            results.append(BoxResult(index, Verdict.UNKNOWN, "timeout: the time limit was "
+                                     "reached before this box was examined"))
+            continue
+        verdict, reason, point, nodes = _box(a, b, spec, box, opts, deadline, model, client,
+                                             remote, max(1, threads) * per_worker, stats, first_seconds)
+        if verdict is None:  # parts left open: the prover of this machine, with the time left
+            res = prove_networks(a, b, spec, Domain(point, f"{len(point)} open parts"), opts,
+                                 deadline=deadline, onnx_models=(pair.proto_a, pair.proto_b))
+            verdict, reason = res.verdict, f"{reason}; open parts: {res.reason}"
+            if res.counterexample is not None:
+                cex = dataclasses.replace(res.counterexample, box_index=index)
+        elif verdict is Verdict.REFUTED:
+            x = [Fraction(float(v)) for v in point]
+            cex = build_counterexample(a, b, spec, point, index, FoundBy.FALSIFIER, runner,
+                                       pair.proto_a, pair.proto_b,
+                                       exact_evaluation(a, b, spec, x), box=box)
+        results.append(BoxResult(index, verdict, reason, parts=nodes,
+                                 seconds=time.monotonic() - t0))
+        if verdict is Verdict.REFUTED:
+            break
+    verdict = min(r.verdict for r in results)
+    first = next(r for r in results if r.verdict == verdict)
+    reason = first.reason if len(dom.boxes) == 1 else f"{first.reason} (box {first.index})"
+    note = (f"--scheduler: {stats['parts']} parts as Dask tasks on {threads} worker threads, "
+            f"{stats['tasks_done']} finished, {stats['nodes']} nodes")
+    return ProofResult(verdict, reason, a.source, b.source, spec, dom, cex, tuple(results),
+                       time.monotonic() - start,
+                       tuple(a.notes) + tuple(b.notes) + (note,), opts)
+
+
+def _box(a, b, spec, box: Box, opts, deadline: Deadline, model, client, remote, count, stats,
+         first_seconds: float | None):
+    """(verdict, reason, point or open parts, nodes) of one box: None as the verdict when parts
+    are left open (then the third item is the list of open parts)."""
+    eopts = engine_options(opts)
+    slice_ = min(FIRST_SECONDS, FIRST_SHARE * deadline.remaining()) if first_seconds is None \
+        else first_seconds
+    first_nodes = 0
+    if slice_ > 0:
+        first = deadline.sub(seconds=slice_)
+        res = check_box(a, b, spec, box, first, eopts, model=model)
+        if res.outcome is not Outcome.UNKNOWN or not first.expired():
+            return _decided(res, "this machine's first slice", box, [box])
+        first_nodes = res.stats.nodes
+    budget = deadline if engine_alone(spec, box, opts) else deadline.sub(opts.engine_share)
+    parts, _ = cut_box(box, count, model, spec)
+    stop = f"equivcheck-stop-{uuid.uuid4().hex}"
+    event = _event(stop, client)
+    end_wall = time.time() + budget.remaining()  # a queued task must not start a full budget
+    futures = {client.submit(engine_part, remote[0], remote[1], spec, part,
+                             budget.remaining(), eopts, stop, end_wall, pure=False): k
+               for k, part in enumerate(parts)}
+    stats["parts"] += len(parts)
+    done: dict[int, EngineResult] = {}
+    from distributed import as_completed
+
+    try:
+        for fut in as_completed(list(futures), timeout=budget.remaining() + GRACE):
+            try:
+                got = fut.result()
+            except Exception:  # noqa: BLE001 - a task that failed leaves its part open
+                got = None
+            stats["tasks_done"] += 1
+            if got is None:
+                continue
+            done[futures[fut]] = got
+            stats["nodes"] += got.stats.nodes
+            if got.outcome is Outcome.REFUTED:
+                break
+    except TimeoutError:
+        pass
+    finally:
+        event.set()
+        client.cancel(list(futures))
+    refuted = next((r for r in done.values() if r.outcome is Outcome.REFUTED), None)
+    nodes = sum(r.stats.nodes for r in done.values()) + first_nodes
+    if refuted is not None:
+        return _decided(refuted, f"a Dask task ({len(parts)} parts)", box, parts)
+    open_parts = [p for k, p in enumerate(parts)
+                  if k not in done or done[k].outcome is not Outcome.PROVED]
+    if not open_parts:
+        return (Verdict.PROVED, f"branch and bound: proved by bounds on {nodes} nodes in "
+                f"{len(parts)} parts as Dask tasks", None, nodes)
+    return None, f"branch and bound: {len(parts) - len(open_parts)} of {len(parts)} parts " \
+        "proved as Dask tasks", open_parts, nodes
+
+
+def _decided(res: EngineResult, where: str, box: Box, parts):
+    nodes = res.stats.nodes
+    if res.outcome is Outcome.PROVED:
+        return Verdict.PROVED, f"branch and bound: {res.reason} ({where})", None, nodes
+    if res.outcome is Outcome.REFUTED:
+        return (Verdict.REFUTED, f"counterexample found by sampling and local search (branch "
+                f"and bound, {where})", res.point, nodes)
+    return None, f"branch and bound: {res.reason} ({where})", list(parts), nodes
+
+
+def _event(name: str, client):
+    from distributed import Event
+
+    return Event(name, client=client)
+
+
+def engine_part(a, b, spec: Spec, part: Box, seconds: float, eopts, stop: str,
+                end_wall: float | None = None):
+    """A Dask task: :func:`check_box` on one part within ``seconds`` from the task's start and
+    by the wall-clock time ``end_wall`` (when given: a task that waited in the queue gets what
+    is left; if the machines' clocks disagree, the stop event still ends it once the caller
+    stops waiting), or None when the stop event was set before it finished."""
+    from distributed import Event
+
+    event = Event(stop)
+    last = [0.0]
+
+    def look(_progress) -> None:
+        now = time.monotonic()
+        if now - last[0] >= STOP_POLL:
+            last[0] = now
+            if event.is_set():
+                raise _Stopped
+
+    if end_wall is not None:
+        seconds = min(seconds, end_wall - time.time())
+    if event.is_set() or seconds <= 0:
+        return None
+    try:
+        return check_box(a, b, spec, part, Deadline.start(seconds), eopts,
+                         model=PairModel.build(a, b), progress=look)
+    except _Stopped:
+        return None
+
+
+def _note(res: ProofResult, start: float, note: str) -> ProofResult:
+    return dataclasses.replace(res, notes=res.notes + (note,), seconds=time.monotonic() - start)
