@@ -22,7 +22,7 @@ _EXPORTS = {
     "parse_domain": "io.domains",
     "EquivcheckError": "errors", "InputError": "errors",
     "Network": "core.network",
-    "load_network": "io.onnx_import",
+    "load_network": "io.onnx_import", "TorchModel": "io.torch_export",
     "prove": "solve.prover", "prove_networks": "solve.prover", "KnownBounds": "solve.prover",
     "ProverOptions": "core.options", "BoundMethod": "core.options",
     "Counterexample": "core.result", "ProofResult": "core.result", "Verdict": "core.result",
@@ -32,8 +32,8 @@ _EXPORTS = {
 __all__ = [
     "BoundMethod", "KnownBounds", "ProverOptions", "prove_networks",
     "Box", "Counterexample", "Domain", "EquivcheckError", "InputError", "Mode", "Network", "Norm",
-    "ProofResult", "Spec", "Verdict", "__version__", "box_domain", "load_network", "parse_domain",
-    "prove",
+    "ProofResult", "Spec", "TorchModel", "Verdict", "__version__", "box_domain", "load_network",
+    "parse_domain", "prove",
 ]
 
 
@@ -47,7 +47,8 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+    """The public API only (``dir(equivcheck)`` lists no import helpers)."""
+    return sorted(__all__)
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs
@@ -59,4 +60,5 @@ if TYPE_CHECKING:  # for type checkers and IDEs
     from equivcheck.errors import EquivcheckError, InputError
     from equivcheck.io.domains import parse_domain
     from equivcheck.io.onnx_import import load_network
+    from equivcheck.io.torch_export import TorchModel
     from equivcheck.solve.prover import KnownBounds, prove, prove_networks

@@ -4,13 +4,20 @@ What it adds:
 
 * options ``--equivcheck-timeout=SECONDS`` and ``--equivcheck-unknown=fail|skip|xfail`` (what an
   UNKNOWN verdict does), also settable as ini values ``equivcheck_timeout`` /
-  ``equivcheck_unknown``; the command line wins over the ini file;
+  ``equivcheck_unknown``, and as ``timeout`` / ``unknown`` (with ``mode``, ``tolerance``,
+  ``norm``, ``bounds``) in the ``[tool.equivcheck]`` table of the nearest ``pyproject.toml``
+  (:func:`equivcheck.core.options.project_defaults`, looked up from the folder pytest was started
+  in); the command line wins over the ini file, which wins over ``[tool.equivcheck]``;
 * a marker ``@pytest.mark.equivcheck(timeout=..., unknown=..., domain=..., mode=...,
-  tolerance=..., norm=...)`` that sets these for one test (it wins over both);
+  tolerance=..., norm=..., bounds=...)`` that sets these for one test (it wins over all of
+  them; a tolerance applies in epsilon mode only);
 * a fixture ``equivcheck`` whose ``assert_equivalent`` (or a plain call) is
   :func:`equivcheck.testing.assert_equivalent`;
 * an ``equivcheck`` report section on every failed test that ran a check, and a one-line
-  summary of all checks at the end of the run.
+  summary of all checks at the end of the run;
+* progress: a check that runs for over a second writes a plain line on the terminal every few
+  seconds (stage, work done, best bound, seconds left), through pytest's terminal reporter, so
+  output capture does not hide it; ``-q`` silences it.
 
 The settings apply to :func:`equivcheck.testing.assert_equivalent` whether it is called through
 the fixture or imported directly. Loading this module imports nothing heavy: onnx, numpy, z3 and
@@ -25,10 +32,10 @@ from typing import Any
 import pytest
 
 from equivcheck import testing
-from equivcheck.core.options import DEFAULT_TIMEOUT
+from equivcheck.core.options import DEFAULT_TIMEOUT, ProjectDefaults
 
 UNKNOWN_HELP = "what an UNKNOWN verdict does: fail (default), skip or xfail"
-MARKER_KEYS = ("timeout", "unknown", "domain", "mode", "tolerance", "norm")
+MARKER_KEYS = ("timeout", "unknown", "domain", "mode", "tolerance", "norm", "bounds")
 
 
 @dataclass
@@ -37,6 +44,8 @@ class _Settings:
 
     timeout: float
     unknown: str
+    project: ProjectDefaults = field(default_factory=ProjectDefaults)
+    progress: bool = True
     counts: dict[str, int] = field(default_factory=lambda: {"proved": 0, "refuted": 0, "unknown": 0})
 
 
@@ -54,24 +63,35 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--equivcheck-unknown", dest="equivcheck_unknown", default=None,
         choices=testing.UNKNOWN_ACTIONS, help=UNKNOWN_HELP + ".",
     )
-    parser.addini("equivcheck_timeout", "time limit in seconds of each equivcheck check",
-                  default=str(DEFAULT_TIMEOUT))
-    parser.addini("equivcheck_unknown", UNKNOWN_HELP, default="fail")
+    parser.addini("equivcheck_timeout", "time limit in seconds of each equivcheck check "
+                  f"(default {DEFAULT_TIMEOUT:g}, or [tool.equivcheck] timeout)", default="")
+    parser.addini("equivcheck_unknown", UNKNOWN_HELP + " (or [tool.equivcheck] unknown)",
+                  default="")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "equivcheck(timeout=None, unknown=None, domain=None, mode=None, tolerance=None, "
-        "norm=None): settings of the equivcheck checks in this test.",
+        "norm=None, bounds=None): settings of the equivcheck checks in this test.",
     )
+    from equivcheck.core.options import project_defaults
+    from equivcheck.errors import InputError
+
+    try:
+        project = project_defaults(config.invocation_params.dir)
+    except InputError as exc:
+        raise pytest.UsageError(str(exc)) from None
     timeout_text = config.getoption("equivcheck_timeout")
     if timeout_text is None:
-        timeout_text = config.getini("equivcheck_timeout")
-    unknown = config.getoption("equivcheck_unknown") or config.getini("equivcheck_unknown")
+        timeout_text = config.getini("equivcheck_timeout") or project.timeout or DEFAULT_TIMEOUT
+    unknown = (config.getoption("equivcheck_unknown") or config.getini("equivcheck_unknown")
+               or project.unknown or "fail")
     config.stash[SETTINGS_KEY] = _Settings(
         timeout=_timeout(timeout_text, "equivcheck_timeout"),
         unknown=_unknown(unknown, "equivcheck_unknown"),
+        project=project,
+        progress=(config.getoption("verbose", 0) or 0) >= 0,
     )
 
 
@@ -103,7 +123,10 @@ def _unknown(value: Any, where: str) -> str:
 def _item_defaults(item: pytest.Item, records: list) -> testing.CheckDefaults:
     """Settings for one test: marker over command line over ini."""
     settings = item.config.stash[SETTINGS_KEY]
-    values: dict[str, Any] = {"timeout": settings.timeout, "unknown": settings.unknown}
+    project = settings.project
+    values: dict[str, Any] = {"timeout": settings.timeout, "unknown": settings.unknown,
+                              "mode": project.mode, "tolerance": project.tolerance,
+                              "norm": project.norm, "bounds": project.bounds}
     # closest marker last, so that a function marker overrides a class/module one
     for mark in reversed(list(item.iter_markers(name="equivcheck"))):
         if mark.args:
@@ -125,7 +148,37 @@ def _item_defaults(item: pytest.Item, records: list) -> testing.CheckDefaults:
         settings.counts[result.verdict.label] += 1
         records.append((result, message))
 
-    return testing.CheckDefaults(record=record, **values)
+    def progress():
+        from equivcheck.cli.progress import HEARTBEAT, ProgressLine
+
+        return ProgressLine(tty=False, stream=_TerminalStream(item.config), heartbeat=HEARTBEAT)
+
+    return testing.CheckDefaults(record=record, progress=progress if settings.progress else None,
+                                 **values)
+
+
+class _TerminalStream:
+    """A text stream onto pytest's terminal reporter, with output capture suspended while a
+    line is written (as pytest's live logging does), so a check's progress is seen at once."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def write(self, text: str) -> None:
+        import contextlib
+
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is None:
+            return
+        capture = self.config.pluginmanager.get_plugin("capturemanager")
+        suspended = (capture.global_and_fixture_disabled() if capture is not None
+                     else contextlib.nullcontext())
+        with suspended:
+            for line in text.splitlines():
+                reporter.write_line(line)
+
+    def flush(self) -> None:
+        """Lines are written whole; nothing is buffered."""
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -101,13 +101,21 @@ def tolerance_text(spec: Spec) -> str:
 
 
 def spec_text(spec: Spec, brief: bool = False) -> str:
-    """The spec in words: ``strict``, ``argmax`` or ``epsilon (tolerance 0.1, linf)``; with
-    ``brief``, ``epsilon 0.1`` (the norm left out)."""
+    """The spec in words: ``strict``, ``argmax``, ``top1 (confidence 0.9)`` or ``epsilon
+    (tolerance 0.1, linf)``; with ``brief``, ``epsilon 0.1`` (the norm left out); with
+    ``logits``, followed by ``, on the logits before the output head``."""
+    logits = ", on the logits before the output head" if spec.logits else ""
+    if spec.mode is Mode.TOP1:
+        from equivcheck.core.rational import format_rational
+
+        delta = spec.confidence
+        shown = f"{float(delta):g}" if Fraction(float(delta)) == delta else format_rational(delta, 6)
+        return f"top1 {shown}{logits}" if brief else f"top1 (confidence {shown}){logits}"
     if spec.mode is not Mode.EPSILON:
-        return spec.mode.value
+        return spec.mode.value + logits
     if brief:
-        return f"{spec.mode.value} {tolerance_text(spec)}"
-    return f"{spec.mode.value} (tolerance {tolerance_text(spec)}, {spec.norm.value})"
+        return f"{spec.mode.value} {tolerance_text(spec)}{logits}"
+    return f"{spec.mode.value} (tolerance {tolerance_text(spec)}, {spec.norm.value}){logits}"
 
 
 BOUNDS_TITLE = {

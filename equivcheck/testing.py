@@ -29,7 +29,6 @@ import json
 import os
 import shlex
 import shutil
-import sys
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -39,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from equivcheck.core.deadline import validate_timeout
-from equivcheck.core.options import BoundMethod, ProverOptions
+from equivcheck.core.options import UNKNOWN_ACTIONS, BoundMethod, ProverOptions
 from equivcheck.errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -47,7 +46,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from equivcheck.core.result import Counterexample, ProofResult
     from equivcheck.core.spec import Spec
 
-UNKNOWN_ACTIONS = ("fail", "skip", "xfail")
 SHOWN_VALUES = 8  # values of a vector shown in a message before abbreviating
 
 __all__ = [
@@ -92,8 +90,12 @@ class CheckDefaults:
     mode: str | None = None
     tolerance: Any = None
     norm: str | None = None
+    bounds: str | None = None
     counterexample_dir: Path | None = None
     record: Callable[[ProofResult, str | None], None] | None = field(default=None, compare=False)
+    # makes the progress callable of one check (called with each Progress; ``close()`` when the
+    # check ends); None: no progress
+    progress: Callable[[], Any] | None = field(default=None, compare=False)
 
     def prover_options(self, timeout: float | None = None, bounds: BoundMethod | str | None = None,
                        seed: int | None = None) -> ProverOptions:
@@ -102,8 +104,8 @@ class CheckDefaults:
         changes: dict[str, Any] = {}
         if timeout is not None or self.timeout is not None:
             changes["timeout"] = validate_timeout(timeout if timeout is not None else self.timeout)
-        if bounds is not None:
-            changes["bound_method"] = bounds
+        if bounds is not None or self.bounds is not None:
+            changes["bound_method"] = bounds if bounds is not None else self.bounds
         if seed is not None:
             changes["seed"] = seed
         return ProverOptions(**changes)
@@ -139,6 +141,7 @@ def assert_equivalent(
     counterexample_dir: str | os.PathLike | None = None,
     bounds: BoundMethod | str | None = None,
     seed: int | None = None,
+    progress: Any = None,
 ) -> ProofResult:
     """Assert that models ``a`` and ``b`` agree on every input of ``domain``.
 
@@ -150,6 +153,8 @@ def assert_equivalent(
     ``"strict"`` (the default), ``"epsilon"`` (with ``tolerance`` and ``norm``) or ``"argmax"``.
     ``timeout``, ``bounds`` (the bound method) and ``seed`` set those fields of the
     :class:`ProverOptions` the check runs with (:meth:`CheckDefaults.prover_options`).
+    ``progress`` (a :data:`~equivcheck.core.progress.ProgressFn`) gets the check's progress
+    reports; under pytest the plugin shows them on the terminal.
 
     Returns the :class:`ProofResult` when the verdict is PROVED (a proof in exact arithmetic on
     the stored weights). Raises :class:`NotEquivalentError` on REFUTED, and on UNKNOWN either
@@ -163,7 +168,7 @@ def assert_equivalent(
 
     d = _DEFAULTS.get() or CheckDefaults()
     mode = mode if mode is not None else (d.mode or "strict")
-    if tolerance is None:
+    if tolerance is None and mode == "epsilon":  # a default tolerance is for epsilon mode only
         tolerance = d.tolerance
     if domain is None:
         domain = d.domain
@@ -178,7 +183,13 @@ def assert_equivalent(
         ma = _as_model(a, example_input, Path(export_dir) / "a.onnx")
         mb = _as_model(b, example_input, Path(export_dir) / "b.onnx")
         dom = _as_domain(domain)
-        result = prove(ma, mb, domain=dom, mode=mode, tolerance=tolerance, norm=norm, options=options)
+        line = d.progress() if progress is None and d.progress is not None else None
+        try:
+            result = prove(ma, mb, domain=dom, mode=mode, tolerance=tolerance, norm=norm,
+                           options=options, progress=progress if line is None else line)
+        finally:
+            if line is not None:
+                line.close()
         if result.verdict is Verdict.PROVED:
             if d.record is not None:
                 d.record(result, None)
@@ -206,17 +217,22 @@ def assert_equivalent(
 
 
 def _is_torch_module(obj: Any) -> bool:
-    torch = sys.modules.get("torch")  # never import torch just to look
-    return torch is not None and isinstance(obj, torch.nn.Module)
+    """A ``torch.nn.Module`` or an :class:`equivcheck.TorchModel` (torch is never imported
+    just to look)."""
+    from equivcheck.io.torch_export import is_torch_model
+
+    return is_torch_model(obj)
 
 
 def _as_model(model: Any, example_input: Any, export_path: Path) -> Any:
     """A path, ModelProto or Network for :func:`prove`; torch modules are exported first."""
     if _is_torch_module(model):
-        if example_input is None:
-            raise InputError(
-                f"{type(model).__name__} is a torch.nn.Module: pass example_input=... to export it"
-            )
+        from equivcheck.io.torch_export import TorchModel, export_module
+
+        if example_input is None or isinstance(model, TorchModel):  # its shape, or nn.Linear's
+
+            export_path.write_bytes(export_module(model).SerializeToString())
+            return export_path
         return export_torch(model, example_input, export_path)
     if isinstance(model, (str, os.PathLike)) or hasattr(model, "SerializeToString"):
         return model

@@ -314,7 +314,7 @@ def test_reports_carry_the_same_content(tmp_path):
     f, g = hand_pair(remove=[0, 1])
     r = audit(f, g, "0:1", timeout=20, samples=300)
     html = to_html(r)
-    assert "<svg" in html and "<figcaption>" in html and "<table>" in html
+    assert "data:image/png;base64," in html and "<table>" in html
     md = to_markdown(r)
     lines = terminal_lines(r)
     assert lines[0].startswith("audit ") and lines[-1].startswith("  time: ")
@@ -359,7 +359,7 @@ def test_cli_json_and_html_report(files):
     assert float(Fraction(data["deviation"]["lower_exact"])) == data["deviation"]["lower"]
     # the witness deviates by exactly the lower bound, re-checked in onnxruntime-free exact math
     assert data["deviation"]["lower"] > 0
-    assert (files / "audit.html").read_text().count("<figure id='fig-bounds'>") == 1
+    assert (files / "audit.html").read_text().count("data:image/png;base64,") == 1
     assert "report written to" in res.stderr
 
 
@@ -368,15 +368,21 @@ def test_cli_human_output_and_markdown(files):
                               "-d", "0:1", "--report", str(files / "audit.md"), "-t", "20",
                               "--epsilons", "0.5,3"])
     assert res.exit_code == 0, res.stderr
-    assert res.stdout == ""
-    assert "worst-case deviation" in res.stderr and "certified upper bound by" in res.stderr
-    assert "epsilon 0.5" in res.stderr and "epsilon 3" in res.stderr
+    assert "worst-case deviation" in res.stdout and "certified upper bound by" in res.stdout
+    assert "epsilon 0.5" in res.stdout and "epsilon 3" in res.stdout
+    assert "report written to" in res.stdout
     assert "| notion | verdict |" in (files / "audit.md").read_text()
+
+
+def test_cli_bad_report_suffix_is_a_usage_error(files):
+    res = runner.invoke(app, ["audit", str(files / "orig.onnx"), str(files / "pruned.onnx"),
+                              "--report", "x.pdf", "-t", "5"])
+    assert res.exit_code == 2
+    assert "use a .html" in res.stderr and len(res.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("args, message", [
     (["missing.onnx", "pruned.onnx"], "no such file"),
-    (["orig.onnx", "pruned.onnx", "--report", "x.pdf"], "use a .html"),
     (["orig.onnx", "pruned.onnx", "--domain", "1:0"], "inverted"),
     (["orig.onnx", "pruned.onnx", "--data", "nothing.npy"], "no such data file"),
 ])

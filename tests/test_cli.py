@@ -75,14 +75,14 @@ def test_refuted_exit_1_with_counterexample_files(pair, tmp_path):
     r2 = run("prove", a, other, "--domain", "-1:1", "--counterexample", js)
     assert r2.exit_code == 1
     assert json.loads(js.read_text())["input"]
-    assert "REFUTED" in r2.stderr and "counterexample" in r2.stderr
+    assert "REFUTED" in r2.stdout and "counterexample" in r2.stdout
 
 
 def test_default_domain_is_stated(pair):
     a, same, _ = pair
     r = run("prove", a, same)
     assert r.exit_code == 0
-    assert "default" in r.stderr and "[0, 1]" in r.stderr
+    assert "default" in r.stdout and "[0, 1]" in r.stdout
 
 
 def test_unknown_exit_3(tmp_path):
@@ -110,8 +110,8 @@ def test_unknown_exit_3(tmp_path):
 # ---- bad input: one line, exit code 4, never a traceback or a verdict ------------------------
 
 
-def _one_line_error(r, *needles):
-    assert r.exit_code == 4, (r.exit_code, r.output)
+def _one_line_error(r, *needles, code=4):
+    assert r.exit_code == code, (r.exit_code, r.output)
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, r.stderr
     assert lines[0].startswith("equivcheck: error:")
@@ -219,7 +219,7 @@ def test_bad_mode_is_usage_error(pair):
 
 def test_tolerance_without_epsilon_mode(pair):
     a, same, _ = pair
-    _one_line_error(run("prove", a, same, "--tolerance", "0.1"), "--tolerance")
+    _one_line_error(run("prove", a, same, "--tolerance", "0.1"), "--tolerance", code=2)
 
 
 def test_bounds_option(pair):
@@ -228,7 +228,7 @@ def test_bounds_option(pair):
         r = run("prove", a, same, "--domain", "-1:1", "--bounds", method, "--json")
         assert r.exit_code == 0, (method, r.output)
         assert json.loads(r.stdout)["options"]["bound_method"] == method  # the options used
-    _one_line_error(run("prove", a, same, "--bounds", "magic"), "--bounds", "interval")
+    _one_line_error(run("prove", a, same, "--bounds", "magic"), "--bounds", "interval", code=2)
 
 
 def test_stability_table_names_the_bound_method(pair):
@@ -236,9 +236,9 @@ def test_stability_table_names_the_bound_method(pair):
     for method, title in (("interval", "from interval bounds"), ("lp", "from LP-tightened bounds"),
                           ("exact", "from the exact stability analysis")):
         r = run("prove", a, other, "--domain", "-1:1", "--bounds", method)
-        assert f"ReLU stability {title}" in r.stderr, (method, r.stderr)
+        assert f"ReLU stability {title}" in r.stdout, (method, r.stdout)
         if method != "interval":
-            assert "interval bounds" not in r.stderr
+            assert "interval bounds" not in r.stdout
 
 
 def test_compressed_example_reproves_with_exact_bounds():
@@ -351,7 +351,45 @@ def test_progress_keeps_json_alone_on_stdout(pair, monkeypatch, quiet):
     assert json.loads(r.stdout)["verdict"] == "proved"
     assert r.stdout.count("\n") == 1
     shown = [ln for ln in r.stderr.splitlines() if ln.startswith("equivcheck: [")]
-    assert len(shown) == (0 if quiet else 3), r.stderr
+    if quiet:
+        assert shown == [], r.stderr
+    else:  # the three reports, and the heartbeat's lines while the check ran on
+        assert len([ln for ln in shown if "search: " in ln]) >= 3, r.stderr
+    assert len(shown) == len(r.stderr.splitlines())  # nothing else on stderr
+
+
+def test_progress_heartbeat_shows_a_silent_stage():
+    """A stage that reports nothing for a while (a solver call) still shows a line: ``working``
+    before the first report, then the latest report with its seconds left counting down."""
+    import io
+
+    from equivcheck.cli.progress import PLAIN_INTERVAL, ProgressLine
+    from equivcheck.core.progress import Progress
+
+    def wait_for(predicate, seconds=10.0):
+        import time
+
+        end = time.monotonic() + seconds
+        while not predicate() and time.monotonic() < end:
+            time.sleep(0.01)
+        return predicate()
+
+    clock, out = FakeClock(), io.StringIO()
+    with ProgressLine(tty=False, stream=out, clock=clock, heartbeat=0.01) as line:
+        clock.now += 0.5
+        assert not wait_for(lambda: out.getvalue(), 0.3)  # quiet in the first second
+        clock.now += 1.5
+        assert wait_for(lambda: "working" in out.getvalue()), out.getvalue()
+        assert out.getvalue().startswith("equivcheck: [2 s] working")
+        clock.now += PLAIN_INTERVAL
+        line(Progress("solver", done=1, open=2, unit="boxes", seconds_left=40.0))
+        clock.now += PLAIN_INTERVAL + 3
+        assert wait_for(lambda: "32 s left" in out.getvalue()), out.getvalue()
+    lines = out.getvalue().splitlines()
+    assert lines[-1] == "equivcheck: [15 s] solver: 1 boxes done, 2 open, 32 s left", lines
+    closed = out.getvalue()
+    clock.now += 60
+    assert not wait_for(lambda: out.getvalue() != closed, 0.3)  # closed: the thread stopped
 
 
 # ---- plain output off a terminal -----------------------------------------------------------------
@@ -374,9 +412,9 @@ def test_plain_output_says_what_the_rich_output_says(pair, tmp_path):
     b.write_bytes(other.read_bytes())
     r = run("prove", a, b, "--domain", "-1:1")
     assert r.exit_code == 1, r.output
-    assert f"  b: {b}\n" in r.stderr  # one line, however long
-    assert "REFUTED" in r.stderr and "\ncounterexample\n" in r.stderr
-    assert not set("┏┃│└") & set(r.stderr)
+    assert f"  b: {b}\n" in r.stdout  # one line, however long
+    assert "REFUTED" in r.stdout and "\ncounterexample\n" in r.stdout
+    assert not set("┏┃│└") & set(r.stdout)
     result = prove(a, b, domain="-1:1")
     buf = io.StringIO()
     render(result, Console(file=buf, width=400, highlight=False))

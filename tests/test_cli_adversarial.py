@@ -89,8 +89,9 @@ def test_prove_counterexample_over_the_domain_file_is_refused(pair, tmp_path, no
     d = tmp_path / "d.json"
     d.write_text(json.dumps({"lower": [-1, -1], "upper": [1, 1]}))
     before = snapshot(tmp_path)
-    assert_one_line_error(cli("prove", a, other, "--domain", d, "-o", d), "--counterexample", "d.json",
-                   "refusing to overwrite an input")
+    for option in ("--counterexample", "--output"):
+        assert_one_line_error(cli("prove", a, other, "--domain", d, option, d), option, "d.json",
+                              "refusing to overwrite an input")
     assert snapshot(tmp_path) == before
 
 
@@ -139,9 +140,9 @@ def test_read_only_folder_is_found_before_the_proof(pair, tmp_path, no_work):
 def test_refuted_verdict_still_written_when_the_path_is_fine(pair, tmp_path):
     a, _, other = pair
     out = tmp_path / "cex.json"
-    r = cli("prove", a, other, "--domain", "-1:1", "-o", out)
+    r = cli("prove", a, other, "--domain", "-1:1", "--counterexample", out)
     assert r.exit_code == 1, r.output
-    assert "REFUTED" in r.stderr
+    assert "REFUTED" in r.stdout
     assert strict_json(out.read_text())["input"]
 
 
@@ -152,7 +153,8 @@ def test_a_late_write_failure_keeps_the_verdict(pair, tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(np, "save", disk_full)
-    r = cli("prove", a, other, "--domain", "-1:1", "-o", tmp_path / "cex.npy", "--json")
+    r = cli("prove", a, other, "--domain", "-1:1", "--counterexample", tmp_path / "cex.npy",
+            "--json")
     assert r.exit_code == 1, r.output
     assert strict_json(r.stdout)["verdict"] == "refuted"
     assert "warning: could not write the counterexample" in r.stderr
@@ -166,7 +168,7 @@ def test_paths_with_rich_markup_characters_are_printed_verbatim(pair, tmp_path):
     odd.write_bytes(same.read_bytes())
     r = cli("prove", a, odd, "--domain", "-1:1")
     assert r.exit_code == 0, r.output
-    assert "]x[bold].onnx" in r.stderr
+    assert "]x[bold].onnx" in r.stdout
 
 
 def test_external_data_files_count_as_inputs(tmp_path):
@@ -190,20 +192,24 @@ def test_check_outputs_refuses_two_outputs_on_one_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-# ---- 2. -o x.NPY writes exactly x.NPY -----------------------------------------------------------
+# ---- 2. --counterexample x.NPY writes exactly x.NPY ---------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["cex.NPY", "cex.Npy", "cex.npy"])
-def test_counterexample_written_at_exactly_the_given_name(pair, tmp_path, name):
+@pytest.mark.parametrize("name, option", [("cex.NPY", "--counterexample"),
+                                          ("cex.Npy", "--cex"), ("cex.npy", "-o")])
+def test_counterexample_written_at_exactly_the_given_name(pair, tmp_path, name, option):
+    """``-o FILE.npy`` is the deprecated spelling: it still writes the counterexample, with a
+    warning on stderr."""
     a, _, other = pair
     out = tmp_path / name
-    r = cli("prove", a, other, "--domain", "-1:1", "-o", out)
+    r = cli("prove", a, other, "--domain", "-1:1", option, out)
     assert r.exit_code == 1, r.output
     assert sorted(p.name for p in tmp_path.iterdir() if "cex" in p.name) == [name]
     with open(out, "rb") as f:
         x = np.load(f)
     assert x.dtype == np.float32 and x.shape == (2,)
-    assert f"written to {out}" in " ".join(r.stderr.split())
+    assert f"written to {out}" in " ".join(r.stdout.split())
+    assert ("deprecated" in r.stderr) == (option == "-o")
 
 
 # ---- 3. strict JSON -----------------------------------------------------------------------------
@@ -269,8 +275,8 @@ def test_cli_overflow_in_onnxruntime_is_not_a_reproduction(tmp_path):
     assert cex["onnxruntime"]["output_a"] == ["inf"] and cex["onnxruntime"]["margin"] == "nan"
     assert cex["reproduces"] is False
     r = cli("prove", a, b, "--domain", "1:1")
-    assert "outputs not finite" in r.stderr
-    assert "reproduces in float64 and onnxruntime: NO" in r.stderr
+    assert "outputs not finite" in r.stdout
+    assert "reproduces in float64 and onnxruntime: NO" in r.stdout
 
 
 # ---- 5. long results render briefly -------------------------------------------------------------
@@ -311,32 +317,49 @@ def test_render_shows_at_most_20_boxes_non_proved_first():
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e12", "0", "-1"])
-def test_bad_timeout_is_one_line_exit_4_before_any_work(pair, tmp_path, no_work, value):
+def test_bad_timeout_is_one_line_exit_2_before_any_work(pair, tmp_path, no_work, value):
     a, same, _ = pair
-    assert_one_line_error(cli("prove", a, same, "--timeout", value), "--timeout")
-    assert_one_line_error(cli("compress", a, "-o", tmp_path / "c.onnx", "--timeout", value), "--timeout")
-    assert_one_line_error(cli("audit", a, same, "--timeout", value), "--timeout")
-    assert_one_line_error(cli("regions", "count", a, "--timeout", value), "--timeout")
+    assert_usage_error(cli("prove", a, same, "--timeout", value), "--timeout")
+    assert_usage_error(cli("compress", a, "-o", tmp_path / "c.onnx", "--timeout", value), "--timeout")
+    assert_usage_error(cli("audit", a, same, "--timeout", value), "--timeout")
+    assert_usage_error(cli("regions", "count", a, "--timeout", value), "--timeout")
     assert not (tmp_path / "c.onnx").exists()
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-1"])
-def test_bad_gap_is_one_line_exit_4(pair, no_work, value):
+def test_bad_gap_is_one_line_exit_2(pair, no_work, value):
     a, same, _ = pair
-    assert_one_line_error(cli("audit", a, same, "--gap", value), "--gap")
+    assert_usage_error(cli("audit", a, same, "--gap", value), "--gap")
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "1e400"])
+def test_bad_epsilons_are_one_line_exit_2(pair, no_work, value):
+    a, same, _ = pair
+    assert_usage_error(cli("audit", a, same, "--epsilons", f"0.1,{value}"), "--epsilons", value)
 
 
 def test_tolerance_beyond_float_range_is_one_line(pair):
     a, same, _ = pair
-    assert_one_line_error(cli("prove", a, same, "--mode", "epsilon", "--tolerance", "1e400"),
-                   "tolerance")
+    assert_usage_error(cli("prove", a, same, "--mode", "epsilon", "--tolerance", "1e400"),
+                       "tolerance")
+
+
+def assert_usage_error(r, *needles) -> None:
+    """A bad option value: exit 2, no stdout, one stderr line ``equivcheck: error: ...`` holding
+    every needle, no traceback."""
+    assert r.exit_code == 2, (r.exit_code, r.output)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("equivcheck: error:"), r.stderr
+    assert r.stdout == "" and "Traceback" not in r.output
+    for needle in needles:
+        assert needle in lines[0], lines[0]
 
 
 def test_tiny_tolerance_is_not_printed_as_zero(pair):
     a, same, _ = pair
     r = cli("prove", a, same, "--domain", "-1:1", "--mode", "epsilon", "--tolerance", "1e-400")
     assert r.exit_code == 0, r.output
-    assert "tolerance 1e-400" in r.stderr and "tolerance 0," not in r.stderr
+    assert "tolerance 1e-400" in r.stdout and "tolerance 0," not in r.stdout
 
 
 # ---- 7. region bounds of huge widths ------------------------------------------------------------
@@ -347,8 +370,8 @@ def test_regions_bound_of_a_100000_wide_layer():
 
     r = cli("regions", "bound", "--widths", "784,100000,10")
     assert r.exit_code == 0, r.output
-    assert "9.990e+30102" in r.stderr and "1.458e+1988" in r.stderr
-    assert "not printed" in r.stderr
+    assert "9.990e+30102" in r.stdout and "1.458e+1988" in r.stdout
+    assert "not printed" in r.stdout
     r = cli("regions", "bound", "--widths", "784,100000,10", "--json")
     assert r.exit_code == 0, r.output
     data = strict_json(r.stdout)

@@ -106,3 +106,63 @@ def test_box_validation():
         Box((Fraction(1),), (Fraction(0),))
     with pytest.raises(DomainError, match="empty"):
         Box((), ())
+
+
+# ---- VNN-LIB: output and mixed constraints are left out, with a note ------------------------
+
+
+def _read_with_notes(path, n):
+    import warnings
+
+    from equivcheck.io.domains import IgnoredConstraintWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dom = read_vnnlib_domain(path, n)
+    notes = [str(w.message) for w in caught if issubclass(w.category, IgnoredConstraintWarning)]
+    return dom, notes
+
+
+def test_vnnlib_branches_mixing_inputs_and_outputs_keep_their_input_boxes(tmp_path):
+    p = tmp_path / "mixed.vnnlib"
+    p.write_text("""
+(declare-const X_0 Real)
+(declare-const X_1 Real)
+(declare-const Y_0 Real)
+(declare-const Y_1 Real)
+(assert (<= X_1 2))
+(assert (>= X_1 (- 2)))
+(assert (or
+    (and (>= X_0 -1) (<= X_0 0) (>= Y_0 Y_1))
+    (and (> X_0 0) (<= X_0 1) (<= Y_0 100) (>= Y_1 3))
+    (and (>= X_0 -1) (<= X_0 0) (<= Y_1 0))
+))
+(assert (<= Y_0 X_0))
+""")
+    dom, notes = _read_with_notes(p, 2)
+    assert [(b.lower, b.upper) for b in dom.boxes] == [
+        ((-1, -2), (0, 2)), ((0, -2), (1, 2))]  # the third branch's box equals the first
+    assert dom.boxes[1].lower_strict == (True, False)  # (> X_0 0) stays strict
+    assert len(notes) == 1 and "5 constraint(s) on the outputs ignored" in notes[0]
+    assert "(>= Y_0 Y_1)" in notes[0] and str(p) in notes[0]
+
+
+def test_vnnlib_without_output_constraints_says_nothing(tmp_path):
+    p = tmp_path / "box.vnnlib"
+    p.write_text("(declare-const X_0 Real)\n(assert (>= X_0 0))\n(assert (<= X_0 1))\n")
+    dom, notes = _read_with_notes(p, 1)
+    assert notes == [] and dom.boxes[0].upper == (1,)
+
+
+def test_vnnlib_input_constraint_between_two_inputs_is_still_refused(tmp_path):
+    p = tmp_path / "rel.vnnlib"
+    p.write_text("(declare-const X_0 Real)\n(declare-const X_1 Real)\n"
+                 "(assert (<= X_0 X_1))\n")
+    with pytest.raises(DomainError, match="unsupported input constraint"):
+        read_vnnlib_domain(p, 2)
+
+
+def test_vnncomp_test_tiny_reads_its_input_box(external):
+    dom, notes = _read_with_notes(external("vnncomp_test/test_tiny.vnnlib"), 1)
+    assert [(b.lower, b.upper) for b in dom.boxes] == [((-1,), (1,))]
+    assert len(notes) == 1 and "(>= Y_0 100)" in notes[0]

@@ -11,6 +11,29 @@ import typer
 
 from equivcheck import __version__
 
+
+def _flags_without_metavar() -> None:
+    """Show flags as plain flags in help (``--json``, not ``--json <bool>``): typer labels every
+    option with its type, flags included, and a flag takes no value."""
+    try:
+        from typer.core import TyperOption
+    except ImportError:  # another typer: its own help
+        return
+    typed = getattr(TyperOption, "display_type_rich", None)
+    if typed is None or getattr(typed, "_equivcheck", False):
+        return
+
+    def display_type_rich(self, ctx):
+        if getattr(self, "is_flag", False) and self.metavar is None:
+            return None
+        return typed(self, ctx)
+
+    display_type_rich._equivcheck = True
+    TyperOption.display_type_rich = display_type_rich
+
+
+_flags_without_metavar()
+
 app = typer.Typer(
     name="equivcheck",
     help="Formal equivalence checking of ReLU networks stored as ONNX.",
@@ -40,7 +63,7 @@ def _root(
 def _register() -> None:
     import importlib
 
-    for name in ("prove", "compress", "audit", "regions"):
+    for name in ("prove", "compress", "audit", "regions", "campaign"):
         try:
             importlib.import_module(f"{__name__}.{name}")
         except ModuleNotFoundError as exc:

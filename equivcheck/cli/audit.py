@@ -10,9 +10,9 @@ from typing import Annotated
 import typer
 
 from equivcheck.cli import app
-from equivcheck.cli.common import check_timeout, console, emit_json, fail, guarded
+from equivcheck.cli.common import EXIT_USAGE, check_timeout, emit_json, fail, guarded, out_console
 from equivcheck.cli.paths import check_outputs, domain_file, onnx_external_files
-from equivcheck.cli.progress import ProgressLine
+from equivcheck.cli.progress import HEARTBEAT, ProgressLine
 from equivcheck.core.deadline import Deadline
 from equivcheck.core.options import MULTI_PROOF_TIMEOUT
 from equivcheck.errors import InputError
@@ -29,7 +29,8 @@ def audit_cmd(
     data: Annotated[Path | None, typer.Option(
         "--data", help="A .npy of real inputs: top-1 agreement and deviation distribution.")] = None,
     report: Annotated[Path | None, typer.Option(
-        "--report", "-r", help="Write a report: .html (with a plot), .md or .json.")] = None,
+        "--report", "-o", "-r", help="Write a report: .html (with plots; needs matplotlib, the "
+        "'report' extra), .md or .json.")] = None,
     epsilons: Annotated[str, typer.Option(
         "--epsilons", help="Comma-separated epsilon ladder (L-inf), read exactly.")]
         = "1e-6,1e-4,1e-3,1e-2,1e-1,1,10",
@@ -44,24 +45,29 @@ def audit_cmd(
     equivalence, the certified worst-case deviation, which units pruning removed, and
     agreement on real data.
 
-    Exit codes: 0 the audit ran (whatever it found), 4 bad input.
+    The summary goes to stdout, progress and errors to stderr.
+
+    Exit codes: 0 the audit ran (whatever it found), 4 bad input, 2 usage error.
     """
     from equivcheck.audit.auditor import audit
     from equivcheck.audit.report import REPORT_SUFFIXES, summary_lines, write_report
 
     check_timeout(timeout)
     if not (math.isfinite(gap) and gap >= 0):
-        fail(f"--gap {gap:g}: give a finite number >= 0")
+        fail(f"--gap {gap:g}: give a finite number >= 0", EXIT_USAGE)
     if report is not None and report.suffix.lower() not in REPORT_SUFFIXES:
-        fail(f"--report {report}: use a .html, .md or .json file name")
+        fail(f"--report {report}: use a .html, .md or .json file name", EXIT_USAGE)
     ladder = tuple(e.strip() for e in epsilons.split(",") if e.strip())
     if not ladder:
-        fail("--epsilons is empty")
+        fail("--epsilons is empty", EXIT_USAGE)
+    check_epsilons(ladder)
+    if report is not None and report.suffix.lower() == ".html":
+        check_plotting()
     if report is not None:
         inputs = [original, pruned, *onnx_external_files(original),
                   *onnx_external_files(pruned), *domain_file(domain), data]
         check_outputs([("--report", report)], inputs)
-    with ProgressLine(quiet=quiet, tty=False if as_json else None) as progress:
+    with ProgressLine(quiet=quiet, tty=False if as_json else None, heartbeat=HEARTBEAT) as progress:
         result = audit(original, pruned, domain=domain, data=data, epsilons=ladder,
                        timeout=Deadline.for_command(timeout), gap=gap,
                        progress=progress)
@@ -76,7 +82,7 @@ def audit_cmd(
     else:
         from rich.markup import escape
 
-        con = console()
+        con = out_console()
         con.print(f"[bold]audit[/] {escape(result.original)} -> {escape(result.pruned)}",
                   soft_wrap=True)
         con.print(f"  domain: {result.domain_text}", markup=False, soft_wrap=True)
@@ -85,6 +91,28 @@ def audit_cmd(
         con.print(f"  time: {result.seconds:.1f} s", markup=False)
     if write_error is not None:
         sys.stderr.write(f"equivcheck: warning: {write_error}\n")
-    elif report is not None:
-        console().print(f"report written to {report}", markup=False)
+    elif report is not None:  # with the summary; beside --json's object, on stderr
+        (sys.stderr if as_json else sys.stdout).write(f"report written to {report}\n")
     return 0
+
+
+def check_epsilons(ladder: tuple[str, ...]) -> None:
+    """Each ``--epsilons`` value is a decimal number >= 0 (read exactly, as the audit will);
+    else one line and the usage exit code 2, before any model is read."""
+    from equivcheck.core.spec import Spec
+
+    for eps in ladder:
+        try:
+            Spec.make("epsilon", eps)
+        except InputError as exc:
+            fail(f"--epsilons {eps!r}: {exc}", EXIT_USAGE)
+
+
+def check_plotting() -> None:
+    """An HTML report draws its plots with matplotlib: when it is not installed, say so in one
+    line (exit 4) before the audit runs, rather than lose its result at the end."""
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        fail("--report *.html needs matplotlib, which is not installed: "
+             "pip install 'equivcheck[report]' (or write a .md or .json report)")

@@ -8,9 +8,9 @@ from typing import Annotated, Optional
 import typer
 
 from equivcheck.cli import app
-from equivcheck.cli.common import check_timeout, console, emit_json, fail, guarded
+from equivcheck.cli.common import EXIT_USAGE, check_timeout, emit_json, fail, guarded, out_console
 from equivcheck.cli.paths import check_outputs, domain_file, onnx_external_files
-from equivcheck.cli.progress import ProgressLine
+from equivcheck.cli.progress import HEARTBEAT, ProgressLine
 from equivcheck.core.deadline import Deadline
 from equivcheck.core.options import MULTI_PROOF_TIMEOUT
 
@@ -30,16 +30,18 @@ def compress_cmd(
 
     Writes the compressed ONNX model, prints a per-layer table and, unless --no-verify, proves the two models equivalent on the domain.
 
-    Exit codes: 0 compressed and proved (or not verified), 1 the proof found a difference (a bug: please report it), 3 proof unknown, 4 bad input.
+    The table and the verdict go to stdout, progress and errors to stderr.
+
+    Exit codes: 0 compressed and proved (or not verified), 1 the proof found a difference (a bug: please report it), 3 proof unknown, 4 bad input, 2 usage error.
     """
     from equivcheck.compress.pipeline import compress
 
     check_timeout(timeout)
     if output.suffix.lower() != ".onnx":
-        fail(f"--output {output}: use a .onnx file name")
+        fail(f"--output {output}: use a .onnx file name", EXIT_USAGE)
     check_outputs([("--output", output)],
                   [model, *onnx_external_files(model), *domain_file(domain)])
-    with ProgressLine(quiet=quiet, tty=False if as_json else None) as progress:
+    with ProgressLine(quiet=quiet, tty=False if as_json else None, heartbeat=HEARTBEAT) as progress:
         result = compress(model, domain=domain, output=output, verify=not no_verify,
                           timeout=Deadline.for_command(timeout),
                           progress=progress)
@@ -51,13 +53,13 @@ def compress_cmd(
 
 
 def render(result, output: Path) -> None:
-    """The per-layer table and the proof's verdict, on stderr."""
+    """The per-layer table and the proof's verdict, on stdout."""
     from rich.markup import escape
     from rich.table import Table
 
     from equivcheck.core.result import Verdict
 
-    con = console()
+    con = out_console()
     table = Table(title=f"equivcheck compress: {escape(str(result.original.source))}")
     for col in ("layer", "units", "inactive removed", "active folded", "units kept",
                 "params", "params kept", "saved %"):

@@ -3,16 +3,17 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from equivcheck.cli import app
-from equivcheck.cli.common import check_timeout, console, emit_json, fail, guarded
+from equivcheck.cli.common import EXIT_USAGE, check_timeout, emit_json, fail, guarded, out_console
+from equivcheck.cli.progress import HEARTBEAT, ProgressLine
 from equivcheck.core.deadline import Deadline
 from equivcheck.core.options import DEFAULT_TIMEOUT
+from equivcheck.core.progress import Progress
 
 EXIT_LOWER_BOUND = 3  # the count stopped early (cap, timeout, unresolved branch): a lower bound
 PRINT_DIGITS = 1000  # longer exact integers are not printed on the terminal
@@ -62,10 +63,10 @@ def bound_cmd(
     from equivcheck.regions import bounds_for_widths, network_bounds, parse_widths
 
     if (model is None) == (widths is None):
-        fail("give either a model or --widths (not both)")
+        fail("give either a model or --widths (not both)", EXIT_USAGE)
     if widths is not None:
         if domain is not None:
-            fail("--domain needs a model (the refined bound reads the weights)")
+            fail("--domain needs a model (the refined bound reads the weights)", EXIT_USAGE)
         in_dim, hidden, out = parse_widths(widths)
         result = bounds_for_widths(in_dim, hidden, output_width=out, source=f"--widths {widths}")
     else:
@@ -85,7 +86,7 @@ def _render_bounds(b) -> None:
 
     from equivcheck.regions import scientific
 
-    con = console()
+    con = out_console()
     units = sum(b.widths)
     con.print(f"[bold]Linear-region bounds[/bold] for {escape(str(b.source))}")
     layers = ", ".join(str(w) for w in b.widths) or "none"
@@ -146,44 +147,38 @@ def count_cmd(
         int, typer.Option("--cap", help="Stop after this many regions (lower bound).")
     ] = 100_000,
     timeout: Annotated[
-        float, typer.Option("--timeout", "-t", help="Stop after this many seconds (lower bound).")
-    ] = DEFAULT_TIMEOUT,
+        float | None, typer.Option("--timeout", "-t", show_default=False, help=(
+            f"Stop after this many seconds (lower bound); default {DEFAULT_TIMEOUT:g}, or "
+            "\\[tool.equivcheck] timeout."))
+    ] = None,
     as_json: JsonOpt = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar on stderr.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress line on stderr.")] = False,
 ) -> int:
     """Count the linear regions of a small network on a box, exactly.
 
-    Default domain 0:1 on every input. Exit codes: 0 exact count, 3 lower bound only (cap,
-    timeout or an undecided branch), 4 bad input.
+    Default domain 0:1 on every input. The count goes to stdout, progress and errors to
+    stderr. Exit codes: 0 exact count, 3 lower bound only (cap, timeout or an undecided
+    branch), 4 bad input, 2 usage error.
     """
+    from equivcheck.cli.common import project_defaults
     from equivcheck.io.onnx_import import load_network
     from equivcheck.regions import count_regions
 
     if cap < 1:
-        fail(f"--cap must be at least 1, got {cap}")
+        fail(f"--cap must be at least 1, got {cap}", EXIT_USAGE)
+    if timeout is None:
+        timeout = project_defaults().timeout or DEFAULT_TIMEOUT
     check_timeout(timeout)
+    deadline = Deadline.for_command(timeout)
     net = load_network(model)
-    show_bar = not (as_json or quiet) and sys.stderr.isatty()
-    if show_bar:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    with ProgressLine(quiet=quiet, tty=False if as_json else None, heartbeat=HEARTBEAT) as line:
 
-        with Progress(
-            TextColumn("counting regions"),
-            BarColumn(),
-            TextColumn("{task.percentage:>5.1f}% of patterns"),
-            TextColumn("{task.fields[regions]} regions"),
-            TimeElapsedColumn(),
-            console=console(),
-            transient=True,
-        ) as bar:
-            task = bar.add_task("count", total=1.0, regions=0)
+        def progress(done: float, found: int) -> None:
+            line(Progress("counting regions", done=found, unit="regions",
+                          seconds_left=deadline.remaining(),
+                          detail=f"{100 * done:.1f}% of activation patterns"))
 
-            def progress(done: float, found: int) -> None:
-                bar.update(task, completed=done, regions=found)
-
-            result = count_regions(net, domain, cap=cap, timeout=Deadline.for_command(timeout), progress=progress)
-    else:
-        result = count_regions(net, domain, cap=cap, timeout=Deadline.for_command(timeout))
+        result = count_regions(net, domain, cap=cap, timeout=deadline, progress=progress)
     out = result.to_dict()
     out = {"model": str(model), **out}
     if as_json:
@@ -191,7 +186,7 @@ def count_cmd(
     else:
         from rich.markup import escape
 
-        con = console()
+        con = out_console()
         kind = "exact" if result.exact else f"lower bound: stopped by {result.status.value}"
         con.print(f"[bold]{escape(str(model))}[/bold] on {escape(str(result.domain))}")
         plural = "" if result.count == 1 else "s"

@@ -136,27 +136,57 @@ def json_safe(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-class Verdict(enum.IntEnum):
-    """Three-valued verdict, ordered so that the weakest of several is ``min``."""
+class Verdict(str, enum.Enum):
+    """Three-valued verdict: a string enum (``str(v) == v.value == "proved"``, so it compares
+    equal to its label and JSON writes it as one), ordered REFUTED < UNKNOWN < PROVED so that
+    the weakest of several is ``min``. It has no truth value: ``assert result.verdict`` would
+    pass on UNKNOWN; use ``result.proved`` or compare with ``Verdict.PROVED``."""
 
-    REFUTED = 0
-    UNKNOWN = 1
-    PROVED = 2
+    REFUTED = "refuted"
+    UNKNOWN = "unknown"
+    PROVED = "proved"
 
     @property
     def label(self) -> str:
-        return self.name.lower()
+        """The lower-case name: ``"proved"``, ``"refuted"`` or ``"unknown"``."""
+        return self.value
 
-    def __str__(self) -> str:  # print(result.verdict) shows "proved", not "2"
-        return self.label
+    @property
+    def rank(self) -> int:
+        """0 for REFUTED, 1 for UNKNOWN, 2 for PROVED: the order ``min`` and ``<`` use."""
+        return _VERDICT_RANK[self.value]
+
+    def __str__(self) -> str:  # print(result.verdict) shows "proved"
+        return self.value
 
     def __format__(self, spec: str) -> str:
-        return format(self.label, spec)
+        return format(self.value, spec)
 
     def __bool__(self) -> bool:
-        # ``assert result.verdict`` would pass on UNKNOWN (1) and fail on REFUTED (0)
         raise TypeError("a Verdict has no truth value: compare it with Verdict.PROVED, or use "
                         "result.proved")
+
+    def _rank_of(self, other: object) -> int:
+        if not isinstance(other, Verdict):
+            raise TypeError(f"cannot order a Verdict and a {type(other).__name__}")
+        return other.rank
+
+    def __lt__(self, other: object) -> bool:
+        return self.rank < self._rank_of(other)
+
+    def __le__(self, other: object) -> bool:
+        return self.rank <= self._rank_of(other)
+
+    def __gt__(self, other: object) -> bool:
+        return self.rank > self._rank_of(other)
+
+    def __ge__(self, other: object) -> bool:
+        return self.rank >= self._rank_of(other)
+
+    __hash__ = str.__hash__
+
+
+_VERDICT_RANK = {"refuted": 0, "unknown": 1, "proved": 2}
 
 
 EXIT_CODES = {Verdict.PROVED: 0, Verdict.REFUTED: 1, Verdict.UNKNOWN: 3}
@@ -323,6 +353,8 @@ class ProofResult:
 
     @property
     def proved(self) -> bool:
+        """True only when the verdict is PROVED (``assert result.proved`` is the safe test: a
+        :class:`Verdict` itself has no truth value)."""
         return self.verdict is Verdict.PROVED
 
     @property
@@ -337,6 +369,10 @@ class ProofResult:
     @property
     def stability(self) -> tuple[LayerStability, ...]:
         return tuple(s for b in self.boxes for s in b.stability)
+
+    def _repr_html_(self) -> str:
+        """The result as a small HTML table, for notebooks (Jupyter calls this to display it)."""
+        return result_html(self)
 
     def to_dict(self) -> dict:
         return {
@@ -363,3 +399,29 @@ def json_text(obj: Any, indent: int | None = None) -> str:
     with long_int_text():
         data = obj.to_dict() if hasattr(obj, "to_dict") else obj
         return json.dumps(json_safe(data), indent=indent, allow_nan=False)
+
+
+_VERDICT_COLOURS = {"proved": "#1a7f37", "refuted": "#cf222e", "unknown": "#9a6700"}
+
+
+def result_html(result: ProofResult) -> str:
+    """``result`` as one self-contained HTML table (escaped): the verdict in colour, the reason,
+    the models, the relation, the domain, the counterexample (when there is one), the notes."""
+    from html import escape
+
+    spec = result.spec.to_dict()
+    relation = ", ".join(f"{k} {v}" for k, v in json_safe(spec).items())
+    rows = [("models", f"{result.model_a} vs {result.model_b}"), ("relation", relation),
+            ("domain", result.domain_text), ("time", f"{result.seconds:.2f} s")]
+    cex = result.counterexample
+    if cex is not None:
+        shown = ", ".join(f"{v:.6g}" for v in cex.input[:8])
+        more = f", ... ({len(cex.input)} values)" if len(cex.input) > 8 else ""
+        rows.append(("counterexample", f"x = [{shown}{more}]; margin {cex.exact.margin:.6g}; "
+                                       f"reproduces in float: {'yes' if cex.reproduces else 'no'}"))
+    rows.extend(("note", note) for note in result.notes)
+    colour = _VERDICT_COLOURS[result.verdict.value]
+    body = "".join(f"<tr><th style='text-align:left'>{escape(k)}</th>"
+                   f"<td style='text-align:left'>{escape(str(v))}</td></tr>" for k, v in rows)
+    return (f"<table><caption style='text-align:left'><b style='color:{colour}'>"
+            f"{result.verdict.value.upper()}</b> {escape(result.reason)}</caption>{body}</table>")

@@ -8,6 +8,7 @@ bounds; sizes are checked against the networks' input count before anything is a
 from __future__ import annotations
 
 import json
+import warnings
 from fractions import Fraction
 from pathlib import Path
 
@@ -19,6 +20,11 @@ DEFAULT_DOMAIN_TEXT = "0:1"
 MAX_INPUTS = 10**7  # a VNN-LIB file may not declare more inputs than this (memory guard)
 # one input bound from VNN-LIB: (input index, "lo" | "hi" | "eq", value, strict)
 Atom = tuple[int, str, Fraction, bool]
+
+
+class IgnoredConstraintWarning(UserWarning):
+    """A VNN-LIB constraint on the outputs (``Y_*``), or mixing inputs and outputs, was left out
+    of the domain: the domain is the input region alone. The command line prints it as a note."""
 
 
 def parse_domain(spec: "str | Domain | None", n_inputs: int) -> Domain:
@@ -163,13 +169,18 @@ def _mentions(expr, prefix: str) -> bool:
     return any(_mentions(e, prefix) for e in expr)
 
 
-def _atom_bounds(expr, path: Path, n_max: int) -> list[Atom]:
-    """Input bounds of an ``and`` of comparisons: (index, 'lo'|'hi'|'eq', value, strict)."""
+def _atom_bounds(expr, path: Path, n_max: int, ignored: list | None = None) -> list[Atom]:
+    """Input bounds of an ``and`` of comparisons: (index, 'lo'|'hi'|'eq', value, strict).
+    With ``ignored`` (a list), a comparison that mentions an output (``Y_*``) is appended to it
+    instead of being refused: it constrains the property, not the input region."""
     if isinstance(expr, list) and expr and expr[0] == "and":
         out = []
         for e in expr[1:]:
-            out.extend(_atom_bounds(e, path, n_max))
+            out.extend(_atom_bounds(e, path, n_max, ignored))
         return out
+    if ignored is not None and _mentions(expr, "Y_"):
+        ignored.append(expr)
+        return []
     if not (isinstance(expr, list) and len(expr) == 3 and expr[0] in ("<=", ">=", "=", "<", ">")):
         raise DomainError(f"{path}: unsupported input constraint {_show(expr)[:80]}")
     op, a, b = expr
@@ -228,9 +239,14 @@ def _show(expr) -> str:
 def read_vnnlib_domain(path: Path, n_inputs: int | None = None) -> Domain:
     """The input region of a VNN-LIB file: its box, or a union of boxes.
 
-    Output constraints (on ``Y_*``) describe a property, not the domain, and are ignored. Strict
-    comparisons (``<``, ``>``) give strict bounds, honoured exactly. With ``n_inputs``, a
-    variable ``X_i`` with ``i >= n_inputs`` is refused before anything is allocated for it.
+    The domain is the input region: the comparisons on inputs alone (``X_i`` against a
+    constant). Output constraints (on ``Y_*``), and comparisons that mix inputs and outputs,
+    describe a property, not the domain: they are left out, with one
+    :class:`IgnoredConstraintWarning` saying how many and showing the first (an assertion on
+    outputs alone is left out silently, as it always was). In a disjunction, each branch's input
+    comparisons give one box (equal boxes once). Strict comparisons (``<``, ``>``) give strict
+    bounds, honoured exactly. With ``n_inputs``, a variable ``X_i`` with ``i >= n_inputs`` is
+    refused before anything is allocated for it.
     """
     path = Path(path)
     if not _is_file(path):
@@ -245,6 +261,7 @@ def read_vnnlib_domain(path: Path, n_inputs: int | None = None) -> Domain:
     n = 0
     common: list[Atom] = []
     disjunctions: list[list[list[Atom]]] = []
+    ignored: list = []
     for e in exprs:
         if not isinstance(e, list) or not e:
             raise DomainError(f"{path}: unexpected token {_show(e)[:80]}")
@@ -254,18 +271,22 @@ def read_vnnlib_domain(path: Path, n_inputs: int | None = None) -> Domain:
             body = e[1]
             if not _mentions(body, "X_"):
                 continue  # output property
-            if _mentions(body, "Y_"):
-                raise DomainError(f"{path}: constraint mixes inputs and outputs: {_show(body)[:80]}")
             if isinstance(body, list) and body and body[0] == "or":
-                disjunctions.append([_atom_bounds(c, path, n_max) for c in body[1:]])
+                disjunctions.append([_atom_bounds(c, path, n_max, ignored) for c in body[1:]])
             else:
-                common.extend(_atom_bounds(body, path, n_max))
+                common.extend(_atom_bounds(body, path, n_max, ignored))
     if n == 0:
         raise DomainError(f"{path}: declares no input variables X_i")
     if len(disjunctions) > 1:
         raise DomainError(f"{path}: more than one disjunction over the inputs is not supported")
     alternatives = disjunctions[0] if disjunctions else [[]]
-    boxes = tuple(_box_of(common + alt, n, path) for alt in alternatives)
+    boxes = tuple(dict.fromkeys(_box_of(common + alt, n, path) for alt in alternatives))
+    if ignored:
+        more = f" and {len(ignored) - 1} more" if len(ignored) > 1 else ""
+        warnings.warn(IgnoredConstraintWarning(
+            f"{path}: {len(ignored)} constraint(s) on the outputs ignored, e.g. "
+            f"{_show(ignored[0])[:80]}{more}: the domain is the input region alone"),
+            stacklevel=2)
     return Domain(boxes, str(path))
 
 

@@ -272,6 +272,10 @@ def _verdict(a: Network, b: Network, spec: Spec, box: Box, names, out: SolveOutc
     x_q = tuple(out.model[n] for n in names)
     ya, yb = a.evaluate_exact(x_q), b.evaluate_exact(x_q)
     if spec.holds(ya, yb) or not box.contains(x_q):
+        if spec.mode is Mode.TOP1 and box.contains(x_q):  # the encoding relaxes the confidence
+            return (SearchOutcome.UNKNOWN, "the solver's point meets the linear relaxation of a's "
+                    "confidence condition, but a's softmax confidence there is below "
+                    f"{float(spec.confidence):g}: undecided", None)
         return (SearchOutcome.UNKNOWN,
                 "solver returned a model that does not check exactly (please report)", None)
     return SearchOutcome.REFUTED, "solver found an input that violates the spec", x_q

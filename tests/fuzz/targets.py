@@ -455,36 +455,37 @@ def _check_cli(case: CliCase, scratch: Scratch) -> None:
         out_bad.append("output folder does not exist")
     new_files = {out} - inputs if out else set()
     option_bad: list[str] = []
+    usage_bad: list[str] = []  # bad option values: a usage error (exit 2) before any file is read
     refusable: list[str] = []  # values the tool may refuse (exit 4) or accept
     if command == "prove":
         if out and not out.lower().endswith((".npy", ".json")):
-            option_bad.append("counterexample suffix")
+            usage_bad.append("counterexample suffix")
         args = ["prove", "a.onnx", "a.onnx" if case.model_file == "same_as_b" else "b.onnx"]
         args += domain_args + case.spec.cli_args() + ["--bounds", case.extra[0]] + t_args
         if case.extra[0] == "bogus":
-            option_bad.append("--bounds bogus")
+            usage_bad.append("--bounds bogus")
         if out:
             args += ["--counterexample", out]
         codes = {0, 1, 3, 4}
-        bad = model_bad + domain_bad + timeout_bad + out_bad + option_bad
+        usage_bad += timeout_bad
+        bad = model_bad + domain_bad + out_bad + option_bad + usage_bad
     elif command == "compress":
         args = ["compress", "a.onnx", "-o", out] + domain_args + t_args
         if not out.lower().endswith(".onnx"):
-            option_bad.append("output suffix")
+            usage_bad.append("output suffix")
         if "--no-verify" in case.flags:
             args.append("--no-verify")
         codes = {0, 3, 4}
-        bad = model_bad + domain_bad + timeout_bad + out_bad + option_bad
+        usage_bad += timeout_bad
+        bad = model_bad + domain_bad + out_bad + option_bad + usage_bad
     elif command == "audit":
         eps, gap, data = case.extra
         args = ["audit", "a.onnx", "b.onnx"] + domain_args + t_args + ["--epsilons", eps,
                                                                         "--gap", gap]
-        if eps in ("", "abc", "-1"):
-            option_bad.append(f"--epsilons {eps!r}")
-        if eps == "1e400":
-            refusable.append("--epsilons 1e400")
+        if eps in ("", "abc", "-1", "1e400"):  # 1e400: beyond the float64 range
+            usage_bad.append(f"--epsilons {eps!r}")
         if gap in ("-1", "nan"):
-            option_bad.append(f"--gap {gap}")
+            usage_bad.append(f"--gap {gap}")
         if gap in ("1e9", "0"):
             refusable.append(f"--gap {gap}")
         if data:
@@ -504,9 +505,10 @@ def _check_cli(case: CliCase, scratch: Scratch) -> None:
         if out:
             args += ["--report", out]
             if not out.lower().endswith((".html", ".md", ".json")):
-                option_bad.append("report suffix")
+                usage_bad.append("report suffix")
         codes = {0, 4}
-        bad = model_bad + domain_bad + timeout_bad + out_bad + option_bad
+        usage_bad += timeout_bad
+        bad = model_bad + domain_bad + out_bad + option_bad + usage_bad
     elif command == "regions-bound":
         which = case.extra[0]
         honour = 4.0
@@ -518,24 +520,27 @@ def _check_cli(case: CliCase, scratch: Scratch) -> None:
             if which in ("", "a,b", "0,1", "-1,2", "2", "3,0,2", "2,3,1,"):
                 option_bad.append(f"--widths {which!r}")
             if domain_args:
-                option_bad.append("--domain with --widths")
+                usage_bad.append("--domain with --widths")
             if which in ("784,100000,10", "1000000000,10,10"):
                 refusable.append(f"--widths {which}")
-            bad = option_bad
+            bad = option_bad + usage_bad
         codes = {0, 4}
     else:  # regions-count
         cap = case.extra[0]
         args = ["regions", "count", "a.onnx"] + domain_args + ["--cap", cap] + t_args
         if cap in ("0", "-5"):
-            option_bad.append(f"--cap {cap}")
+            usage_bad.append(f"--cap {cap}")
         if cap == "x":
             usage_ok = True
         codes = {0, 3, 4}
-        bad = model_bad + domain_bad + timeout_bad + option_bad
+        usage_bad += timeout_bad
+        bad = model_bad + domain_bad + option_bad + usage_bad
     for flag in ("--json", "--bogus"):
         if flag in case.flags:
             args.append(flag)
-    if bad:
+    if usage_bad:
+        codes = {2}
+    elif bad:
         codes = {4}
     elif refusable:
         codes = codes | {4}
