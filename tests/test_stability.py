@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from fractions import Fraction
 
 import numpy as np
@@ -265,3 +266,77 @@ def test_a_regions_count_first_does_not_break_later_lps():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=REPO, timeout=120)
     assert out.stdout.strip().splitlines()[-1] == UnitStability.INACTIVE.value, out.stderr[-500:]
+
+
+@pytest.mark.parametrize("split", ["coef", "smear"])
+def test_both_split_choices_decide_every_unit_soundly(split, monkeypatch):
+    """The split input only steers the search: either choice decides every unit of a random
+    deep net, and no unit proved stable shows the other sign at random points."""
+    import equivcheck.engine.units as units
+
+    monkeypatch.setattr(units, "SPLIT", split)
+    rng = np.random.default_rng(7)
+    net = random_net(rng, [4, 12, 12, 12, 2])
+    lo, hi = np.array([-1.0, 0.0, -0.5, 0.25]), np.array([0.0, 0.5, 0.5, 0.5])
+    dom = box_domain(list(lo), list(hi))
+    rep = analyze_stability(net, dom, timeout=30, use_lp=False, splitter=split_inputs)
+    assert rep.undecided == ()
+    assert sum(rep.stage_counts()["exact"].values()) > 0
+    check_witnesses(net, rep, dom)
+    zs = net.pre_activations(lo + rng.random((20000, 4)) * (hi - lo))
+    for layer in rep.layers:
+        for i, status in enumerate(layer.status):
+            if status is UnitStability.INACTIVE:
+                assert zs[layer.layer][:, i].max() <= 1e-12
+            elif status is UnitStability.ACTIVE:
+                assert zs[layer.layer][:, i].min() >= -1e-12
+
+
+def test_multi_start_search_finds_a_positive_corner_that_sampling_misses():
+    """Layer 1 unit: 0.03 - |x1 - 0.3| - |x2 + 0.2| - |x3 - 0.7|, positive on about 1e-6 of
+    the box: 200 random points miss it, the climbs from the best of them reach it, and the
+    witness is checked exactly."""
+    from equivcheck.bounds.stability_state import AnalysisState, multi_start_search
+
+    a = np.array([0.3, -0.2, 0.7])
+    w0 = np.vstack([np.eye(3), -np.eye(3)])
+    b0 = np.concatenate([-a, a])
+    w1 = -np.ones((1, 6))
+    net = Network((Layer(Affine(w0, b0), True), Layer(Affine(w1, np.array([0.03])), True),
+                   Layer(Affine(np.ones((1, 1)), np.zeros(1)), False)))
+    st = AnalysisState(net, box_domain([-1, -1, -1], [1, 1, 1]).boxes[0], time.monotonic() + 30.0)
+    rng = np.random.default_rng(0)
+    pool = rng.uniform(-1, 1, (200, 3))
+    assert net.pre_activations(pool)[1][:, 0].max() < 0
+    multi_start_search(st, np.random.default_rng(1), pool=200, starts=8)
+    idx = st.w_pos[1][0]
+    assert idx is not None
+    x = st.witnesses[idx]
+    assert pre_activations_exact(net.layers, [Fraction(v) for v in x])[1][0] > 0
+
+
+def test_split_coefficients_are_the_gradient_where_every_earlier_unit_is_stable():
+    """On a box so small that no unit below the questioned layer changes phase, the
+    back-substituted bound is the unit's own linear map: the coefficients the split uses are
+    ``|d z / d x|`` there."""
+    from equivcheck.core.ascent import vjp
+    from equivcheck.engine.units import _Bounder
+
+    rng = np.random.default_rng(3)
+    net = random_net(rng, [4, 10, 10, 10, 2])
+    x = rng.uniform(-1, 1, 4)
+    lo, hi = (x - 1e-9)[None, :], (x + 1e-9)[None, :]
+    b = _Bounder(net)
+    prior = np.concatenate([np.full(b.size, -np.inf), np.full(b.size, np.inf)])[None, :]
+    last = np.arange(10)
+    b.bounds(2, last, lo, hi, prior)
+    q_layer, q_unit = np.array([2, 2, 1]), np.array([3, 7, 0])
+    q_sign = np.array([1.0, -1.0, 1.0])
+    got = b.coefficients(2, last, q_layer, q_unit, q_sign, np.array([True]),
+                         np.ones((1, 3), dtype=bool), lo, hi)
+    for j in range(2):
+        c = np.zeros((1, 10))
+        c[0, q_unit[j]] = 1.0
+        want = np.abs(vjp(net, x[None, :], c, layer=2))[0]
+        assert np.allclose(got[0, j], want, rtol=1e-9, atol=1e-12)
+    assert not got[0, 2].any()  # a question of an earlier layer has no coefficients here

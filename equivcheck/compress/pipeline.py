@@ -56,7 +56,7 @@ from equivcheck.core.spec import Mode, Norm, Spec
 from equivcheck.engine.units import split_inputs
 from equivcheck.io.domains import parse_domain
 from equivcheck.io.onnx_export import to_onnx
-from equivcheck.io.onnx_import import ModelLike, load_model, load_network
+from equivcheck.io.onnx_import import ModelLike, load_model, load_network, model_label
 from equivcheck.solve.prover import KnownBounds, prove_networks
 
 # The proofs use the bounds the analysis proved ("exact"): removed units are constants there too
@@ -161,7 +161,7 @@ def compress(
     deadline = Deadline.of(timeout)
     opts = options if options is not None else PROOF_OPTIONS
     proto = None if isinstance(model, Network) else load_model(model)
-    label = None if proto is None or hasattr(model, "SerializeToString") else str(model)
+    label = None if proto is None else model_label(model)
     net = model if proto is None else load_network(proto, name=label)
     dom = parse_domain(domain, net.in_dim)
     report(progress, Progress("stability", 0, net.num_relus, "units", seconds_left=deadline.remaining()))

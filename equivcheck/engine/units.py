@@ -8,12 +8,26 @@ the questions still open on it; each round bounds up to ``BATCH`` sub-boxes in o
 :func:`~equivcheck.engine.bounds.pair_bounds` (rigorous for the exact weights, back-substitution
 of every unstable unit), each sub-box starting from its parent's bounds of every layer (and the
 analysis' proved bounds), closes a question on a sub-box when the bound of ``sign * z`` is
-``<= 0`` there, and splits the sub-boxes that keep open questions at the midpoint of the input
-that can move them most: the open questions' ``|w|`` propagated back through ``|W|``, skipping
-the units the sub-box's bounds show stably inactive, times the width. (Measured on ACAS Xu N1,1
-over prop_1: 2,957 sub-boxes to decide every unit; without the skipping 27,623; by width alone
-92 units left open after 22,846.) A question is proved (the unit stable) when every sub-box of a
-cover of the box closed it; the split points are shared by both halves, so the float sub-boxes
+``<= 0`` there, and splits the sub-boxes that keep open questions at the midpoint of an input
+chosen by two scores, each scaled to peak at 1 over the inputs and added (``SPLIT = "coef"``):
+the input coefficients ``|nu|`` of the back-substituted bounds of the open questions of the
+deepest layer asked (one more back-substitution of just those rows, per box, from the bounds
+just computed), times the width, each question scaled to peak at 1; and the "smear": the open
+questions' ``|w|`` propagated back through ``|W|``, skipping the units the sub-box's bounds show
+stably inactive, times the width (``SPLIT = "smear"`` uses it alone). Measured on ACAS Xu over
+prop_1 (sub-boxes and seconds to decide every unit, the two run side by side, 60 s limit):
+N2,5 25,895 in 46 s (smear: 20 units open after 27,667 in 60 s), N2,4 8,975 in 10 s (88,071 in
+35 s), N2,8 26,643 in 41 s (40,025 in 47 s), N1,9 6,935 (20,067); the coefficients alone split
+one input down to nothing (N2,2, N2,7: one unit open after 65,000 sub-boxes); a look-ahead
+(forward bounds of both halves along every input) halved the sub-boxes but doubled their cost;
+the engine's alpha-CROWN slopes (2 steps) on the sub-boxes did not pay either. (Smear alone, on
+N1,1: 2,957 sub-boxes; without the skipping 27,623; by width alone 92 units left open after
+22,846.) Questions left open on more sub-boxes than a budget get multi-start climbs for their
+witnesses (:func:`~equivcheck.bounds.stability_state.multi_start_search`, ``CLIMBS``): a short
+one when the first budget is passed, a long one at the second or when a third of the time is
+gone; they find units positive on a sliver of the box (N2,5 layer 5 unit 7, 0.02 at most)
+that the splitting would otherwise chase to the end of its time. A question is proved (the
+unit stable) when every sub-box of a cover of the box closed it; the split points are shared by both halves, so the float sub-boxes
 cover the float box, which encloses the exact one. The centre and two random points of each
 sub-box left open are witness candidates (checked exactly by the state). A question open on more
 sub-boxes than the current budget (``SPLIT_BUDGETS``) is parked: its sub-boxes wait until no
@@ -25,24 +39,28 @@ engine's, and ``bounds/`` may not import ``engine/``. :func:`~equivcheck.bounds.
 analyze_stability` therefore takes the exact stage for few inputs as a parameter (``splitter``);
 ``compress`` (a layer above both) passes :func:`split_inputs`. One network is bounded as the pair
 (``net`` truncated after the deepest questioned layer, followed by a zero map, against a zero
-map), so only ``net``'s own bounds are computed and nothing of the engine's internals is used.
+map), so only ``net``'s own bounds are computed; the split coefficients re-run
+:func:`~equivcheck.engine.backward.back_network` on the bounds that call returned.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from equivcheck.bounds.stability_state import AnalysisState
+from equivcheck.bounds.stability_state import AnalysisState, multi_start_search
 from equivcheck.core.network import Affine, Layer, Network
 from equivcheck.core.options import UnitStability
 from equivcheck.core.progress import Progress, ProgressFn, report
 from equivcheck.engine import Boxes, PairModel, pair_bounds
-from equivcheck.engine.backward import History  # the type of pair_bounds' ``prior``
+from equivcheck.engine.backward import History, back_network  # ``prior``'s type; coefficients
 from equivcheck.engine.forward import bisect
 
 SPLIT_BUDGETS = (64, 1024, 16384, 262144)  # sub-boxes a question may stay open on, level by level
 BATCH = 512  # sub-boxes bounded per call ...
 BATCH_FLOATS = 6_000_000  # and few enough that [units, inputs, boxes] arrays stay this small
+SPLIT = "coef"  # how the split input is chosen (see the module doc): "coef" or "smear"
+CLIMBS = ((4, 30), (16, 60))  # multi-start climbs (starts, rounds) as budgets 1, 2 begin ...
+CLIMB_TIME = (0.0, 2.0 / 3.0)  # ... or when only this share of the time is left
 WITNESS_SAMPLES = 2  # random points per open sub-box offered as witnesses (with its centre)
 
 
@@ -72,6 +90,34 @@ class _Bounder:
             self.models[key] = PairModel.build(head, zero)
         return self.models[key]
 
+    def coefficients(self, upto: int, last: np.ndarray, q_layer, q_unit, q_sign,
+                     keep: np.ndarray, open_q: np.ndarray, lo: np.ndarray,
+                     hi: np.ndarray) -> np.ndarray:
+        """``[B, Q, n]``: for the boxes ``keep`` of the last :meth:`bounds` call (``lo``, ``hi``
+        their bounds), ``|nu|``, the input coefficients of the back-substituted upper bound of
+        ``sign * z`` of each question of layer ``upto`` open there (``open_q`` ``[B, Q]``), from
+        that call's bounds of the earlier layers; 0 for the other questions."""
+        model, hist = self.last
+        b, n = lo.shape
+        out = np.zeros((b, len(q_unit), n))
+        qsel = np.flatnonzero((q_layer == upto) & np.isin(q_unit, last))
+        om = open_q[:, qsel]
+        r = int(om.sum(axis=1).max()) if len(qsel) else 0
+        if r == 0:
+            return out
+        order = np.argsort(~om, axis=1, kind="stable")[:, :r]  # [B, R]: each box's open first
+        valid = np.take_along_axis(om, order, 1)
+        qs = qsel[order]
+        c = np.zeros((b, r, len(last)))
+        bi = np.broadcast_to(np.arange(b)[:, None], qs.shape)
+        c[bi, np.arange(r)[None, :], np.searchsorted(last, q_unit[qs])] = q_sign[qs] * valid
+        cols = [h[:, keep] for h in hist.f_lo[:upto]], [h[:, keep] for h in hist.f_hi[:upto]]
+        pm = [h[:, keep] for h in hist.f_pm[:upto]]
+        p = back_network(self.model(upto, last).f, cols[0], cols[1], pm, upto, c,
+                         Boxes(lo, hi, model.width).xmax, b)
+        out[bi, qs] = np.where(valid[:, :, None], np.abs(np.asarray(p.nu)), 0.0)
+        return out
+
     def pack(self, bounds) -> np.ndarray:
         """Layer bounds (one :class:`LayerBounds` per layer) as one row ``[2 * units]``."""
         return np.concatenate([np.concatenate([b.lower for b in bounds]),
@@ -99,6 +145,7 @@ class _Bounder:
         for k, c in enumerate(cols):
             out[:, c] = pb.hist.f_lo[k].T
             out[:, size + c] = pb.hist.f_hi[k].T
+        self.last = (model, pb.hist)
         return out
 
 
@@ -187,10 +234,17 @@ def _split(st: AnalysisState, bounder: _Bounder, progress: ProgressFn | None) ->
     rng = np.random.default_rng(0)
     live = _live(st, questions)
     nodes = 0
+    climbs = 0  # multi-start climbs done
+    climb_at = [CLIMB_TIME[j] * st.time_left() for j in range(len(CLIMBS))]
     while len(lo):
         if st.time_left() <= 0:
             unsettled |= mask.any(axis=0)  # open somewhere when the time ran out
             break
+        if climbs < len(CLIMBS) and (level > climbs or st.time_left() < climb_at[climbs]):
+            # the questions left are harder (parked, or the time goes): climb for witnesses
+            multi_start_search(st, rng, starts=CLIMBS[climbs][0], rounds=CLIMBS[climbs][1])
+            live = _live(st, questions)
+            climbs += 1
         active = live & ~unsettled
         eligible = active & (count <= SPLIT_BUDGETS[level])
         mask &= active[None, :]
@@ -225,6 +279,8 @@ def _split(st: AnalysisState, bounder: _Bounder, progress: ProgressFn | None) ->
         blo, bhi, bmask, bprior = blo[keep], bhi[keep], bmask[keep], bprior[keep]
         if not len(blo):
             continue
+        if SPLIT == "coef":  # before the boxes are filtered again: the bounds' rows are per box
+            coef = bounder.coefficients(upto, last, q_layer, q_unit, q_sign, keep, bmask, blo, bhi)
         pts = [0.5 * blo + 0.5 * bhi]
         pts += [blo + rng.random(blo.shape) * (bhi - blo) for _ in range(WITNESS_SAMPLES)]
         st.try_witnesses(np.vstack(pts))
@@ -233,6 +289,8 @@ def _split(st: AnalysisState, bounder: _Bounder, progress: ProgressFn | None) ->
         count += bmask.sum(axis=0)
         keep = bmask.any(axis=1)
         blo, bhi, bmask, bprior = blo[keep], bhi[keep], bmask[keep], bprior[keep]
+        if SPLIT == "coef":
+            coef = coef[keep]
         if not len(blo):
             continue
         wid = bhi - blo
@@ -240,6 +298,8 @@ def _split(st: AnalysisState, bounder: _Bounder, progress: ProgressFn | None) ->
         weight = np.where(elig.any(axis=1, keepdims=True), elig, bmask).astype(np.float64)
         upper = [bprior[:, size + off[k]:size + off[k + 1]] for k in range(upto + 1)]
         smear = _smear(net, rows, weight, upper) * wid
+        if SPLIT == "coef":
+            smear = _coef(coef, weight, wid, smear)
         mid = 0.5 * blo + 0.5 * bhi
         splittable = (mid > blo) & (mid < bhi)
         smear = np.where(splittable, smear, -1.0)
@@ -265,3 +325,16 @@ def _split(st: AnalysisState, bounder: _Bounder, progress: ProgressFn | None) ->
         k, i, sign = questions[j]
         if st.status[k][i] is UnitStability.UNDECIDED:
             st.proved_stable(k, i, sign)
+
+
+def _coef(coef: np.ndarray, weight: np.ndarray, wid: np.ndarray, smear: np.ndarray) -> np.ndarray:
+    """``[B, n]`` split scores: from the back-substituted bounds of the open questions
+    (``coef`` ``[B, Q, n]``, see :meth:`_Bounder.coefficients`), ``|nu| * width`` per question
+    scaled to peak at 1 and summed over the questions ``weight`` selects, plus ``smear``
+    (``[B, n]``), each scaled to peak at 1 per box (all-zero rows stay 0)."""
+    c = coef * wid[:, None, :]
+    peak = c.max(axis=2)  # [B, Q]
+    w = weight * (peak > 0)
+    score = np.einsum("bqn,bq->bn", c, w / np.maximum(peak, 1e-300))
+    score /= np.maximum(score.max(axis=1, keepdims=True), 1e-300)
+    return score + smear / np.maximum(smear.max(axis=1, keepdims=True), 1e-300)
