@@ -65,11 +65,12 @@ def hard_pair(tmp_path, n_in: int = 10, seed: int = 3) -> tuple:
 
 
 def many_boxes_vnnlib(path, n_boxes: int, dim: int) -> None:
-    """A VNN-LIB whose input region is a union of ``n_boxes`` boxes (one disjunction)."""
+    """A VNN-LIB whose input region is a union of ``n_boxes`` distinct boxes (one disjunction;
+    equal boxes would be read once)."""
     lines = [f"(declare-const X_{i} Real)" for i in range(dim)] + ["(declare-const Y_0 Real)"]
     alts = []
     for k in range(n_boxes):
-        lo = -1 + (k % 7) * 1e-3
+        lo = -1 + k * 1e-4
         alts.append("(and " + " ".join(f"(>= X_{i} {lo}) (<= X_{i} 1)" for i in range(dim)) + ")")
     lines.append("(assert (or " + "\n".join(alts) + "))")
     path.write_text("\n".join(lines) + "\n")
