@@ -218,6 +218,13 @@ class AuditResult:
                 return c
         raise KeyError(name)
 
+    def _repr_html_(self) -> str:
+        """A compact summary as one HTML table, for notebooks (Jupyter calls this to display it):
+        the certified and witnessed deviation bounds, every verdict, removed live units, the
+        sampled agreement and the notes, all escaped; no plots, so it needs no matplotlib (the
+        full report: :func:`equivcheck.audit.report.html_fragment`)."""
+        return audit_html(self)
+
     def to_dict(self) -> dict:
         return {
             "original": self.original,
@@ -237,3 +244,60 @@ class AuditResult:
             "seconds": round(self.seconds, 3),
             "notes": list(self.notes),
         }
+
+
+_VERDICT_COLOURS = {"proved": "#1a7f37", "refuted": "#cf222e", "unknown": "#9a6700"}
+
+
+def _cell(text: str, header: bool = False) -> str:
+    from html import escape
+
+    tag = "th" if header else "td"
+    return f"<{tag} style='text-align:left'>{escape(text)}</{tag}>"
+
+
+def _sample_text(s: SampleStats) -> str:
+    return (f"{s.count} points, {s.inside_domain} inside the domain: top-1 agreement "
+            f"{s.top1_agreement:.2f}%, largest deviation {s.deviation_max:.6g} (float64, not "
+            "certified)")
+
+
+def audit_html(r: AuditResult) -> str:
+    """``r`` as one self-contained, escaped HTML table: models, domain, the worst-case deviation
+    (witnessed lower and certified upper bound, flagged when the upper lies below the lower),
+    one row per verdict in colour, removed live units, sample and data statistics, notes."""
+    from html import escape
+
+    d = r.deviation
+    bound = (f"{float(d.lower):.6g} <= max ||f(x) - g(x)||_inf <= {float(d.upper):.6g} "
+             f"(upper certified by {d.upper_method}; lower witnessed exactly"
+             + (f", largest at output {d.witness_output}" if d.witness_output is not None else "")
+             + f"; gap {'within' if r.converged else 'not within'} the target {r.gap:g})")
+    rows = [("models", f"{r.original} vs {r.pruned}"), ("domain", r.domain_text),
+            ("worst-case deviation", bound)]
+    if d.upper < d.lower or any(p.upper < p.lower for p in r.per_output):
+        rows.append(("WARNING", "a certified upper bound lies below its exact witness: a bug "
+                                "in equivcheck (please report it); do not rely on the bounds"))
+    live = [u for u in r.units if u.live]
+    if live:
+        shown = ", ".join(f"layer {u.layer} unit {u.unit}" for u in live[:8])
+        more = f", ... ({len(live)} in all)" if len(live) > 8 else ""
+        removed = sum(u.kind is ChangeKind.REMOVED for u in r.units)
+        rows.append(("live units removed", f"{len(live)} of {removed} removed units were live "
+                                           f"(removing them can change the outputs): {shown}"
+                                           f"{more}"))
+    rows.append(("random domain points", _sample_text(r.samples)))
+    if r.data is not None:
+        rows.append((f"data ({r.data.source})", _sample_text(r.data)))
+    rows.extend(("note", n) for n in r.notes)
+    rows.append(("time", f"{r.seconds:.1f} s"))
+    checks = "".join(
+        f"<tr>{_cell(c.name)}<td style='text-align:left;color:"
+        f"{_VERDICT_COLOURS[c.verdict.value]}'><b>{c.verdict.value.upper()}</b></td>"
+        f"{_cell(str(c.method))}{_cell(c.reason)}</tr>" for c in r.checks)
+    body = "".join(f"<tr>{_cell(k, header=True)}<td colspan='3' style='text-align:left'>"
+                   f"{escape(v)}</td></tr>" for k, v in rows)
+    head = "".join(_cell(h, header=True) for h in ("notion", "verdict", "decided by", "reason"))
+    return ("<table><caption style='text-align:left'><b>equivcheck audit</b> "
+            f"{escape(r.original)} -> {escape(r.pruned)}</caption>{body}<tr>{head}</tr>"
+            f"{checks}</table>")

@@ -7,7 +7,7 @@ from fractions import Fraction
 
 from equivcheck.bounds.stability_report import StabilityReport
 from equivcheck.core.network import Network
-from equivcheck.core.result import ProofResult
+from equivcheck.core.result import ProofResult, result_html
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,11 @@ class CompressionResult:
         before = self.original.num_parameters
         return 100.0 * (1 - self.compressed.num_parameters / before) if before else 0.0
 
+    def _repr_html_(self) -> str:
+        """The per-layer table, the summary line and the proof, as escaped HTML for notebooks
+        (Jupyter calls this to display it)."""
+        return compression_html(self)
+
     def to_dict(self) -> dict:
         return {
             "model": self.original.source,
@@ -89,3 +94,41 @@ class CompressionResult:
             "seconds": round(self.seconds, 4),
             "notes": list(self.notes),
         }
+
+
+def compression_html(c: CompressionResult) -> str:
+    """``c`` as escaped HTML: a caption with the architectures, units and parameters before and
+    after, the per-layer table, the undecided (kept) units and notes, then the proof's table
+    (:func:`equivcheck.core.result.result_html`) or "not verified" when there is no proof."""
+    from html import escape
+
+    def cells(values: tuple[str, ...], tag: str = "td") -> str:
+        return "<tr>" + "".join(f"<{tag} style='text-align:right'>{escape(v)}</{tag}>"
+                                for v in values) + "</tr>"
+
+    head = cells(("layer", "units", "inactive removed", "active folded", "units kept", "params",
+                  "params kept", "saved %"), "th")
+    rows = "".join(cells((
+        f"{r.layer}{'' if r.relu else ' out'}{' folded' if r.folded_into_next else ''}",
+        str(r.units_before), str(r.removed_inactive), str(r.folded_active), str(r.units_after),
+        f"{r.params_before:,}", f"{r.params_after:,}",
+        f"{100.0 * (1 - r.params_after / r.params_before) if r.params_before else 0.0:.1f}"))
+        for r in c.table)
+    summary = (f"{c.original.description} -> {c.compressed.description}: "
+               f"{c.hidden_before - c.hidden_after} of {c.hidden_before} hidden units removed "
+               f"({c.unit_compression:.1f}%), parameters {c.original.num_parameters:,} -> "
+               f"{c.compressed.num_parameters:,} ({c.param_compression:.1f}%)")
+    lines = [f"{len(c.stability.undecided)} units undecided (kept)"]
+    lines += [f"note: {n}" for n in c.notes]
+    if c.proof is None:
+        lines.append("not verified: no proof was run")
+    elif c.epsilon is not None:
+        lines.append(f"proof of equality within epsilon = {c.epsilon} (linf, "
+                     f"{float(c.epsilon):.3g}):")
+    else:
+        lines.append("proof of strict equality:")
+    text = "".join(f"<p style='text-align:left'>{escape(line)}</p>" for line in lines)
+    proof = "" if c.proof is None else result_html(c.proof)
+    return (f"<div><table><caption style='text-align:left'><b>equivcheck compress</b> "
+            f"{escape(str(c.original.source))}<br>{escape(summary)}</caption>{head}{rows}"
+            f"</table>{text}{proof}</div>")
