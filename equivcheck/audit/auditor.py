@@ -117,6 +117,8 @@ def audit(
     au.tighten(None, deadline.sub(seconds=deadline.remaining()
                                   - max(MIN_CALL_SECONDS, VERDICT_RESERVE * deadline.remaining())))
     strict = au.check_strict()
+    if strict.verdict is Verdict.PROVED:  # the bound is 0 now: why refinement stopped is moot
+        au.notes[:] = [n for n in au.notes if "refinement stopped" not in n]
     checks = [strict]
     for eps in ladder:
         checks.append(au.check_epsilon(eps))
