@@ -228,7 +228,7 @@ class DomainSpec:
 # mangled texts: each must be refused with exit 4
 
 VNNLIB_MANGLES = ("drop_bound", "huge_index", "unbalanced", "garbage", "nan_bound", "inverted",
-                  "empty_strict", "mixed_xy", "unknown_op", "no_inputs", "dim_mismatch",
+                  "empty_strict", "unknown_op", "no_inputs", "dim_mismatch",
                   "non_utf8", "var_var", "hex_number", "empty_file", "inf_bound")
 JSON_MANGLES = ("not_object", "missing_upper", "nan_literal", "infinity_literal", "bool", "null",
                 "wrong_length", "empty_list", "inverted", "trailing_garbage", "dict_bound",
@@ -265,9 +265,6 @@ def mangle_vnnlib(dom: DomainSpec, kind: str) -> bytes:
         lines = ["(declare-const X_%d Real)" % i for i in range(n)]
         lines += [f"(assert (> X_{i} 0.5))" for i in range(n)]
         lines += [f"(assert (< X_{i} 0.5))" for i in range(n)]
-    elif kind == "mixed_xy":
-        lines.insert(1, "(declare-const Y_0 Real)")
-        lines.append("(assert (<= X_0 Y_0))")
     elif kind == "unknown_op":
         lines.append("(assert (distinct X_0 0.5))")
     elif kind == "no_inputs":
