@@ -122,9 +122,11 @@ def summary(name, rows):
             s = [r["seconds"] for r in sub if r["prop"] == p]
             if not s:
                 continue
+            c = [r["cpu"] for r in sub if r["prop"] == p]
             d = sum(r["outcome"] != "unknown" for r in sub if r["prop"] == p)
             print(f"{'':>14s}   prop_{p}{'/2' if p == 1 else '  '}: decided {d}/{len(s)}, "
-                  f"median {statistics.median(s):.3f} s")
+                  f"median {statistics.median(s):.3f} s (cpu {statistics.median(c):.3f}, "
+                  f"min {min(c):.3f}, max {max(c):.3f})")
 
 
 def compare_prove(name, make_copy, cases, timeout=30.0):

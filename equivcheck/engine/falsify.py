@@ -55,6 +55,7 @@ class Falsifier:
         self.best_margin = -np.inf  # best float margin seen (a witnessed lower bound, in float)
         self.best_point: np.ndarray | None = None
         self.checked = 0
+        self._known: tuple[np.ndarray, np.ndarray] | None = None  # the last candidates' margins
 
     def _snap(self, x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         slo, shi = self.sample
@@ -66,25 +67,32 @@ class Falsifier:
     def margins(self, x: np.ndarray) -> np.ndarray:
         return batch_margin(self.spec, self.f.evaluate(x), self.g.evaluate(x))
 
-    def ascend(self, x: np.ndarray, lo: np.ndarray, hi: np.ndarray, steps: int) -> np.ndarray:
+    def ascend(self, x: np.ndarray, lo: np.ndarray, hi: np.ndarray, steps: int
+               ) -> tuple[np.ndarray, np.ndarray]:
         """Projected signed-gradient ascent of the margin from the points ``x`` (rows), each
-        staying in its own box ``[lo, hi]``; returns the best point seen per row."""
-        best = x.copy()
-        best_m = self.margins(x)
+        staying in its own box ``[lo, hi]``; returns the best point seen per row and its float
+        margin (:meth:`margins`). One forward pass per point and step serves both the margin and
+        the gradient (``_forward``'s outputs are ``Network.evaluate``'s)."""
         width = hi - lo
         step = 0.25
-        for _ in range(steps):
+        best = best_m = None
+        for it in range(steps + 1):
             yf, mf = _forward(self.f, x)
             yg, mg = _forward(self.g, x)
+            m = batch_margin(self.spec, yf, yg)
+            if best is None:
+                best, best_m = x.copy(), m
+            else:
+                better = m > best_m
+                best[better], best_m[better] = x[better], m[better]
+            if it == steps:
+                break
             ca, cb = objective_weights(self.spec, yf, yg)
             grad = _vjp(self.f, mf, ca) + _vjp(self.g, mg, cb)
             jitter = self.rng.uniform(0.5, 1.5, x.shape)
             x = self._snap(x + step * width * np.sign(grad) * jitter, lo, hi)
-            m = self.margins(x)
-            better = m > best_m
-            best[better], best_m[better] = x[better], m[better]
             step *= 0.6
-        return best
+        return best, best_m
 
     def candidates(self, lo: np.ndarray, hi: np.ndarray, coef: np.ndarray | None,
                    steps: int, random: int = 0) -> np.ndarray:
@@ -104,7 +112,8 @@ class Falsifier:
         x, blo, bhi = np.concatenate(pts), np.concatenate(plo), np.concatenate(phi)
         x = self._snap(x, blo, bhi)
         if steps:
-            x = self.ascend(x, blo, bhi, steps)
+            x, m = self.ascend(x, blo, bhi, steps)
+            self._known = (x, m)  # their margins, for confirm
         return x
 
     def confirm(self, x: np.ndarray, limit: int = 4):
@@ -112,7 +121,8 @@ class Falsifier:
         exactly and lies in the box: ``(point, float margin, exact margin)``, or None."""
         if not len(x):
             return None
-        m = self.margins(x)
+        known, self._known = self._known, None
+        m = known[1] if known is not None and known[0] is x else self.margins(x)
         order = np.argsort(-m)
         if m[order[0]] > self.best_margin:
             self.best_margin, self.best_point = float(m[order[0]]), x[order[0]].copy()

@@ -104,7 +104,9 @@ def check_box_parallel(f: Network, g: Network, spec: Spec, box: Box,
             else first_seconds
         sub = deadline.sub(seconds=share)
         first = _check(f, g, spec, box, sub, options, model, progress)
-        if first.outcome is not Outcome.UNKNOWN or not sub.expired():
+        timed_out = sub.expired() or first.reason.startswith("timeout")  # (or no time left
+        # for another round: the slice ran out before its deadline passed)
+        if first.outcome is not Outcome.UNKNOWN or not timed_out:
             return first  # decided, or open for a reason more time would not change
     if deadline.remaining() < MIN_PARALLEL:
         return _check(f, g, spec, box, deadline, options, model, progress)
