@@ -27,7 +27,10 @@ import time
 from dataclasses import dataclass
 from fractions import Fraction
 
-from equivcheck.bounds.symbolic import symbolic_bounds
+import numpy as np
+
+from equivcheck.bounds.interval import LayerBounds, intersect, interval_step
+from equivcheck.bounds.symbolic import symbolic_layer
 from equivcheck.canon.build import (
     BudgetExceeded,
     Canonical,
@@ -86,21 +89,31 @@ def canonical_forms(a: Network, b: Network, box: Box, deadline: Deadline | None 
 
 
 class _LazyBounds:
-    """The symbolic bounds of a network's layers over a box, computed when first read (layer
-    0, interval bounds, alone: a pair that differs in its first layers needs no more)."""
+    """Sound float bounds of a network's layers over a box, each computed when first read (with
+    the layers before it): back-substitution (:func:`symbolic_layer`) intersected with interval
+    bounds for ReLU layers; interval bounds alone for layer 0, for layers without a ReLU (the
+    form reads those only to bound their successors; ``symbolic_bounds`` back-substitutes them
+    too, costly on the wide linear layers of a factored copy), for layers marked
+    :meth:`cheap` and once ``deadline`` has passed."""
 
     def __init__(self, net: Network, lo, hi, deadline: Deadline | None) -> None:
-        self.net, self.lo, self.hi, self.deadline = net, lo, hi, deadline
-        self.layers: list | None = None
-        self.first = None
+        self.net, self.deadline = net, deadline
+        self.lo, self.hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+        self.layers: list[LayerBounds] = []
+        self.interval_only: set[int] = set()
 
-    def __getitem__(self, k: int):
-        if k == 0 and self.layers is None:
-            if self.first is None:
-                self.first = symbolic_bounds(self.net, self.lo, self.hi, upto=0)[0]
-            return self.first
-        if self.layers is None:
-            self.layers = symbolic_bounds(self.net, self.lo, self.hi, deadline=self.deadline)
+    def cheap(self, k: int) -> None:
+        """Layer ``k``, when it is computed, gets interval bounds only (still sound)."""
+        self.interval_only.add(k)
+
+    def __getitem__(self, k: int) -> LayerBounds:
+        while len(self.layers) <= k:
+            j, net = len(self.layers), self.net
+            b = interval_step(net, j, self.layers, self.lo, self.hi)
+            if (j > 0 and net.layers[j].relu and j not in self.interval_only
+                    and not (self.deadline is not None and self.deadline.expired())):
+                b = intersect(b, symbolic_layer(net, j, self.layers, self.lo, self.hi))
+            self.layers.append(b)
         return self.layers[k]
 
 
@@ -201,7 +214,7 @@ def _argmax_match(ya: tuple[Lin, ...], yb: tuple[Lin, ...]) -> list[str] | None:
     extra = []
     if ratio != 1:
         extra.append(f"outputs scaled by {format_rational(ratio)}")
-    if any(p.minus(q.scaled(Fraction(1) / ratio)) != Lin(()) for p, q in zip(ya, yb)):
+    if any(p.minus(q.scaled(Fraction(1) / ratio)) != Lin() for p, q in zip(ya, yb)):
         extra.append("outputs shifted by a common amount")
     return extra
 
@@ -210,8 +223,8 @@ def _positive_ratio(da: list[Lin], db: list[Lin]) -> Fraction | None:
     """``s > 0`` with ``db == s * da`` term by term (1 when both are zero), else None."""
     ratio = None
     for p, q in zip(da, db):
-        if p.terms and q.terms:
-            ratio = q.terms[0][1] / p.terms[0][1]
+        if p.nums and q.nums:
+            ratio = q.coef(0) / p.coef(0)
             break
         if p.const and q.const:
             ratio = q.const / p.const
@@ -227,7 +240,7 @@ def _positive_ratio(da: list[Lin], db: list[Lin]) -> Fraction | None:
 
 def _compare_epsilon(forms: _Forms, spec: Spec) -> tuple[bool, str]:
     diffs = [p.minus(q) for p, q in zip(forms.a.outputs, forms.b.outputs)]
-    if all(d == Lin(()) for d in diffs):
+    if all(d == Lin() for d in diffs):
         return True, _describe(forms, "")
     sups = []
     for d in diffs:
@@ -237,7 +250,7 @@ def _compare_epsilon(forms: _Forms, spec: Spec) -> tuple[bool, str]:
     if total > spec.tolerance:
         return False, (f"exact bounds of the affine output difference give "
                        f"{format_rational(total)} > {format_rational(spec.tolerance)}")
-    n_units = len({s for d in diffs for s, _ in d.terms if s >= forms.table.n_inputs})
+    n_units = len({s for d in diffs for s in d.srcs if s >= forms.table.n_inputs})
     what = f"{n_units} units" if n_units else "the inputs"
     return True, _describe(forms, f"the output difference is affine in {what} and bounded "
                                   f"exactly by {format_rational(total)}")

@@ -22,14 +22,12 @@ Phi = tuple[Fraction, Fraction, tuple[tuple[Fraction, Fraction], ...]]  # slope,
 
 def _ratio(p: Lin, d: Lin) -> Fraction | None:
     """``lam`` with ``p == lam * d`` term by term (constants ignored), else None."""
-    if len(p.terms) != len(d.terms):
+    if p.srcs != d.srcs:
         return None
-    if not p.terms:
+    if not p.nums:
         return ZERO
-    lam = p.terms[0][1] / d.terms[0][1]
-    if any(s != t or c != lam * e for (s, c), (t, e) in zip(p.terms, d.terms)):
-        return None
-    return lam
+    lam = p.coef(0) / d.coef(0)
+    return lam if p.linear() == d.linear().scaled(lam) else None
 
 
 def _one_output(y: Lin, local: list[int], table: UnitTable) -> tuple[Lin, Phi] | None:
@@ -39,12 +37,12 @@ def _one_output(y: Lin, local: list[int], table: UnitTable) -> tuple[Lin, Phi] |
     n = table.n_inputs
     tried: set = set()
     for s0 in local:
-        d = Lin(table.defs[s0 - n].terms)
+        d = table.defs[s0 - n].linear()
         if d in tried:
             continue
         tried.add(d)
         group = [(s, lam) for s in local
-                 if (lam := _ratio(Lin(table.defs[s - n].terms), d)) is not None]
+                 if (lam := _ratio(table.defs[s - n].linear(), d)) is not None]
         got = _with_units(y, d, group, table)
         if got is not None:
             return d, got
@@ -117,10 +115,10 @@ def peel(outputs: tuple[Lin, ...], table: UnitTable) -> tuple[Lin, ...] | None:
     ``r > 0`` on the exact range of its ``D_i`` over the box (units folded on the domain may have
     removed the knots an output never reaches)."""
     n = table.n_inputs
-    uses = Counter(s for y in outputs for s, _ in y.terms if s >= n)
+    uses = Counter(s for y in outputs for s in y.srcs if s >= n)
     found = []
     for y in outputs:
-        local = [s for s, _ in y.terms if s >= n and uses[s] == 1]
+        local = [s for s in y.srcs if s >= n and uses[s] == 1]
         got = _one_output(y, local, table) if local else None
         found.append(got)
     ranges = [table.interval(got[0]) if got is not None else None for got in found]
@@ -153,7 +151,7 @@ def _scaled_outputs(outputs, found, ranges, psi: Phi, table) -> tuple[Lin, ...] 
     pieces = _pieces(psi)
     for y, got, rng in zip(outputs, found, ranges):
         if got is None:
-            d = Lin(y.terms)
+            d = y.linear()
             if not d.terms:
                 return None
             phi: Phi = (Fraction(1), y.const, ())
@@ -168,7 +166,7 @@ def _scaled_outputs(outputs, found, ranges, psi: Phi, table) -> tuple[Lin, ...] 
             r = s_lo / sigma
             e = (v_lo - beta) / sigma - r * lo  # psi(r lo + e) = phi(lo) on this piece
             if _same_on(phi, psi, r, e, lo, hi):
-                out.append(Lin(d.scaled(r).terms, e))
+                out.append(d.scaled(r).with_const(e))
                 break
         else:
             return None
