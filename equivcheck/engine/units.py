@@ -20,7 +20,13 @@ N2,5 25,895 in 46 s (smear: 20 units open after 27,667 in 60 s), N2,4 8,975 in 1
 35 s), N2,8 26,643 in 41 s (40,025 in 47 s), N1,9 6,935 (20,067); the coefficients alone split
 one input down to nothing (N2,2, N2,7: one unit open after 65,000 sub-boxes); a look-ahead
 (forward bounds of both halves along every input) halved the sub-boxes but doubled their cost;
-the engine's alpha-CROWN slopes (2 steps) on the sub-boxes did not pay either. (Smear alone, on
+the engine's alpha-CROWN slopes (2 steps) on the sub-boxes did not pay either, nor did ReLU
+splitting for deep questions (a sub-box's child fixes the phase of the earlier unstable unit
+whose triangle height times the questions' ``|W|`` sensitivity is largest, through its prior
+bounds): on N4,6, after 40,338 sub-boxes, 12 units were open with it (778 ReLU splits, used past
+the second budget when that gain beat 100x an input split's ``|nu| * width / 2``), 14 at 3x,
+5 without; the units still open there look inactive (400,000 samples and long climbs: maxima
+-0.7 to -8, minima in the hundreds). (Smear alone, on
 N1,1: 2,957 sub-boxes; without the skipping 27,623; by width alone 92 units left open after
 22,846.) Questions left open on more sub-boxes than a budget get multi-start climbs for their
 witnesses (:func:`~equivcheck.bounds.stability_state.multi_start_search`, ``CLIMBS``): a short
