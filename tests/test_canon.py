@@ -205,3 +205,31 @@ def test_float_pre_check_names_a_rounded_copy_and_leaves_rewrites_alone():
                 [np.append(b1, 0.0), b2])
     assert first_layers_differ(a, extra, box, True) is not None
     assert first_layers_differ(a, extra, box, False) is None
+
+
+def test_bias_moved_through_a_wide_always_active_unit():
+    """An always-active unit of more than FOLD_TERMS inputs stays a unit at first; when the forms
+    then differ, canon folds every always-active unit and compares again."""
+    from equivcheck.canon.table import FOLD_TERMS
+
+    rng = np.random.default_rng(5)
+    n = FOLD_TERMS + 16
+
+    def dyadic(*shape, scale=1.0):  # on a 2^-10 grid: the sums below are exact in float32
+        return np.round(rng.normal(0, scale, shape) * 1024) / 1024
+
+    w1, b1 = dyadic(6, n, scale=0.1), dyadic(6, scale=0.1)
+    b1[0] = 50.0  # always active on [-1, 1]^n: |w1[0]| . 1 is far below 50
+    w2, b2 = dyadic(4, 6), dyadic(4)
+    w3, b3 = dyadic(2, 4), np.zeros(2)
+    a = net([w1, w2, w3], [b1, b2, b3])
+    c = 0.25
+    b1m, b2m = b1.copy(), b2 + w2[:, 0] * c  # exact: dyadic c, values far from float64's edge
+    b1m[0] -= c
+    b = net([w1, w2, w3], [b1m, b2m, b3])
+    dom = domain([-1] * n, [1] * n)
+    res = canonical_check(a, b, Spec.make("strict"), dom)
+    assert res.proved, res.reason
+    # and a bias moved by the wrong amount is not proved
+    bad = net([w1, w2, w3], [b1m, b2 + w2[:, 0] * (c / 2), b3])
+    assert not canonical_check(a, bad, Spec.make("strict"), dom).proved

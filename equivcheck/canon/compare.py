@@ -41,7 +41,7 @@ from equivcheck.canon.build import (
 )
 from equivcheck.canon.monotone import peel
 from equivcheck.canon.quick import first_layers_differ
-from equivcheck.canon.table import ZERO, Lin, UnitTable
+from equivcheck.canon.table import FOLD_TERMS, ZERO, Lin, UnitTable
 from equivcheck.core.deadline import Deadline
 from equivcheck.core.domain import Box, Domain
 from equivcheck.core.network import Network
@@ -68,23 +68,30 @@ class _Forms:
     table: UnitTable
 
 
-def canonical_forms(a: Network, b: Network, box: Box, deadline: Deadline | None = None) -> _Forms:
+def canonical_forms(a: Network, b: Network, box: Box, deadline: Deadline | None = None,
+                    fold_terms: int | None = FOLD_TERMS) -> _Forms:
     """Both networks in canonical form over ``box`` (one shared table), repeated while a pass
     learns a fact that changes an expression built before it (``UnitTable.stale``: a unit
     proved stable, a twin relu(p) of a unit relu(-p) already read), at most ``MAX_PASSES``.
-    Raises :class:`BudgetExceeded` when it takes too long."""
+    Raises :class:`BudgetExceeded` when it takes too long, :class:`NoMatch` (with ``kept_wide``:
+    how many always-active units ``fold_terms`` kept as units) when a unit has no partner.
+    ``fold_terms``: see :class:`UnitTable`."""
     lo, hi = box.lower_float(), box.upper_float()
     ba, bb = _LazyBounds(a, lo, hi, deadline), _LazyBounds(b, lo, hi, deadline)
-    table = UnitTable(box.lower, box.upper)
-    for step in range(MAX_PASSES):
-        table.stale = False
-        if step == 0:
-            fa, fb = _first_pass(a, b, table, ba, bb, deadline)
-        else:
-            fa = build(a, table, ba, deadline)
-            fb = build(b, table, bb, deadline, second=True)
-        if not table.stale:
-            break
+    table = UnitTable(box.lower, box.upper, fold_terms)
+    try:
+        for step in range(MAX_PASSES):
+            table.stale = False
+            if step == 0:
+                fa, fb = _first_pass(a, b, table, ba, bb, deadline)
+            else:
+                fa = build(a, table, ba, deadline)
+                fb = build(b, table, bb, deadline, second=True)
+            if not table.stale:
+                break
+    except NoMatch as exc:
+        exc.kept_wide = table.kept_wide
+        raise
     return _Forms(fa, fb, table)
 
 
@@ -159,14 +166,19 @@ def canonical_check(a: Network, b: Network, spec: Spec, domain: Domain,
         quick = first_layers_differ(a, b, box, strict=spec.mode is Mode.STRICT)
         if quick is not None:
             return CanonResult(False, f"canonical forms differ: {quick}", time.monotonic() - t0)
-        try:
-            forms = canonical_forms(a, b, box, deadline)
-        except BudgetExceeded as exc:
-            return CanonResult(False, f"canonical form not built ({exc} budget)",
-                               time.monotonic() - t0)
-        except NoMatch as exc:
-            return CanonResult(False, f"canonical forms differ: {exc}", time.monotonic() - t0)
-        ok, why = _compare(forms, spec)
+        for fold in (FOLD_TERMS, None):  # wide always-active units kept, then folded too
+            try:
+                forms = canonical_forms(a, b, box, deadline, fold)
+            except BudgetExceeded as exc:
+                return CanonResult(False, f"canonical form not built ({exc} budget)",
+                                   time.monotonic() - t0)
+            except NoMatch as exc:
+                if fold is not None and getattr(exc, "kept_wide", 0):
+                    continue
+                return CanonResult(False, f"canonical forms differ: {exc}", time.monotonic() - t0)
+            ok, why = _compare(forms, spec)
+            if ok or fold is None or not forms.table.kept_wide:
+                break
         if not ok:
             where = f" (box {index})" if len(domain.boxes) > 1 else ""
             return CanonResult(False, why + where, time.monotonic() - t0)
