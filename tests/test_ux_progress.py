@@ -95,9 +95,10 @@ def test_a_long_command_shows_progress_on_a_terminal(slow_models, name):
 
 def test_quiet_shows_no_progress(slow_models):
     code, text = run_in_terminal([*COMMANDS["prove"], "--quiet"], slow_models)
-    assert code == 3, text[-2000:]
+    # the slow pair runs for seconds; the engine may prove it before the limit on a quiet machine
+    assert code in (0, 3), text[-2000:]
     assert not PROGRESS.search(text), text[-2000:]
-    assert "UNKNOWN" in text  # the summary is still there
+    assert ("UNKNOWN" if code == 3 else "PROVED") in text  # the summary is still there
 
 
 SLOW_CHECK = """
