@@ -2,7 +2,7 @@
 2-worker Dask LocalCluster, the per-task overheads, and one hard MNIST check on 1 vs 2 Dask
 workers.
 
-Run:  python benchmarks/campaign.py [--limit N] [--timeout 30] [--skip-mnist]
+Run:  python benchmarks/campaign.py [--limit N] [--timeout 30] [--skip-mnist] [--tiny 100]
           [--mnist-net 256x2] [--mnist-prop 0] [--mnist-eps 0.05] [--mnist-copy f16|pruned]
           [--mnist-timeout 120] [--work DIR]
 
@@ -17,7 +17,9 @@ where both decided (then the script exits 1).
 Overheads (what docs/campaigns.md extrapolates to 64 workers from): an instance in a forked
 child against in-process (the same instance, the difference per instance), a Dask task's
 round trip (one trivial task at a time) and its throughput (many trivial tasks on 2 workers),
-the LocalCluster's start.
+the LocalCluster's start. Batching (``--tiny N``): N tiny instances on one 2-worker
+LocalCluster, one task per instance against ``run_dask(batch=None)`` (alternated), with 2 local
+workers for reference.
 
 The MNIST check: ``prove_distributed`` with no first slice on a LocalCluster of 1 and of 2
 workers (one part per worker), and the one-machine ``prove`` for reference; wall seconds, nodes.
@@ -115,6 +117,46 @@ def overheads(inst) -> None:
           f"{1000 * trip:.1f} ms, {m} tasks at once {1000 * through:.2f} ms per task")
 
 
+def batching(work: Path, n: int) -> None:
+    """``n`` tiny instances (the bundled example pair, strict, timeout 2 s) on one 2-worker
+    LocalCluster: one task per instance against the default batches, and 2 local workers for
+    reference; the wall time per instance (the cluster's start excluded)."""
+    from distributed import Client, LocalCluster
+
+    from equivcheck.campaign.cluster import BATCHES_PER_THREAD, run_dask
+    from equivcheck.campaign.isolate import run_instance
+
+    models = Path(__file__).resolve().parent.parent / "models"
+    csv = work / "tiny.csv"
+    csv.write_text("".join(f"{models / 'tiny_original.onnx'},{models / 'tiny_pruned.onnx'},"
+                           f"0:1,strict,,2,tiny\n" for _ in range(n)))
+    insts = read_instances(csv)
+    run_instance(insts[0])  # warm: imports, onnxruntime
+    t0 = time.monotonic()
+    for inst in insts[:5]:
+        run_instance(inst)
+    inproc = (time.monotonic() - t0) / 5
+    print(f"\n== {n} tiny instances (in-process {inproc:.3f} s each) ==", flush=True)
+    t0 = time.monotonic()
+    run_campaign(insts, workers=2)
+    local = time.monotonic() - t0
+    print(f"  2 local workers            wall {local:7.2f} s  {local / n * 2:.3f} s per instance "
+          f"per worker", flush=True)
+    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        client.submit(abs, -1, pure=False).result()
+        for label, batch in (("one task per instance", 1),
+                             (f"batches (auto, <= n/{2 * BATCHES_PER_THREAD})", None),
+                             ("one task per instance", 1)):
+            got = []
+            t0 = time.monotonic()
+            run_dask(insts, "unused", 2, got.append, client=client, batch=batch)
+            wall = time.monotonic() - t0
+            assert len({r["row"] for r in got}) == n
+            print(f"  Dask, {label:<26s} wall {wall:7.2f} s  {wall / n * 2:.3f} s per "
+                  f"instance per worker", flush=True)
+
+
 def mnist(args) -> None:
     from equivcheck.campaign.cluster import connect
     from equivcheck.campaign.distributed import prove_distributed
@@ -169,6 +211,8 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=30.0)
     ap.add_argument("--work", default=None, help="folder for the float16 copies and the CSV")
     ap.add_argument("--skip-mnist", action="store_true")
+    ap.add_argument("--tiny", type=int, default=100,
+                    help="tiny instances for the batching figures (0: skip them)")
     ap.add_argument("--skip-campaign", action="store_true", help="overheads and MNIST only")
     ap.add_argument("--mnist-net", default="256x2")
     ap.add_argument("--mnist-prop", default="0", choices=sorted(MNIST_PROPS))
@@ -191,6 +235,8 @@ def main() -> int:
         bad, fastest = campaign(insts, args.timeout)
     print("\n== overheads ==")
     overheads(fastest)
+    if args.tiny:
+        batching(work, args.tiny)
     if not args.skip_mnist and MNIST.exists():
         mnist(args)
     return 1 if bad else 0

@@ -81,8 +81,32 @@ def test_a_task_stops_when_the_answer_is_known(client, pair):
     spec = Spec.make("epsilon", "0.75")
     Event("stop-now", client=client).set()
     stopped = client.submit(engine_part, f, g, spec, box, 30.0, EngineOptions(), "stop-now",
-                            pure=False).result()
+                            pure=False).result(timeout=120)
     assert stopped is None
     ran = client.submit(engine_part, f, g, spec, box, 30.0, EngineOptions(), "not-set",
-                        pure=False).result()
+                        pure=False).result(timeout=120)
     assert ran is not None and ran.outcome.value == "proved"
+
+
+def test_progress_reports_every_part_as_it_finishes(client, pair):
+    a, b, _ = pair
+    events = []
+    res = prove_distributed(a, b, domain="-1:1", mode="epsilon", tolerance="0.75", timeout=40,
+                            client=client, first_seconds=0, progress=events.append)
+    assert res.verdict is Verdict.PROVED
+    parts = [e for e in events if e.stage == "cluster"]
+    assert parts and all(e.unit == "parts" for e in parts)
+    total = parts[0].done + parts[0].open
+    assert parts[0].done == 0 and total == 2  # one part per worker thread, none done yet
+    assert [e.done for e in parts] == list(range(total + 1))  # one report per finished part
+    assert parts[-1].open == 0 and "Dask worker threads" in parts[-1].detail
+
+
+def test_an_instance_decided_in_the_first_slice_reports_no_cluster_stage(client, pair):
+    a, b, _ = pair
+    events = []
+    res = prove_distributed(a, b, domain="-1:1", mode="epsilon", tolerance="0.1", timeout=40,
+                            client=client, progress=events.append)
+    assert res.verdict is Verdict.REFUTED and "first slice" in res.reason, res.reason
+    assert "0 parts as Dask tasks" in res.notes[-1]
+    assert all(e.stage != "cluster" for e in events)  # decided here: no task was submitted

@@ -30,6 +30,7 @@ from fractions import Fraction
 from equivcheck.core.deadline import Deadline
 from equivcheck.core.domain import Box, Domain
 from equivcheck.core.options import DEFAULT_TIMEOUT, ProverOptions
+from equivcheck.core.progress import Progress, ProgressFn, report
 from equivcheck.core.result import BoxResult, FoundBy, ProofResult, Verdict
 from equivcheck.core.spec import Mode, Spec
 from equivcheck.engine import EngineResult, Outcome, PairModel, check_box
@@ -43,8 +44,8 @@ PARTS_PER_WORKER = 1  # parts per worker thread: a part queued behind one that r
 # engine's time limit gets no time (as in engine.parallel: more parts balance decided parts better)
 ENGINE_MODES = (Mode.EPSILON, Mode.ARGMAX)  # the modes the cluster's engine parts decide
 STOP_POLL = 0.5  # seconds between a task's looks at the stop event
-GRACE = 0.5  # seconds past the engine's budget that results are waited for (then the stop
-# event ends the tasks still running, and their parts count as open)
+GRACE = 0.5  # tasks end this long before the engine's budget, and results are waited for
+# this long past it (then the stop event ends the tasks still running: their parts are open)
 
 
 class _Stopped(Exception):
@@ -56,7 +57,8 @@ def prove_distributed(a, b, domain: str | Domain | None = None, mode: str = "str
                       timeout: float | Deadline = DEFAULT_TIMEOUT, *, scheduler: str = "local",
                       workers: int = 0, options: ProverOptions | None = None,
                       parts_per_worker: int = PARTS_PER_WORKER, client=None,
-                      first_seconds: float | None = None) -> ProofResult:
+                      first_seconds: float | None = None,
+                      progress: ProgressFn | None = None) -> ProofResult:
     """Decide whether models ``a`` and ``b`` agree on ``domain`` like
     :func:`equivcheck.prove`, with the branch and bound of each box run as Dask tasks on
     ``scheduler`` (an address, or "local": a LocalCluster of ``workers`` processes; or the
@@ -67,6 +69,9 @@ def prove_distributed(a, b, domain: str | Domain | None = None, mode: str = "str
     ``first_seconds``: the engine's first slice on this machine (None: as
     :func:`~equivcheck.engine.parallel.check_box_parallel`; 0: straight to the cluster). Raises an
     :class:`~equivcheck.errors.InputError` for bad inputs or a scheduler that cannot be reached.
+    ``progress`` (see :mod:`equivcheck.core.progress`) gets the engine's reports while this
+    machine searches, and a "cluster" report (unit "parts") when the parts are submitted and
+    as each one finishes.
     """
     start = time.monotonic()
     deadline = Deadline.of(timeout)
@@ -77,7 +82,7 @@ def prove_distributed(a, b, domain: str | Domain | None = None, mode: str = "str
     protos = (pair.proto_a, pair.proto_b)
     if spec.mode not in ENGINE_MODES or not opts.engine:
         res = prove_networks(pair.net_a, pair.net_b, spec, dom, opts, deadline=deadline,
-                             onnx_models=protos)
+                             onnx_models=protos, progress=progress)
         return _note(res, start, f"--scheduler: {spec.mode.value} mode (or no engine) is decided "
                      "on this machine: the cluster runs the engine's parts only")
     if client is None:
@@ -85,12 +90,14 @@ def prove_distributed(a, b, domain: str | Domain | None = None, mode: str = "str
 
         with connect(scheduler, workers) as own:
             return _run(pair, spec, dom, opts, deadline, own, parts_per_worker, start,
-                        first_seconds)
-    return _run(pair, spec, dom, opts, deadline, client, parts_per_worker, start, first_seconds)
+                        first_seconds, progress)
+    return _run(pair, spec, dom, opts, deadline, client, parts_per_worker, start, first_seconds,
+                progress)
 
 
 def _run(pair, spec: Spec, dom: Domain, opts: ProverOptions, deadline: Deadline, client,
-         per_worker: int, start: float, first_seconds: float | None) -> ProofResult:
+         per_worker: int, start: float, first_seconds: float | None,
+         progress: ProgressFn | None = None) -> ProofResult:
     a, b = pair.net_a, pair.net_b
     model = PairModel.build(a, b)
     threads = sum(w.get("nthreads", 1) for w in client.scheduler_info()["workers"].values())
@@ -105,10 +112,12 @@ def _run(pair, spec: Spec, dom: Domain, opts: ProverOptions, deadline: Deadline,
                                      "reached before this box was examined"))
             continue
         verdict, reason, point, nodes = _box(a, b, spec, box, opts, deadline, model, client,
-                                             remote, max(1, threads) * per_worker, stats, first_seconds)
+                                             remote, max(1, threads) * per_worker, stats,
+                                             first_seconds, progress)
         if verdict is None:  # parts left open: the prover of this machine, with the time left
             res = prove_networks(a, b, spec, Domain(point, f"{len(point)} open parts"), opts,
-                                 deadline=deadline, onnx_models=(pair.proto_a, pair.proto_b))
+                                 deadline=deadline, onnx_models=(pair.proto_a, pair.proto_b),
+                                 progress=progress)
             verdict, reason = res.verdict, f"{reason}; open parts: {res.reason}"
             if res.counterexample is not None:
                 cex = dataclasses.replace(res.counterexample, box_index=index)
@@ -132,7 +141,7 @@ def _run(pair, spec: Spec, dom: Domain, opts: ProverOptions, deadline: Deadline,
 
 
 def _box(a, b, spec, box: Box, opts, deadline: Deadline, model, client, remote, count, stats,
-         first_seconds: float | None):
+         first_seconds: float | None, progress: ProgressFn | None = None):
     """(verdict, reason, point or open parts, nodes) of one box: None as the verdict when parts
     are left open (then the third item is the list of open parts)."""
     eopts = engine_options(opts)
@@ -141,20 +150,34 @@ def _box(a, b, spec, box: Box, opts, deadline: Deadline, model, client, remote, 
     first_nodes = 0
     if slice_ > 0:
         first = deadline.sub(seconds=slice_)
-        res = check_box(a, b, spec, box, first, eopts, model=model)
-        if res.outcome is not Outcome.UNKNOWN or not first.expired():
+        res = check_box(a, b, spec, box, first, eopts, model=model, progress=progress)
+        # the slice ran out (or the engine saw no time for another round): on to the cluster
+        timed_out = first.expired() or res.reason.startswith("timeout")
+        if res.outcome is not Outcome.UNKNOWN or not timed_out:
             return _decided(res, "this machine's first slice", box, [box])
         first_nodes = res.stats.nodes
     budget = deadline if engine_alone(spec, box, opts) else deadline.sub(opts.engine_share)
     parts, _ = cut_box(box, count, model, spec)
     stop = f"equivcheck-stop-{uuid.uuid4().hex}"
     event = _event(stop, client)
-    end_wall = time.time() + budget.remaining()  # a queued task must not start a full budget
+    # a task ends GRACE before the budget, so that its result is back before the wait ends; a
+    # queued task must not start a full budget (end_wall)
+    seconds = max(0.0, budget.remaining() - GRACE)
+    end_wall = time.time() + seconds
     futures = {client.submit(engine_part, remote[0], remote[1], spec, part,
-                             budget.remaining(), eopts, stop, end_wall, pure=False): k
+                             seconds, eopts, stop, end_wall, pure=False): k
                for k, part in enumerate(parts)}
     stats["parts"] += len(parts)
     done: dict[int, EngineResult] = {}
+    finished = 0
+
+    def tell() -> None:
+        report(progress, Progress("cluster", finished, len(parts) - finished, "parts",
+                                  seconds_left=budget.remaining(),
+                                  detail=f"{stats['nodes']:,} nodes on {stats['workers']} "
+                                  "Dask worker threads"))
+
+    tell()
     from distributed import as_completed
 
     try:
@@ -164,10 +187,13 @@ def _box(a, b, spec, box: Box, opts, deadline: Deadline, model, client, remote, 
             except Exception:  # noqa: BLE001 - a task that failed leaves its part open
                 got = None
             stats["tasks_done"] += 1
+            finished += 1
+            if got is not None:
+                stats["nodes"] += got.stats.nodes
+            tell()
             if got is None:
                 continue
             done[futures[fut]] = got
-            stats["nodes"] += got.stats.nodes
             if got.outcome is Outcome.REFUTED:
                 break
     except TimeoutError:

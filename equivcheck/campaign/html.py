@@ -2,7 +2,8 @@
 
 The cactus plot (the verification competitions' usual figure) shows, per family, the time of
 each decided instance sorted, against the number decided. It is drawn with matplotlib (the
-``dev`` extra) as inline SVG; without matplotlib the report says so and has the tables. Each
+``report`` extra) as inline SVG; without matplotlib the page says so and has the tables (the
+command refuses ``--report`` before any work when matplotlib is missing). Each
 REFUTED instance's counterexample (the object ``prove --json`` prints) is written to
 ``<report stem>_counterexamples/row_<row>.json`` beside the report and linked from its row.
 """

@@ -16,6 +16,7 @@ the worker is a daemon.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import select
@@ -123,10 +124,26 @@ class Child:
         return self.record
 
 
+@functools.cache
+def warm() -> None:
+    """Import, once in this process, what a check imports lazily (the prover, ONNX's protobuf
+    classes, numpy's random generator, onnxruntime for re-running counterexamples), so that the
+    forked children inherit it instead of each importing it again (measured: 0.08 s of every
+    tiny proved instance, 0.2 s of a refuted one, forked from a fresh process)."""
+    import numpy as np
+
+    import equivcheck.solve.prover  # noqa: F401
+    from equivcheck.io.onnx_proto import pb2
+
+    pb2()
+    np.random.default_rng(0)
+    with contextlib.suppress(ImportError):
+        import onnxruntime  # noqa: F401
+
+
 def start(inst: Instance) -> Child:
     """Fork a child running ``inst`` (see the module doc) and return its handle."""
-    import equivcheck.solve.prover  # noqa: F401  (imported once here, not in every child)
-
+    warm()
     r, w = os.pipe()
     now = time.monotonic()
     pid = os.fork()

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from equivcheck.cli import app
-from equivcheck.cli.common import fail, guarded
+from equivcheck.cli.common import EXIT_USAGE, fail, guarded
 from equivcheck.cli.paths import check_outputs
 
 EXIT_INTERRUPTED = 130
@@ -29,7 +29,8 @@ def prove_many_cmd(
 ) -> int:
     """Run many checks (one per CSV row) in parallel and summarise them.
 
-    Exit codes: 0 every instance has a verdict (whatever it is), 4 bad input (a bad row is
+    Exit codes: 0 every instance has a verdict (whatever it is), 2 usage error (--resume
+    without --out, a --report that is not .html), 4 bad input (a bad row is
     named before any work starts; or an instance whose model or domain failed to load), 5 an
     instance failed internally, 130 interrupted (the finished results are kept).
     """
@@ -37,7 +38,9 @@ def prove_many_cmd(
     from equivcheck.campaign.runner import run_campaign
 
     if resume and out is None:
-        fail("--resume needs --out (the results file to resume)")
+        fail("--resume needs --out (the results file to resume)", EXIT_USAGE)
+    if report is not None:
+        check_report(report)
     rows = read_instances(instances)
     if workers == 0:
         from equivcheck.engine.parallel import default_workers
@@ -74,3 +77,16 @@ def prove_many_cmd(
         return EXIT_INTERRUPTED
     return max((int(r.get("exit_code") or 0) for r in result.records
                 if r.get("verdict") == "error"), default=0)
+
+
+def check_report(report: Path) -> None:
+    """``--report`` is an HTML file whose cactus plot matplotlib draws: a name that is not
+    ``.html`` is a usage error (exit 2), and a missing matplotlib is said in one line (exit 4)
+    before any instance runs, rather than found at the end."""
+    import importlib.util
+
+    if report.suffix.lower() not in (".html", ".htm"):
+        fail(f"--report {report}: use a .html file name", EXIT_USAGE)
+    if importlib.util.find_spec("matplotlib") is None:
+        fail("--report needs matplotlib (the cactus plot), which is not installed: "
+             "pip install 'equivcheck[report]'")

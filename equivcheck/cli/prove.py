@@ -90,18 +90,19 @@ def prove_cmd(
     if deprecated_o:
         sys.stderr.write("equivcheck: warning: -o FILE.npy is deprecated: use --counterexample "
                          "FILE.npy (-o writes the result as JSON)\n")
-    if scheduler is not None:
-        from equivcheck.campaign.distributed import prove_distributed
+    if scheduler is not None and (confidence is not None or logits):
+        fail("--scheduler does not take --confidence or --logits (yet)", EXIT_USAGE)
+    with ProgressLine(quiet=quiet, tty=False if as_json else None,
+                      heartbeat=HEARTBEAT) as progress:
+        if scheduler is not None:
+            from equivcheck.campaign.distributed import prove_distributed
 
-        if confidence is not None or logits:
-            fail("--scheduler does not take --confidence or --logits (yet)", EXIT_USAGE)
-        result = prove_distributed(model_a, model_b, domain=domain, mode=mode_text,
-                                   tolerance=tolerance, norm=norm_text,
-                                   timeout=Deadline.for_command(seconds), scheduler=scheduler,
-                                   workers=workers, options=options)
-    else:
-        with ProgressLine(quiet=quiet, tty=False if as_json else None,
-                          heartbeat=HEARTBEAT) as progress:
+            result = prove_distributed(model_a, model_b, domain=domain, mode=mode_text,
+                                       tolerance=tolerance, norm=norm_text,
+                                       timeout=Deadline.for_command(seconds),
+                                       scheduler=scheduler, workers=workers, options=options,
+                                       progress=progress)
+        else:
             result = prove(model_a, model_b, domain=domain, mode=mode_text,
                            tolerance=tolerance, norm=norm_text,
                            timeout=Deadline.for_command(seconds), confidence=confidence,
