@@ -128,10 +128,16 @@ def test_batched_bounds_enclose_exact_outputs(kind, refine):
     hi = np.array([b.upper_float() for b in boxes])
     mode, hidden, interval = refine.split("+")[0], "hidden" in refine, refine.endswith("interval")
     pb = pair_bounds(model, Boxes(lo, hi, model.width), mode, hidden_diff=hidden, symbolic=not interval)
+    assert_bounds_enclose(pb, f, g, boxes, rng, 30)
+
+
+def assert_bounds_enclose(pb, f: Network, g: Network, boxes, rng, count: int) -> None:
+    """The batched bounds ``pb`` of f, g and f - g contain the exact outputs at ``count`` random
+    points of each box (and its corners: see :func:`sample_points`)."""
     for i, box in enumerate(boxes):
-        for x in sample_points(rng, box, 30):
+        for x in sample_points(rng, box, count):
             yf, yg = exact_out(f, x), exact_out(g, x)
-            for j in range(3):
+            for j in range(len(yf)):
                 assert Fraction(pb.f_lo[i, j]) <= yf[j] <= Fraction(pb.f_hi[i, j])
                 assert Fraction(pb.g_lo[i, j]) <= yg[j] <= Fraction(pb.g_hi[i, j])
                 assert Fraction(pb.d_lo[i, j]) <= yf[j] - yg[j] <= Fraction(pb.d_hi[i, j])

@@ -24,7 +24,13 @@ from equivcheck.engine import Boxes, EngineOptions, Outcome, PairModel, check_bo
 from equivcheck.engine.alpha import _slope_gradient, initial_slopes, optimise_rows
 from equivcheck.engine.backward import back_factor, back_network, concretize, underflow_allowance
 from equivcheck.engine.bounds import _selector
-from tests.test_engine import assert_sound, exact_out, random_box, random_pair, sample_points
+from tests.test_engine import (
+    assert_bounds_enclose,
+    assert_sound,
+    random_box,
+    random_pair,
+    sample_points,
+)
 
 
 def exact_pre(net, x, k: int) -> list[Fraction]:
@@ -92,13 +98,7 @@ def test_pair_bounds_with_optimised_slopes_enclose_exact_outputs(kind):
     for interval in (False, True):
         pb = pair_bounds(model, Boxes(lo, hi, model.width), "all", hidden_diff=True,
                          symbolic=not interval, alpha_steps=3)
-        for i, box in enumerate(boxes):
-            for x in sample_points(rng, box, 20):
-                yf, yg = exact_out(f, x), exact_out(g, x)
-                for j in range(3):
-                    assert Fraction(pb.f_lo[i, j]) <= yf[j] <= Fraction(pb.f_hi[i, j])
-                    assert Fraction(pb.g_lo[i, j]) <= yg[j] <= Fraction(pb.g_hi[i, j])
-                    assert Fraction(pb.d_lo[i, j]) <= yf[j] - yg[j] <= Fraction(pb.d_hi[i, j])
+        assert_bounds_enclose(pb, f, g, boxes, rng, 20)
 
 
 def test_slope_gradient_matches_finite_differences():
