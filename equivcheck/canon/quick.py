@@ -41,8 +41,9 @@ def first_layers_differ(a: Network, b: Network, box: Box, strict: bool = True) -
     if not (a.layers[0].relu and b.layers[0].relu):
         return None
     lo, hi = np.asarray(box.lower_float()), np.asarray(box.upper_float())
-    for net, other in ((a, b), (b, a)):
-        lonely, total = _lonely_units(net, other, lo, hi)
+    ra, rb = _ranges(a, lo, hi), _ranges(b, lo, hi)
+    for net, other, mine, theirs in ((a, b, ra, rb), (b, a, rb, ra)):
+        lonely, total = _lonely_units(net, other, mine, theirs)
         if lonely and (strict or (lonely >= AT_LEAST and lonely >= MOSTLY * total)):
             return (f"layer 0 of {net.source} has {lonely} unit(s) unstable on the box whose "
                     "weights no unit of the other network's layer 0 has, up to a factor "
@@ -58,14 +59,14 @@ def _rows(net: Network) -> np.ndarray:
     return rows / np.where(scale > 0, scale, 1.0)
 
 
-def _lonely_units(net: Network, other: Network, lo: np.ndarray,
-                  hi: np.ndarray) -> tuple[int, int]:
-    """How many units of ``net``'s layer 0 are clearly unstable on ``[lo, hi]``, feed layer 1,
+def _lonely_units(net: Network, other: Network, mine_ranges, other_ranges) -> tuple[int, int]:
+    """How many units of ``net``'s layer 0 are clearly unstable on the box (``mine_ranges``,
+    ``other_ranges``: :func:`_ranges` of ``net`` and ``other``), feed layer 1,
     have no row of ``other``'s layer 0 within :data:`TOLERANCE` (either sign), and cannot reach a
     deeper layer of ``other`` either: their row is not in the span of the rows ``other`` can pass
     on linearly (units that may be always active, twins ``relu(p) - relu(-p) = p``, the
     constant), and of how many clearly unstable units that feed the outputs."""
-    zlo, zhi, margin = _ranges(net, lo, hi)
+    zlo, zhi, margin = mine_ranges
     feeds = _feeds(net)
     todo = np.flatnonzero((zlo < -margin) & (zhi > margin) & feeds)
     if not len(todo):
@@ -74,7 +75,7 @@ def _lonely_units(net: Network, other: Network, lo: np.ndarray,
     missing = ~_has_match(mine, np.vstack([theirs, -theirs]))
     if not missing.any():
         return 0, len(todo)
-    olo, _, omargin = _ranges(other, lo, hi)
+    olo, _, omargin = other_ranges
     linear = (olo >= -omargin) | _has_match(-theirs, theirs)
     basis = np.vstack([theirs[linear], np.eye(theirs.shape[1])[-1:]]).T  # [n + 1, k]
     cand = mine[missing].T
