@@ -34,6 +34,7 @@ from functools import cached_property
 
 import numpy as np
 
+from equivcheck.core import matrix
 from equivcheck.core.exact import dyadic_matrix, pre_activations_exact, relu_exact
 from equivcheck.core.rational import fraction_array
 from equivcheck.errors import ModelValueError, ShapeMismatchError, UnsupportedModelError
@@ -65,8 +66,11 @@ def check_dense_size(rows: int, cols: int, where: str) -> None:
 class Affine:
     """``z = weight @ h + bias`` with ``weight`` of shape (out, in).
 
-    ``weight``/``bias`` are float64. ``exact_weight``/``exact_bias`` are object arrays of
-    ``Fraction`` when the float64 values are not the exact ones, else ``None``.
+    ``weight`` is a dense float64 array or a sparse ``scipy.sparse.csr_array`` of float64 (see
+    :mod:`equivcheck.core.matrix`; made canonical here); ``bias`` is a dense float64 vector.
+    ``exact_weight``/``exact_bias`` are object arrays of ``Fraction`` when the float64 values
+    are not the exact ones, else ``None``; for a sparse weight, ``exact_weight`` is aligned
+    with ``weight.data`` (one exact value per stored entry).
     """
 
     weight: np.ndarray
@@ -76,11 +80,19 @@ class Affine:
 
     def __post_init__(self) -> None:
         w, b = self.weight, self.bias
+        if matrix.is_sparse(w):
+            w = matrix.as_csr(w)
+            object.__setattr__(self, "weight", w)
+            if self.exact_weight is not None and len(self.exact_weight) != w.nnz:
+                raise ShapeMismatchError(
+                    f"sparse affine layer has {w.nnz} stored weights but "
+                    f"{len(self.exact_weight)} exact values"
+                )
         if w.ndim != 2 or b.ndim != 1 or w.shape[0] != b.shape[0]:
             raise ShapeMismatchError(
                 f"affine layer has weight shape {w.shape} and bias shape {b.shape}"
             )
-        if not (np.all(np.isfinite(w)) and np.all(np.isfinite(b))):
+        if not (matrix.all_finite(w) and np.all(np.isfinite(b))):
             raise ModelValueError("affine layer has NaN or infinite weights")
 
     @property
@@ -92,12 +104,18 @@ class Affine:
         return int(self.weight.shape[0])
 
     @property
+    def is_sparse(self) -> bool:
+        """True when the weight is a sparse ``csr_array``."""
+        return matrix.is_sparse(self.weight)
+
+    @property
     def is_exact_float(self) -> bool:
         """True when the float64 arrays are the exact weights."""
         return self.exact_weight is None and self.exact_bias is None
 
     def rational_weight(self) -> np.ndarray:
-        """Exact weights as an object array of ``Fraction`` (computed once)."""
+        """Exact weights as an object array of ``Fraction`` (computed once); for a sparse
+        weight, one value per stored entry, aligned with ``weight.data``."""
         return self.exact_weight if self.exact_weight is not None else self._fraction_weight
 
     def rational_bias(self) -> np.ndarray:
@@ -106,35 +124,49 @@ class Affine:
 
     @cached_property
     def _fraction_weight(self) -> np.ndarray:
-        return fraction_array(self.weight)
+        return fraction_array(matrix.values(self.weight).reshape(
+            (-1,) if self.is_sparse else self.weight.shape))
 
     @cached_property
     def _fraction_bias(self) -> np.ndarray:
         return fraction_array(self.bias)
+
+    def dense_rational_weight(self) -> np.ndarray:
+        """Exact weights as a dense ``(out, in)`` object array of ``Fraction`` (for a sparse
+        weight, built entry by entry; refused past ``matrix.MAX_DENSE_ENTRIES``)."""
+        if not self.is_sparse:
+            return self.rational_weight()
+        w = self.weight
+        if w.shape[0] * w.shape[1] > matrix.MAX_DENSE_ENTRIES:
+            matrix.dense(w, "exact weights")  # raises, naming the size
+        out = np.full(w.shape, Fraction(0), dtype=object)
+        rows = np.repeat(np.arange(w.shape[0]), np.diff(w.indptr))
+        out[rows, w.indices] = self.rational_weight()
+        return out
 
     @cached_property
     def dyadic_weight(self) -> tuple[np.ndarray, int] | None:
         """``(M, e)`` with integer matrix M (object array) and W = M * 2**e exactly, or None.
 
         Only for float weights (every float is a dyadic rational); lets exact evaluation use
-        Python integers instead of ``Fraction`` objects.
+        Python integers instead of ``Fraction`` objects. For a sparse weight, ``M`` is a vector
+        aligned with ``weight.data``.
         """
         if not self.is_exact_float:
             return None
-        return dyadic_matrix(self.weight)
+        return dyadic_matrix(self.weight.data if self.is_sparse else self.weight)
 
     def same_as(self, other: Affine) -> bool:
         """True when both maps have exactly the same weights and biases."""
         if self.weight.shape != other.weight.shape:
             return False
-        if self.is_exact_float and other.is_exact_float:
-            return bool(
-                np.array_equal(self.weight, other.weight) and np.array_equal(self.bias, other.bias)
-            )
-        if not (
-            np.array_equal(self.weight, other.weight) and np.array_equal(self.bias, other.bias)
-        ):
-            return False  # the nearest floats already differ
+        floats_equal = matrix.same_entries(self.weight, other.weight) and np.array_equal(
+            self.bias, other.bias)
+        if (self.is_exact_float and other.is_exact_float) or not floats_equal:
+            return floats_equal  # exact floats, or the nearest floats already differ
+        if self.is_sparse or other.is_sparse:
+            return bool(np.all(self.dense_rational_weight() == other.dense_rational_weight())
+                        and np.all(self.rational_bias() == other.rational_bias()))
         return bool(
             np.all(self.rational_weight() == other.rational_weight())
             and np.all(self.rational_bias() == other.rational_bias())
@@ -215,7 +247,7 @@ class Network:
 
     @property
     def num_parameters(self) -> int:
-        return sum(layer.weight.size + layer.bias.size for layer in self.layers)
+        return sum(matrix.stored_entries(layer.weight) + layer.bias.size for layer in self.layers)
 
     def evaluate(self, x: np.ndarray) -> np.ndarray:
         """Float64 outputs for a flat input (shape ``(in_dim,)``) or a batch ``(n, in_dim)``."""

@@ -1,0 +1,137 @@
+"""Weight matrices, dense or sparse: the few operations the pipeline needs on both kinds.
+
+An :class:`~equivcheck.core.network.Affine` holds its weight either as a dense float64
+``numpy`` array or, for layers lowered from convolutions, pooling and skip connections, as a
+``scipy.sparse.csr_array`` of float64 in canonical form (sorted column indices, no duplicate
+entries; explicit zeros are kept, so that exact values stored alongside ``data`` stay aligned).
+A sparse layer's memory is linear in its number of stored entries, never ``rows x cols``.
+
+Everything here promises the same result, entry for entry, for a dense matrix and for the
+sparse matrix with the same values (tests check this), so a caller written against these
+functions works on both kinds. Code that needs a dense matrix calls :func:`dense`, which refuses
+(``UnsupportedModelError``) a matrix past ``MAX_DENSE_ENTRIES`` rather than filling memory.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from equivcheck.errors import UnsupportedModelError
+
+MAX_DENSE_ENTRIES = 10_000_000  # the dense-layer limit of equivcheck.core.network
+
+Matrix = "np.ndarray | sp.csr_array"
+
+
+def is_sparse(w) -> bool:
+    """True for a scipy sparse matrix or array."""
+    return sp.issparse(w)
+
+
+def as_csr(w) -> sp.csr_array:
+    """``w`` as a canonical float64 ``csr_array`` (sorted indices, duplicates summed; explicit
+    zeros kept). A dense array is converted entry for entry (its zeros are not stored)."""
+    if sp.issparse(w):
+        out = sp.csr_array(w, dtype=np.float64, copy=True)
+        out.sum_duplicates()  # also sorts the indices
+        return out
+    return sp.csr_array(np.asarray(w, dtype=np.float64))
+
+
+def dense(w, where: str = "a layer") -> np.ndarray:
+    """``w`` as a dense float64 array; a sparse matrix past ``MAX_DENSE_ENTRIES`` entries is
+    refused with an :class:`UnsupportedModelError` naming ``where``."""
+    if not sp.issparse(w):
+        return np.asarray(w, dtype=np.float64)
+    rows, cols = w.shape
+    if rows * cols > MAX_DENSE_ENTRIES:
+        raise UnsupportedModelError(
+            f"{where}: this step needs the {rows:,} x {cols:,} weight matrix dense "
+            f"({rows * cols:,} entries; the limit is {MAX_DENSE_ENTRIES:,})"
+        )
+    return w.toarray()
+
+
+def stored_entries(w) -> int:
+    """Number of stored entries: ``rows * cols`` for a dense matrix, ``nnz`` for a sparse one."""
+    return int(w.nnz) if sp.issparse(w) else int(np.size(w))
+
+
+def values(w) -> np.ndarray:
+    """The stored values (a view for sparse: ``w.data``; all entries, flattened, for dense)."""
+    return w.data if sp.issparse(w) else np.asarray(w).ravel()
+
+
+def all_finite(w) -> bool:
+    """True when every stored value is finite."""
+    return bool(np.all(np.isfinite(values(w))))
+
+
+def max_abs(w) -> float:
+    """The largest magnitude of a stored value (0.0 for none)."""
+    v = values(w)
+    return float(np.max(np.abs(v))) if v.size else 0.0
+
+
+def absolute(w):
+    """``|w|`` entrywise, of the same kind as ``w``."""
+    return abs(w) if sp.issparse(w) else np.abs(w)
+
+
+def positive_part(w):
+    """``max(w, 0)`` entrywise, of the same kind as ``w``."""
+    return w.maximum(0.0) if sp.issparse(w) else np.maximum(w, 0.0)
+
+
+def negative_part(w):
+    """``min(w, 0)`` entrywise, of the same kind as ``w``."""
+    return w.minimum(0.0) if sp.issparse(w) else np.minimum(w, 0.0)
+
+
+def left_multiply(x: np.ndarray, w) -> np.ndarray:
+    """``x @ w`` for a dense ``x`` of shape ``[..., rows]`` (any number of leading axes):
+    a dense ``[..., cols]`` array."""
+    if not sp.issparse(w):
+        return x @ w
+    lead = x.shape[:-1]
+    out = np.asarray(x.reshape(-1, x.shape[-1]) @ w)
+    return out.reshape(*lead, w.shape[1])
+
+
+def apply(w, h: np.ndarray) -> np.ndarray:
+    """``w @ h`` for a dense ``h`` of shape ``[cols]`` or ``[cols, k]``: a dense array."""
+    return np.asarray(w @ h)
+
+
+def rows_of(w, idx) -> np.ndarray:
+    """The rows ``idx`` (an index array or list) as a dense ``[len(idx), cols]`` array."""
+    if sp.issparse(w):
+        return w[np.asarray(idx, dtype=np.int64)].toarray()
+    return np.asarray(w)[idx]
+
+
+def row_entries(w, i: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(cols, vals)`` of row ``i``: the column indices and values of its stored entries
+    (every column, zeros included, for a dense matrix)."""
+    if sp.issparse(w):
+        lo, hi = w.indptr[i], w.indptr[i + 1]
+        return w.indices[lo:hi].astype(np.int64), w.data[lo:hi]
+    row = np.asarray(w)[i]
+    return np.arange(row.size, dtype=np.int64), row
+
+
+def same_entries(a, b) -> bool:
+    """True when ``a`` and ``b`` have the same shape and the same value at every position
+    (whatever their kinds)."""
+    if a.shape != b.shape:
+        return False
+    if not sp.issparse(a) and not sp.issparse(b):
+        return bool(np.array_equal(a, b))
+    diff = as_csr(a) - as_csr(b)
+    return bool(diff.nnz == 0 or not np.any(diff.data))
+
+
+def transpose(w):
+    """``w.T``; a sparse result is again a canonical ``csr_array``."""
+    return as_csr(w.T) if sp.issparse(w) else np.asarray(w).T
