@@ -29,8 +29,20 @@ from dataclasses import dataclass
 import numpy as np
 
 from equivcheck.bounds.interval import TINY, LayerBounds, affine_interval, gamma
-from equivcheck.bounds.symbolic import relu_relaxation
+from equivcheck.bounds.symbolic import (
+    abs_weight,
+    absolute,
+    box_max,
+    chunk_rows,
+    relax_entries,
+    relu_relaxation,
+    sparse_relaxation,
+    times,
+    unit_rows,
+)
+from equivcheck.core import matrix
 from equivcheck.core.deadline import Deadline
+from equivcheck.core.matrix import csr, issparse
 from equivcheck.core.network import Network
 from equivcheck.core.rational import two_diff
 
@@ -64,6 +76,24 @@ def same_shape(a: Network, b: Network) -> bool:
         and la.affine.is_exact_float and lb.affine.is_exact_float
         for la, lb in zip(a.layers, b.layers)
     )
+
+
+def weight_diff(wa, wb):
+    """TwoSum of ``wa - wb`` (``(d, err)`` with ``d + err == wa - wb`` exactly, entrywise): dense
+    for two dense weights, else two canonical ``csr_array`` s (every entry stored in neither is
+    0 in both results, and each stored entry is the same float operation as in the dense
+    case)."""
+    if not (matrix.is_sparse(wa) or matrix.is_sparse(wb)):
+        return two_diff(wa, wb)
+    d, err = two_diff(matrix.as_csr(wa), matrix.as_csr(wb))
+    return matrix.as_csr(d), matrix.as_csr(err)
+
+
+def _plus(x, y):
+    """``x + y`` for dense or sparse matrices of one shape (sparse only when both are)."""
+    if issparse(x) and issparse(y):
+        return csr(x + y)
+    return np.asarray((x.toarray() if issparse(x) else x) + (y.toarray() if issparse(y) else y))
 
 
 def _relu_difference(zl, zu, ba: LayerBounds, bb: LayerBounds) -> tuple[np.ndarray, np.ndarray]:
@@ -101,12 +131,13 @@ def difference_bounds(
     lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
     h_lo, h_hi = lo, hi
     d_lo = d_hi = np.zeros(len(lo))
+    diffs: dict = {}  # per layer of a sparse pair: the TwoSums and |.| the chunks all read
     pre: list[tuple[np.ndarray, np.ndarray]] = []
     post: list[tuple[np.ndarray, np.ndarray]] = []
     out: list[DiffBounds] = []
     for k, (la, lb) in enumerate(zip(a.layers, b.layers)):
-        d_w, err = two_diff(la.weight, lb.weight)
-        exact_dw = not np.any(err)
+        d_w, err = weight_diff(la.weight, lb.weight)
+        exact_dw = not np.any(matrix.values(err))
         db = la.bias - lb.bias
         zero_b = np.zeros(la.out_dim)
         t1l, t1u = affine_interval(lb.weight, zero_b, d_lo, d_hi)
@@ -118,9 +149,22 @@ def difference_bounds(
         zu = np.minimum(zu, _up(ba.upper - bb.lower))
         if symbolic and k > 0 and not (deadline is not None and deadline.expired()):
             n = la.out_dim
-            eye = np.eye(n)
-            ub = _diff_back_substitute(a, b, k, np.vstack([eye, -eye]), bounds_a, bounds_b, pre, post, lo, hi)
-            zl, zu = np.maximum(zl, -ub[n:]), np.minimum(zu, ub[:n])
+            if not (la.affine.is_sparse or lb.affine.is_sparse):
+                eye = np.eye(n)
+                ub = _diff_back_substitute(a, b, k, np.vstack([eye, -eye]), bounds_a, bounds_b,
+                                           pre, post, lo, hi)
+                zl, zu = np.maximum(zl, -ub[n:]), np.minimum(zu, ub[:n])
+            else:  # chunks of units with sparse coefficients (see bounds.symbolic), until the
+                # deadline (the units left keep their interval bounds)
+                step = chunk_rows(a, k)
+                for s0 in range(0, n, step):
+                    if s0 and deadline is not None and deadline.expired():
+                        break
+                    m = min(step, n - s0)
+                    ub = _diff_back_substitute(a, b, k, unit_rows(n, s0, s0 + m), bounds_a,
+                                               bounds_b, pre, post, lo, hi, diffs)
+                    zl[s0:s0 + m] = np.maximum(zl[s0:s0 + m], -ub[m:])
+                    zu[s0:s0 + m] = np.minimum(zu[s0:s0 + m], ub[:m])
         pre.append((zl, zu))
         if la.relu:
             d_lo, d_hi = _relu_difference(zl, zu, ba, bb)
@@ -141,6 +185,13 @@ def _relax_difference(nu: np.ndarray, dl: np.ndarray, du: np.ndarray, both_activ
     linear function ``nu delta - rho dz`` over these points, valid for any ``rho`` (chosen as the
     chord of ``max(dz, 0)`` or ``min(dz, 0)``). Both units active: ``delta = dz``; both
     inactive: ``delta = 0``."""
+    rho, r = _relax_difference_entries(nu, dl, du, both_active, both_off)
+    dmax = np.maximum(np.abs(dl), np.abs(du))
+    return rho, r.sum(axis=1), (np.abs(nu) + np.abs(rho)) @ dmax
+
+
+def _relax_difference_entries(nu, dl, du, both_active, both_off):
+    """Entrywise ``(rho, r)`` of :func:`_relax_difference` (the vectors broadcast to ``nu``)."""
     unst = (dl < 0.0) & (du > 0.0)
     den = np.where(unst, du - dl, 1.0)
     a_up = np.where(dl >= 0.0, 1.0, np.where(du <= 0.0, 0.0, du / den))
@@ -152,13 +203,25 @@ def _relax_difference(nu: np.ndarray, dl: np.ndarray, du: np.ndarray, both_activ
     for dz, d in ((dl, dl), (dl, zero), (zero, zero), (du, zero), (du, du)):
         cand = nu * d - rho * dz
         r = cand if r is None else np.maximum(r, cand)
-    r = np.where(both_active | both_off, 0.0, r)
-    dmax = np.maximum(np.abs(dl), np.abs(du))
-    return rho, r.sum(axis=1), (np.abs(nu) + np.abs(rho)) @ dmax
+    return rho, np.where(both_active | both_off, 0.0, r)
+
+
+def _layer_diffs(f: Network, g: Network, j: int, cache: dict | None):
+    """``(D, D_err, |D|, |D_err|, d_b, b_err)`` of layer ``j`` (TwoSums of ``W_f - W_g`` and
+    ``b_f - b_g``), kept in ``cache`` when one is given."""
+    if cache is not None and j in cache:
+        return cache[j]
+    fj, gj = f.layers[j], g.layers[j]
+    d_w, d_err = weight_diff(fj.weight, gj.weight)
+    d_b, b_err = two_diff(fj.bias, gj.bias)
+    got = (d_w, d_err, absolute(d_w), absolute(d_err), d_b, b_err)
+    if cache is not None:
+        cache[j] = got
+    return got
 
 
 def _diff_back_substitute(f: Network, g: Network, k: int, c: np.ndarray, bf, bg, pre, post,
-                          lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+                          lo: np.ndarray, hi: np.ndarray, cache: dict | None = None) -> np.ndarray:
     """Rigorous upper bounds of the rows of ``c @ (z_f,k - z_g,k)`` over ``[lo, hi]``.
 
     Back-substitutes two streams of coefficients, on ``delta_j = h_f,j - h_g,j`` and on
@@ -178,40 +241,45 @@ def _diff_back_substitute(f: Network, g: Network, k: int, c: np.ndarray, bf, bg,
     def dmax(j: int) -> np.ndarray:  # bound of |delta_j|
         return np.zeros_like(xmax) if j < 0 else np.maximum(np.abs(post[j][0]), np.abs(post[j][1]))
 
-    c = np.atleast_2d(np.asarray(c, dtype=np.float64))
-    lf, lg = f.layers[k], g.layers[k]
-    d_w, d_err = two_diff(lf.weight, lg.weight)
-    d_b, b_err = two_diff(lf.bias, lg.bias)
-    abs_c = np.abs(c)
-    val = c @ d_b
-    mag = abs_c @ np.abs(d_b)
-    slack = abs_c @ np.abs(b_err) + (abs_c @ np.abs(d_err)) @ hmax(k - 1)
-    nu_d, nu_h = c @ lg.weight, c @ d_w
-    mag += (abs_c @ np.abs(lg.weight)) @ dmax(k - 1) + (abs_c @ np.abs(d_w)) @ hmax(k - 1)
-    ops = 2 * lf.weight.size
+    c = csr(c, dtype=np.float64) if issparse(c) else np.atleast_2d(np.asarray(c, dtype=np.float64))
+    lg = g.layers[k]
+    d_w, d_err, abs_dw, abs_err, d_b, b_err = _layer_diffs(f, g, k, cache)
+    abs_c = absolute(c)
+    val = np.asarray(c @ d_b)
+    mag = np.asarray(abs_c @ np.abs(d_b))
+    slack = abs_c @ np.abs(b_err) + times(abs_c, abs_err) @ hmax(k - 1)
+    nu_d, nu_h = times(c, lg.weight), times(c, d_w)
+    mag += times(abs_c, abs_weight(lg)) @ dmax(k - 1) + times(abs_c, abs_dw) @ hmax(k - 1)
+    ops = matrix.stored_entries(lg.weight) + matrix.stored_entries(d_w)  # terms of the products
     for j in range(k - 1, -1, -1):
         fj, gj = f.layers[j], g.layers[j]
         dl, du = pre[j]
         fb, gb = bf[j], bg[j]
         both_active = (fb.lower >= 0.0) & (gb.lower >= 0.0)
         both_off = (fb.upper <= 0.0) & (gb.upper <= 0.0)
-        rho_d, r_d, m_d = _relax_difference(nu_d, dl, du, both_active, both_off)
-        rho_h, r_h, m_h = relu_relaxation(nu_h, fb.lower, fb.upper)  # CROWN relaxation
+        if issparse(nu_d):
+            rho_d, r_d, m_d = relax_entries(nu_d, _relax_difference_entries, dl, du,
+                                            both_active, both_off)
+        else:
+            rho_d, r_d, m_d = _relax_difference(nu_d, dl, du, both_active, both_off)
+        relax = sparse_relaxation if issparse(nu_h) else relu_relaxation
+        rho_h, r_h, m_h = relax(nu_h, fb.lower, fb.upper)  # CROWN relaxation
         val += r_d + r_h
         mag += m_d + m_h
-        d_w, d_err = two_diff(fj.weight, gj.weight)
-        d_b, b_err = two_diff(fj.bias, gj.bias)
-        abs_d, abs_h = np.abs(rho_d), np.abs(rho_h)
+        d_w, d_err, abs_dw, abs_err, d_b, b_err = _layer_diffs(f, g, j, cache)
+        abs_d, abs_h = absolute(rho_d), absolute(rho_h)
         val += rho_d @ d_b + rho_h @ fj.bias
         mag += abs_d @ np.abs(d_b) + abs_h @ np.abs(fj.bias)
-        slack += abs_d @ np.abs(b_err) + (abs_d @ np.abs(d_err)) @ hmax(j - 1)
-        nu_d = rho_d @ gj.weight
-        nu_h = rho_d @ d_w + rho_h @ fj.weight
-        mag += (abs_d @ np.abs(gj.weight)) @ dmax(j - 1)
-        mag += (abs_d @ np.abs(d_w) + abs_h @ np.abs(fj.weight)) @ hmax(j - 1)
-        ops += 3 * fj.weight.size + 8 * fj.out_dim
-    val += np.maximum(nu_h * lo, nu_h * hi).sum(axis=1)
-    mag += np.abs(nu_h) @ xmax
+        slack += abs_d @ np.abs(b_err) + times(abs_d, abs_err) @ hmax(j - 1)
+        nu_d = times(rho_d, gj.weight)
+        nu_h = _plus(times(rho_d, d_w), times(rho_h, fj.weight))
+        mag += times(abs_d, abs_weight(gj)) @ dmax(j - 1)
+        mag += (times(abs_d, abs_dw) @ hmax(j - 1)
+                + times(abs_h, abs_weight(fj)) @ hmax(j - 1))
+        ops += (matrix.stored_entries(fj.weight) + matrix.stored_entries(gj.weight)
+                + matrix.stored_entries(d_w) + 8 * fj.out_dim)
+    val += box_max(nu_h, lo, hi)
+    mag += absolute(nu_h) @ xmax
     n = max(max(layer.in_dim, layer.out_dim) for layer in f.layers) + 12 * len(f.layers) + 24
     factor = 4.0 * gamma(2 * n)
     return val + factor * (mag + slack) + slack + 8.0 * (ops + len(lo)) * TINY

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from equivcheck.core import matrix
 from equivcheck.core.network import Network
 from equivcheck.core.options import UnitStability
 from equivcheck.errors import InputError
@@ -91,14 +92,16 @@ def affine_interval(weight: np.ndarray, bias: np.ndarray, lo: np.ndarray, hi: np
     """Sound enclosure of ``W h + b`` for ``h`` in the box ``[lo, hi]`` (float64 arrays).
 
     ``exact_weights`` False means ``weight``/``bias`` are nearest floats of exact rationals;
-    the allowance then covers that extra half-ulp as well.
+    the allowance then covers that extra half-ulp as well. ``weight`` may be sparse (see
+    :mod:`equivcheck.core.matrix`): each row's allowance then counts its stored entries only
+    (every product sums at most those terms), and nothing dense of the weight's shape is built.
     """
-    wp = np.maximum(weight, 0.0)
-    wn = np.minimum(weight, 0.0)
-    lower = wp @ lo + wn @ hi + bias
-    upper = wp @ hi + wn @ lo + bias
-    mag = np.abs(weight) @ np.maximum(np.abs(lo), np.abs(hi)) + np.abs(bias)
-    n = weight.shape[1] + (3 if exact_weights else 5)
+    wp = matrix.positive_part(weight)
+    wn = matrix.negative_part(weight)
+    lower = matrix.apply(wp, lo) + matrix.apply(wn, hi) + bias
+    upper = matrix.apply(wp, hi) + matrix.apply(wn, lo) + bias
+    mag = matrix.apply(matrix.absolute(weight), np.maximum(np.abs(lo), np.abs(hi))) + np.abs(bias)
+    n = matrix.row_counts(weight) + (3 if exact_weights else 5)
     allowance = 2.0 * gamma(n) * mag + TINY
     return lower - allowance, upper + allowance
 

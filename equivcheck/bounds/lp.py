@@ -41,6 +41,7 @@ from equivcheck.bounds.interval import (
     interval_step,
 )
 from equivcheck.bounds.symbolic import symbolic_layer
+from equivcheck.core import matrix
 from equivcheck.core.deadline import Deadline
 from equivcheck.core.network import Network
 
@@ -255,15 +256,21 @@ class LinearRelaxation:
             z_cols.append(zc)
             # z - W h_prev in [b - delta, b + delta]
             w = layer.weight
-            nz = np.nonzero(w)
+            if matrix.is_sparse(w):  # the stored entries (explicit zeros are harmless)
+                nz = (np.repeat(np.arange(n), np.diff(w.indptr)), w.indices)
+                w_nz = w.data
+            else:
+                nz = np.nonzero(w)
+                w_nz = w[nz]
             r_idx = nrow + np.arange(n)
             rows += [r_idx, nrow + nz[0]]
             cols += [zc, prev[nz[1]]]
-            vals += [np.ones(n), -w[nz]]
+            vals += [np.ones(n), -w_nz]
             if layer.affine.is_exact_float:
                 delta = np.zeros(n)
             else:
-                delta = 4.0 * UNIT_ROUNDOFF * (np.abs(w) @ prev_max + np.abs(layer.bias)) + TINY
+                delta = 4.0 * UNIT_ROUNDOFF * (matrix.apply(matrix.absolute(w), prev_max)
+                                               + np.abs(layer.bias)) + TINY
             rlo.append(layer.bias - delta)
             rhi.append(layer.bias + delta)
             nrow += n
@@ -382,7 +389,7 @@ def lp_tighten_layer(net: Network, k: int, bounds: Sequence[LayerBounds], lo, hi
                 return LayerBounds(lower, upper)
             if sign > 0 and upper[i] <= 0.0 or sign < 0 and lower[i] >= 0.0:
                 continue
-            w = layer.weight[i]
+            w = matrix.rows_of(layer.weight, [i])[0]
             cost = np.zeros(relax.a.shape[1])
             cost[relax.out_cols] = sign * w  # minimise sign * (w.h)
             got, x = solver.minimize(cost, deadline)
@@ -415,7 +422,7 @@ def lp_bounds(net: Network, lo: np.ndarray, hi: np.ndarray,
     for k in range(len(net.layers)):
         b = interval_step(net, k, bounds, lo, hi)
         if k > 0 and not (deadline is not None and deadline.expired()):
-            b = intersect(b, symbolic_layer(net, k, bounds, lo, hi))
+            b = intersect(b, symbolic_layer(net, k, bounds, lo, hi, deadline))
         bounds.append(b)
         if k > 0 and net.layers[k].relu:
             bounds[k] = intersect(b, lp_tighten_layer(net, k, bounds, lo, hi, deadline=deadline))

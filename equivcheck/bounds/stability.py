@@ -43,12 +43,14 @@ from equivcheck.bounds.stability_state import (
 from equivcheck.bounds.symbolic import back_substitute, symbolic_layer
 from equivcheck.core.deadline import Deadline
 from equivcheck.core.domain import Box, Domain
+from equivcheck.core.matrix import csr, issparse
 from equivcheck.core.network import Network
 from equivcheck.core.options import DEFAULT_TIMEOUT, UnitStability
 from equivcheck.errors import InputError
 from equivcheck.io.domains import parse_domain
 
 RANDOM_POINTS = 512
+VERTEX_ENTRIES = 4_000_000  # vertex witnesses of at most this many (units x inputs) per layer
 SPLIT_MAX_INPUTS = 16  # ExactSearch.AUTO splits the input box up to this many inputs
 
 InputSplitter = Callable[[AnalysisState], None]
@@ -158,7 +160,7 @@ def _analyze_box(net: Network, box: Box, deadline: Deadline, samples, seed: int,
     for k in range(1, len(net.layers)):
         if st.time_left() <= 0:
             break  # later layers keep their interval bounds
-        bounds[k] = intersect(bounds[k], symbolic_layer(net, k, bounds, lo, hi))
+        bounds[k] = intersect(bounds[k], symbolic_layer(net, k, bounds, lo, hi, st.deadline))
         if k + 1 < len(net.layers):
             bounds[k + 1] = intersect(bounds[k + 1], interval_step(net, k + 1, bounds, lo, hi))
     st.record_bounds(Stage.SYMBOLIC)
@@ -175,8 +177,17 @@ def _analyze_box(net: Network, box: Box, deadline: Deadline, samples, seed: int,
             if len(rows) == 0:
                 continue
             n = net.layers[k].out_dim
-            c = np.vstack([np.eye(n)[rows], -np.eye(n)[rows]])
+            rows = rows[:max(1, VERTEX_ENTRIES // (2 * net.in_dim))]  # a wide layer: the first
+            m = len(rows)
+            if net.layers[k].affine.is_sparse:  # sparse coefficients (see bounds.symbolic)
+                c = csr((np.r_[np.ones(m), -np.ones(m)], (np.arange(2 * m), np.r_[rows, rows])),
+                        shape=(2 * m, n))
+            else:
+                c = np.zeros((2 * m, n))
+                c[np.arange(m), rows] = 1.0
+                c[m + np.arange(m), rows] = -1.0
             _, nu = back_substitute(net, k, c, bounds, lo, hi)
+            nu = nu.toarray() if issparse(nu) else nu
             vertices.append(np.where(nu > 0, vhi, vlo))
         rng = np.random.default_rng(seed)
         cand = list(vertices)
@@ -200,7 +211,7 @@ def _analyze_box(net: Network, box: Box, deadline: Deadline, samples, seed: int,
         for k in st.relu_layers:
             if k == 0 or st.time_left() <= 0:
                 continue
-            bounds[k] = intersect(bounds[k], symbolic_layer(net, k, bounds, lo, hi))
+            bounds[k] = intersect(bounds[k], symbolic_layer(net, k, bounds, lo, hi, st.deadline))
             st.record_bounds(Stage.LP)
             if st.time_left() <= 0:
                 continue

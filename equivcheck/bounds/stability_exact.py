@@ -23,7 +23,9 @@ from equivcheck.bounds.lp import LinearRelaxation, LPSolver
 from equivcheck.bounds.stability_report import Stage
 from equivcheck.bounds.stability_state import AnalysisState
 from equivcheck.bounds.symbolic import back_substitute, symbolic_layer
+from equivcheck.core import matrix
 from equivcheck.core.domain import Box
+from equivcheck.core.exact import row_sums
 from equivcheck.core.options import UnitStability
 
 MAX_NODES_PER_QUESTION = 2000
@@ -47,7 +49,9 @@ def first_layer_exact(st: AnalysisState) -> None:
         if st.time_left() <= 0:
             return
         rows = todo[start:start + FIRST_LAYER_CHUNK]
-        if dyadic is not None:
+        if layer.affine.is_sparse:
+            tops, bots = sparse_vertex_extremes(layer.affine, rows, st.box)
+        elif dyadic is not None:
             tops, bots = vertex_extremes_dyadic(dyadic, rows, st.box)
         else:
             tops, bots = vertex_extremes(layer.affine.rational_weight(), rows, st.box)
@@ -88,6 +92,37 @@ def vertex_extremes_dyadic(dyadic: tuple[np.ndarray, int], rows: list[int], box:
     return [int(t) * scale for t in top], [int(v) * scale for v in bot]
 
 
+def sparse_vertex_extremes(affine, rows: list[int], box: Box) -> tuple[list, list]:
+    """:func:`vertex_extremes` of a sparse weight's rows, over their stored entries only (in
+    Python integers for float weights ``M 2^e``, else in ``Fraction`` s)."""
+    w = affine.weight
+    dyadic = affine.dyadic_weight
+    if dyadic is not None:
+        m, e = dyadic
+        den = math.lcm(*(q.denominator for q in box.lower + box.upper))
+        lo = np.empty(box.dim, dtype=object)
+        hi = np.empty(box.dim, dtype=object)
+        lo[:] = [q.numerator * (den // q.denominator) for q in box.lower]
+        hi[:] = [q.numerator * (den // q.denominator) for q in box.upper]
+        scale = Fraction(2) ** e / den
+    else:
+        m, scale = affine.rational_weight(), Fraction(1)
+        lo = np.empty(box.dim, dtype=object)
+        hi = np.empty(box.dim, dtype=object)
+        lo[:], hi[:] = list(box.lower), list(box.upper)
+    rows = np.asarray(rows, dtype=np.int64)
+    starts, stops = w.indptr[rows], w.indptr[rows + 1]
+    idx = np.concatenate([np.arange(a, b) for a, b in zip(starts, stops)]) if len(rows) else []
+    idx = np.asarray(idx, dtype=np.int64)
+    vals, cols = m[idx], w.indices[idx]
+    pos = np.array([v > 0 for v in vals], dtype=bool)
+    top = np.where(pos, vals * hi[cols], vals * lo[cols])  # entries 0 add 0 either way
+    bot = np.where(pos, vals * lo[cols], vals * hi[cols])
+    ptr = np.concatenate([[0], np.cumsum(stops - starts)])
+    return ([Fraction(t) * scale for t in row_sums(top, ptr)],
+            [Fraction(v) * scale for v in row_sums(bot, ptr)])
+
+
 def branch_and_bound(st: AnalysisState, k: int, i: int, sign: int) -> None:
     """Decide whether ``sign * z_{k,i} > 0`` somewhere in the box.
 
@@ -110,17 +145,20 @@ def branch_and_bound(st: AnalysisState, k: int, i: int, sign: int) -> None:
         nb = phase_bounds(net, bounds, phase, k, st.lo, st.hi)
         if nb is None:
             continue  # the rigorous bounds show no input of the box has these phases
-        top_sym = back_substitute(net, k, sign * np.eye(layer.out_dim)[i:i + 1], nb, st.lo, st.hi)[0][0]
+        unit = np.zeros((1, layer.out_dim))
+        unit[0, i] = sign
+        top_sym = back_substitute(net, k, unit, nb, st.lo, st.hi)[0][0]
         if top_sym <= 0.0:
             continue
         relax = LinearRelaxation.build(net, k, nb, st.lo, st.hi, phase)
         solver = LPSolver(relax)
         cost = np.zeros(relax.a.shape[1])
-        cost[relax.out_cols] = -sign * layer.weight[i]  # minimise -sign*(w.h): max of sign*z
+        w_i = matrix.rows_of(layer.weight, [i])[0]
+        cost[relax.out_cols] = -sign * w_i  # minimise -sign*(w.h): max of sign*z
         got, v = solver.minimize(cost, st.deadline)
         if got is not None:
             hmax = np.maximum(np.abs(relax.col_lo[relax.out_cols]), np.abs(relax.col_hi[relax.out_cols]))
-            extra = 4.0 * 2.0**-53 * (np.abs(layer.weight[i]) @ hmax + abs(layer.bias[i]) + abs(got)) + 1e-300
+            extra = 4.0 * 2.0**-53 * (np.abs(w_i) @ hmax + abs(layer.bias[i]) + abs(got)) + 1e-300
             if not layer.affine.is_exact_float:
                 extra *= 2.0
             top = -got + sign * float(layer.bias[i]) + extra  # rigorous max of sign * z
@@ -138,7 +176,7 @@ def branch_and_bound(st: AnalysisState, k: int, i: int, sign: int) -> None:
         # branch on the unstable unit whose relaxation gap at the LP point, weighted by how much
         # the unit can move the objective (|w| propagated back through |W|), is largest
         best, best_viol = None, 0.0
-        influence = np.abs(layer.weight[i])
+        influence = np.abs(w_i)
         for j in range(k - 1, -1, -1):
             if net.layers[j].relu:
                 lj, uj = nb[j].lower, nb[j].upper
@@ -151,7 +189,7 @@ def branch_and_bound(st: AnalysisState, k: int, i: int, sign: int) -> None:
                     score = viol[u] + 1e-12 * min(-lj[u], uj[u])
                     if score > best_viol:
                         best, best_viol = (j, int(u)), score
-            influence = influence @ np.abs(net.layers[j].weight)
+            influence = matrix.left_multiply(influence, matrix.absolute(net.layers[j].weight))
         if best is None:
             return  # nothing left to split: the point did not check exactly; leave undecided
         for ph in (-1, 1):

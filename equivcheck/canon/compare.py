@@ -40,15 +40,19 @@ from equivcheck.canon.build import (
     build_steps,
 )
 from equivcheck.canon.monotone import peel
+from equivcheck.canon.permuted import permuted_match
 from equivcheck.canon.quick import first_layers_differ
 from equivcheck.canon.table import FOLD_TERMS, ZERO, Lin, UnitTable
+from equivcheck.core import matrix
 from equivcheck.core.deadline import Deadline
 from equivcheck.core.domain import Box, Domain
-from equivcheck.core.network import Network
+from equivcheck.core.network import Affine, Layer, Network
 from equivcheck.core.rational import format_rational
 from equivcheck.core.spec import Mode, Norm, Spec
 
 MAX_PASSES = 4
+MAX_SPARSE_DENSIFIED = 1_000_000  # a sparse layer of at most this many (rows x cols) entries is
+# made dense for the form; a wider one (a convolution) makes the form decline at once
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,7 @@ class CanonResult:
     proved: bool
     reason: str
     seconds: float = 0.0
+    note: str | None = None  # said in the check's notes (e.g. why the forms were not built)
 
 
 @dataclass(frozen=True)
@@ -161,6 +166,17 @@ def canonical_check(a: Network, b: Network, spec: Spec, domain: Domain,
             la.relu == lb.relu and la.affine.same_as(lb.affine) for la, lb in zip(a.layers, b.layers)):
         return CanonResult(True, "the networks have the same layers, exactly (no search needed)",
                            time.monotonic() - t0)
+    wide = _wide_sparse_layer(a) or _wide_sparse_layer(b)
+    if wide is not None:  # only the same layers up to an order of the units, entry by entry
+        permuted = permuted_match(a, b, deadline)
+        if permuted is not None:
+            return CanonResult(True, "the networks have the same layers, exactly, up to the "
+                               f"order of the units in {permuted} hidden layer"
+                               f"{'s' if permuted != 1 else ''} (no search needed)",
+                               time.monotonic() - t0)
+        why = f"canonical form not built: {wide}"
+        return CanonResult(False, why, time.monotonic() - t0, note=why)
+    a, b = _dense_copy(a), _dense_copy(b)
     reasons = []
     for index, box in enumerate(domain.boxes):
         quick = first_layers_differ(a, b, box, strict=spec.mode is Mode.STRICT)
@@ -185,6 +201,35 @@ def canonical_check(a: Network, b: Network, spec: Spec, domain: Domain,
         reasons.append(why)
     reason = reasons[0] if len(reasons) == 1 else f"{reasons[0]} (on all {len(reasons)} boxes)"
     return CanonResult(True, reason, time.monotonic() - t0)
+
+
+def _wide_sparse_layer(net: Network) -> str | None:
+    """Why ``net`` is out of the canonical form's reach, or None: the form's exact arithmetic
+    works on dense integer layers, so a sparse layer past :data:`MAX_SPARSE_DENSIFIED`
+    entries (a convolution) is declined at once rather than densified."""
+    for k, layer in enumerate(net.layers):
+        rows, cols = layer.weight.shape
+        if layer.affine.is_sparse and rows * cols > MAX_SPARSE_DENSIFIED:
+            return (f"layer {k} of {net.source} is a sparse {rows:,} x {cols:,} layer (a "
+                    f"convolution, say); the form handles dense layers of up to "
+                    f"{MAX_SPARSE_DENSIFIED:,} entries made from sparse ones")
+    return None
+
+
+def _dense_copy(net: Network) -> Network:
+    """``net`` with its (small, see :func:`_wide_sparse_layer`) sparse layers made dense: the
+    same values, so the same function and the same exact weights."""
+    if not any(layer.affine.is_sparse for layer in net.layers):
+        return net
+    layers = []
+    for layer in net.layers:
+        aff = layer.affine
+        if aff.is_sparse:
+            exact = None if aff.exact_weight is None else aff.dense_rational_weight()
+            aff = Affine(matrix.dense(aff.weight, "the canonical form"), aff.bias, exact,
+                         aff.exact_bias)
+        layers.append(Layer(aff, layer.relu, layer.name))
+    return net.with_layers(layers)
 
 
 def _compare(forms: _Forms, spec: Spec) -> tuple[bool, str]:

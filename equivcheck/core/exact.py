@@ -26,6 +26,8 @@ from fractions import Fraction
 
 import numpy as np
 
+from equivcheck.core import matrix
+
 PRIME = 2_147_483_647  # 2^31 - 1: products of two residues fit in int64
 
 # ---------------------------------------------------------------------------------------------
@@ -71,13 +73,56 @@ def scaled_integers(values) -> tuple[np.ndarray, int]:
 def integer_affine(affine) -> tuple[np.ndarray, np.ndarray, int]:
     """``(W, b, den)``: the exact weights and bias of an
     :class:`~equivcheck.core.network.Affine` as integer object arrays over one common
-    denominator ``den > 0`` (``weight == W / den``, ``bias == b / den`` exactly)."""
+    denominator ``den > 0`` (``weight == W / den``, ``bias == b / den`` exactly).
+
+    ``W`` is the dense ``(out, in)`` matrix, also for a sparse weight (built entry by entry;
+    refused with an ``UnsupportedModelError`` past ``matrix.MAX_DENSE_ENTRIES``, see
+    :func:`integer_entries` for the stored entries alone)."""
+    if not getattr(affine, "is_sparse", False):
+        if affine.is_exact_float:
+            w, b = affine.weight, affine.bias
+        else:
+            w, b = affine.rational_weight(), affine.rational_bias()
+        (wi, bi), den = common_scale(w, b)
+        return wi, bi, den
+    vals, bi, den = integer_entries(affine)
+    w = affine.weight
+    if w.shape[0] * w.shape[1] > matrix.MAX_DENSE_ENTRIES:
+        matrix.dense(w, "exact integer weights")  # raises, naming the size
+    wi = np.zeros(w.shape, dtype=object)
+    wi[entry_rows(w), w.indices] = vals
+    return wi, bi, den
+
+
+def integer_entries(affine) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(V, b, den)``: as :func:`integer_affine`, but ``V`` holds one integer per *stored*
+    entry of the weight (aligned with ``weight.data`` for a sparse weight, the flattened
+    matrix for a dense one), so memory stays linear in the stored entries."""
     if affine.is_exact_float:
-        w, b = affine.weight, affine.bias
+        w, b = matrix.values(affine.weight), affine.bias
     else:
-        w, b = affine.rational_weight(), affine.rational_bias()
+        w, b = np.asarray(affine.rational_weight(), dtype=object).ravel(), affine.rational_bias()
     (wi, bi), den = common_scale(w, b)
     return wi, bi, den
+
+
+def entry_rows(w) -> np.ndarray:
+    """The row index of each stored entry of a ``csr_array`` (aligned with ``w.data``)."""
+    return np.repeat(np.arange(w.shape[0], dtype=np.int64), np.diff(w.indptr))
+
+
+def row_sums(products: np.ndarray, indptr: np.ndarray) -> np.ndarray:
+    """Exact per-row sums of a CSR-aligned object array of exact values (Python ints or
+    Fractions): ``out[i] = sum(products[indptr[i]:indptr[i+1]])``; empty rows give 0."""
+    out = np.empty(len(indptr) - 1, dtype=object)
+    if len(products) == 0:
+        out[:] = [0] * len(out)
+        return out
+    cs = np.empty(len(products) + 1, dtype=object)
+    cs[0] = 0
+    cs[1:] = np.cumsum(products)
+    out[:] = cs[indptr[1:]] - cs[indptr[:-1]]
+    return out
 
 
 def pow2_common_denominator(values: Iterable) -> int:
@@ -124,20 +169,29 @@ def affine_exact(affine, h: np.ndarray) -> np.ndarray:
 
     Float weights are dyadic rationals. When the input is dyadic too, the product is computed
     with Python's exact integers (``W = M 2^e``, ``h = H / D``), much faster than summing
-    ``Fraction`` objects; otherwise with ``Fraction`` s.
+    ``Fraction`` objects; otherwise with ``Fraction`` s. A sparse weight is summed over each
+    row's stored entries only (time and memory linear in the stored entries).
     """
     b_exact = affine.rational_bias()
     dyadic = affine.dyadic_weight
     h_den = pow2_common_denominator(h)
+    w = affine.weight
+    sparse = matrix.is_sparse(w)
     if dyadic is not None and h_den:
         m, e = dyadic
         h_int = np.empty(len(h), dtype=object)
         h_int[:] = [int(v * h_den) for v in h]
-        acc = m.dot(h_int) if len(h) else np.zeros(m.shape[0], dtype=object)
+        if sparse:
+            acc = row_sums(m * h_int[w.indices], w.indptr)
+        else:
+            acc = m.dot(h_int) if len(h) else np.zeros(m.shape[0], dtype=object)
         num_scale, den = (1 << e, h_den) if e >= 0 else (1, h_den << -e)
         out = np.empty(len(b_exact), dtype=object)
         out[:] = [Fraction(int(a) * num_scale, den) + bb for a, bb in zip(acc, b_exact)]
         return out
+    if sparse:
+        h = np.asarray(h, dtype=object)
+        return row_sums(affine.rational_weight() * h[w.indices], w.indptr) + b_exact
     return affine.rational_weight().dot(h) + b_exact
 
 

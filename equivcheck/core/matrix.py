@@ -14,8 +14,9 @@ functions works on both kinds. Code that needs a dense matrix calls :func:`dense
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
-import scipy.sparse as sp
 
 from equivcheck.errors import UnsupportedModelError
 
@@ -25,24 +26,42 @@ Matrix = "np.ndarray | sp.csr_array"
 
 
 def is_sparse(w) -> bool:
-    """True for a scipy sparse matrix or array."""
-    return sp.issparse(w)
+    """True for a scipy sparse matrix or array (scipy is not imported for this: with
+    ``scipy.sparse`` never imported, no sparse matrix exists; start-up stays light)."""
+    sparse = sys.modules.get("scipy.sparse")
+    return sparse is not None and sparse.issparse(w)
 
 
-def as_csr(w) -> sp.csr_array:
+def issparse(w) -> bool:
+    """:func:`is_sparse` (the name scipy gives it)."""
+    return is_sparse(w)
+
+
+def csr(*args, **kwargs):
+    """``scipy.sparse.csr_array(*args, **kwargs)``, scipy imported on first use."""
+    return _sparse().csr_array(*args, **kwargs)
+
+
+def _sparse():
+    import scipy.sparse
+
+    return scipy.sparse
+
+
+def as_csr(w):
     """``w`` as a canonical float64 ``csr_array`` (sorted indices, duplicates summed; explicit
     zeros kept). A dense array is converted entry for entry (its zeros are not stored)."""
-    if sp.issparse(w):
-        out = sp.csr_array(w, dtype=np.float64, copy=True)
+    if is_sparse(w):
+        out = _sparse().csr_array(w, dtype=np.float64, copy=True)
         out.sum_duplicates()  # also sorts the indices
         return out
-    return sp.csr_array(np.asarray(w, dtype=np.float64))
+    return _sparse().csr_array(np.asarray(w, dtype=np.float64))
 
 
 def dense(w, where: str = "a layer") -> np.ndarray:
     """``w`` as a dense float64 array; a sparse matrix past ``MAX_DENSE_ENTRIES`` entries is
     refused with an :class:`UnsupportedModelError` naming ``where``."""
-    if not sp.issparse(w):
+    if not is_sparse(w):
         return np.asarray(w, dtype=np.float64)
     rows, cols = w.shape
     if rows * cols > MAX_DENSE_ENTRIES:
@@ -55,12 +74,21 @@ def dense(w, where: str = "a layer") -> np.ndarray:
 
 def stored_entries(w) -> int:
     """Number of stored entries: ``rows * cols`` for a dense matrix, ``nnz`` for a sparse one."""
-    return int(w.nnz) if sp.issparse(w) else int(np.size(w))
+    return int(w.nnz) if is_sparse(w) else int(np.size(w))
+
+
+def row_counts(w) -> np.ndarray:
+    """Per row, the number of stored entries (int64): ``cols`` for every row of a dense
+    matrix, ``diff(indptr)`` for a sparse one. A float dot product of a row with a vector sums
+    at most this many terms (the count rounding-error allowances are taken from)."""
+    if is_sparse(w):
+        return np.diff(as_csr(w).indptr).astype(np.int64)
+    return np.full(np.shape(w)[0], np.shape(w)[1], dtype=np.int64)
 
 
 def values(w) -> np.ndarray:
     """The stored values (a view for sparse: ``w.data``; all entries, flattened, for dense)."""
-    return w.data if sp.issparse(w) else np.asarray(w).ravel()
+    return w.data if is_sparse(w) else np.asarray(w).ravel()
 
 
 def all_finite(w) -> bool:
@@ -76,23 +104,23 @@ def max_abs(w) -> float:
 
 def absolute(w):
     """``|w|`` entrywise, of the same kind as ``w``."""
-    return abs(w) if sp.issparse(w) else np.abs(w)
+    return abs(w) if is_sparse(w) else np.abs(w)
 
 
 def positive_part(w):
     """``max(w, 0)`` entrywise, of the same kind as ``w``."""
-    return w.maximum(0.0) if sp.issparse(w) else np.maximum(w, 0.0)
+    return w.maximum(0.0) if is_sparse(w) else np.maximum(w, 0.0)
 
 
 def negative_part(w):
     """``min(w, 0)`` entrywise, of the same kind as ``w``."""
-    return w.minimum(0.0) if sp.issparse(w) else np.minimum(w, 0.0)
+    return w.minimum(0.0) if is_sparse(w) else np.minimum(w, 0.0)
 
 
 def left_multiply(x: np.ndarray, w) -> np.ndarray:
     """``x @ w`` for a dense ``x`` of shape ``[..., rows]`` (any number of leading axes):
     a dense ``[..., cols]`` array."""
-    if not sp.issparse(w):
+    if not is_sparse(w):
         return x @ w
     lead = x.shape[:-1]
     out = np.asarray(x.reshape(-1, x.shape[-1]) @ w)
@@ -106,7 +134,7 @@ def apply(w, h: np.ndarray) -> np.ndarray:
 
 def rows_of(w, idx) -> np.ndarray:
     """The rows ``idx`` (an index array or list) as a dense ``[len(idx), cols]`` array."""
-    if sp.issparse(w):
+    if is_sparse(w):
         return w[np.asarray(idx, dtype=np.int64)].toarray()
     return np.asarray(w)[idx]
 
@@ -114,7 +142,7 @@ def rows_of(w, idx) -> np.ndarray:
 def row_entries(w, i: int) -> tuple[np.ndarray, np.ndarray]:
     """``(cols, vals)`` of row ``i``: the column indices and values of its stored entries
     (every column, zeros included, for a dense matrix)."""
-    if sp.issparse(w):
+    if is_sparse(w):
         lo, hi = w.indptr[i], w.indptr[i + 1]
         return w.indices[lo:hi].astype(np.int64), w.data[lo:hi]
     row = np.asarray(w)[i]
@@ -126,7 +154,7 @@ def same_entries(a, b) -> bool:
     (whatever their kinds)."""
     if a.shape != b.shape:
         return False
-    if not sp.issparse(a) and not sp.issparse(b):
+    if not is_sparse(a) and not is_sparse(b):
         return bool(np.array_equal(a, b))
     diff = as_csr(a) - as_csr(b)
     return bool(diff.nnz == 0 or not np.any(diff.data))
@@ -134,4 +162,4 @@ def same_entries(a, b) -> bool:
 
 def transpose(w):
     """``w.T``; a sparse result is again a canonical ``csr_array``."""
-    return as_csr(w.T) if sp.issparse(w) else np.asarray(w).T
+    return as_csr(w.T) if is_sparse(w) else np.asarray(w).T

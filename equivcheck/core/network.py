@@ -144,6 +144,17 @@ class Affine:
         out[rows, w.indices] = self.rational_weight()
         return out
 
+    def _exact_entries(self) -> dict[tuple[int, int], Fraction]:
+        """The nonzero exact weights by ``(row, column)`` (memory linear in the stored ones)."""
+        w = self.weight
+        if self.is_sparse:
+            rows = np.repeat(np.arange(w.shape[0]), np.diff(w.indptr))
+            cols, vals = w.indices, self.rational_weight()
+        else:
+            rows, cols = np.nonzero(np.ones(w.shape, dtype=bool))
+            vals = np.asarray(self.rational_weight()).ravel()
+        return {(int(r), int(c)): v for r, c, v in zip(rows, cols, vals) if v != 0}
+
     @cached_property
     def dyadic_weight(self) -> tuple[np.ndarray, int] | None:
         """``(M, e)`` with integer matrix M (object array) and W = M * 2**e exactly, or None.
@@ -164,8 +175,8 @@ class Affine:
             self.bias, other.bias)
         if (self.is_exact_float and other.is_exact_float) or not floats_equal:
             return floats_equal  # exact floats, or the nearest floats already differ
-        if self.is_sparse or other.is_sparse:
-            return bool(np.all(self.dense_rational_weight() == other.dense_rational_weight())
+        if self.is_sparse or other.is_sparse:  # compared entry by entry, nothing dense
+            return bool(self._exact_entries() == other._exact_entries()
                         and np.all(self.rational_bias() == other.rational_bias()))
         return bool(
             np.all(self.rational_weight() == other.rational_weight())

@@ -180,6 +180,8 @@ def scientific(n: int, digits: int = 3) -> str:
 # ranks
 
 MAX_EXACT_RANK_ENTRIES = 10_000
+MAX_SPARSE_DENSIFIED = 1_000_000  # a sparse layer of at most this many (rows x cols) entries is
+# made dense for exact ranks and counting; a wider one (a convolution) gets structural ranks
 
 
 def rank_upper_bound(m: np.ndarray) -> tuple[int, bool]:
@@ -199,6 +201,18 @@ def rank_upper_bound(m: np.ndarray) -> tuple[int, bool]:
     if rows * cols <= MAX_EXACT_RANK_ENTRIES:
         return rank_exact(m), True
     return full, False
+
+
+def structural_rank_bound(w, rows: np.ndarray, cols: np.ndarray) -> tuple[int, bool]:
+    """``(r, exact)`` for the submatrix ``w[rows][:, cols]`` of a sparse weight: ``r`` is the
+    number of its non-empty rows or of its non-empty columns, whichever is smaller (a certified
+    upper bound of its rank: a matrix has no more independent rows than non-zero ones, nor
+    columns); ``exact`` only when ``r`` is 0. Linear in the stored entries, no dense matrix."""
+    sub = w[np.asarray(rows, dtype=np.int64)][:, np.asarray(cols, dtype=np.int64)]
+    sub = sub.tocsr()
+    sub.eliminate_zeros()
+    r = min(int(np.count_nonzero(np.diff(sub.indptr))), int(np.unique(sub.indices).size))
+    return r, r == 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -273,10 +287,15 @@ def _box_refinement(
         is_active, is_inactive = masks[k]
         active, inactive = np.nonzero(is_active)[0], np.nonzero(is_inactive)[0]
         unstable = np.nonzero(~(is_active | is_inactive))[0]
-        ints = integer_affine(layer.affine)[0]
-        split_rank, ex1 = rank_upper_bound(ints[np.ix_(unstable, live)])
         can_be_active = np.union1d(unstable, active)
-        pass_rank, ex2 = rank_upper_bound(ints[np.ix_(can_be_active, live)])
+        rows, cols = layer.weight.shape
+        if layer.affine.is_sparse and rows * cols > MAX_SPARSE_DENSIFIED:
+            split_rank, ex1 = structural_rank_bound(layer.weight, unstable, live)
+            pass_rank, ex2 = structural_rank_bound(layer.weight, can_be_active, live)
+        else:
+            ints = integer_affine(layer.affine)[0]
+            split_rank, ex1 = rank_upper_bound(ints[np.ix_(unstable, live)])
+            pass_rank, ex2 = rank_upper_bound(ints[np.ix_(can_be_active, live)])
         out.append(
             LayerRefinement(
                 width=layer.out_dim,

@@ -39,11 +39,11 @@ from equivcheck.core.deadline import Deadline
 from equivcheck.core.domain import Box, Domain
 from equivcheck.core.exact import integer_affine, pre_activations_exact, scaled_integers
 from equivcheck.core.network import Network
-from equivcheck.errors import InputError
+from equivcheck.errors import InputError, UnsupportedModelError
 from equivcheck.io.domains import parse_domain
 
 # refined_bound and theorem1_bound are used here; the other names moved to regions.bounds and are
-from equivcheck.regions.bounds import refined_bound, theorem1_bound
+from equivcheck.regions.bounds import MAX_SPARSE_DENSIFIED, refined_bound, theorem1_bound
 from equivcheck.regions.certificates import (
     OpenBox,
     Point,
@@ -434,6 +434,14 @@ def count_regions(
                 f"{net.source}: layer {k - 1} has no ReLU but is followed by ReLU layers; "
                 "counting supports ReLU layers followed by one final affine layer"
             )
+    for k in relu_idx:
+        rows, cols = net.layers[k].weight.shape
+        if net.layers[k].affine.is_sparse and rows * cols > MAX_SPARSE_DENSIFIED:
+            raise UnsupportedModelError(
+                f"{net.source}: layer {k} is a sparse {rows:,} x {cols:,} layer (a convolution, "
+                f"say); exact region counting works on dense layers (sparse ones of up to "
+                f"{MAX_SPARSE_DENSIFIED:,} entries are made dense); the upper bounds "
+                "(theorem 1, refined) still apply")
     start = time.monotonic()
     deadline = None if limit is None else limit.end
     layers = {k: integer_affine(net.layers[k].affine) for k in relu_idx}

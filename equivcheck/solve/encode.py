@@ -96,23 +96,38 @@ class _Writer:
         all encoded once. Proportionality is confirmed in exact arithmetic.
         """
         exact = not layer.affine.is_exact_float
-        w = layer.affine.rational_weight() if exact else layer.weight
+        w = layer.affine.rational_weight() if exact else (
+            layer.weight.data if layer.affine.is_sparse else layer.weight)
         b = layer.affine.rational_bias() if exact else layer.bias
         live = sorted((j for j, h in enumerate(h_in) if h is not None), key=lambda j: h_in[j][0])
         names_all = tuple(h_in[j][0] for j in live)
         scales = [h_in[j][1] for j in live]
         unit_scales = all(sc == 1 for sc in scales)
         stab = bounds.stability() if layer.relu else np.full(layer.out_dim, StabilityCode.ACTIVE)
+        sparse = layer.affine.is_sparse
+        if sparse:  # each unit's sum runs over its row's stored entries only
+            pos = np.full(layer.in_dim, -1, dtype=np.int64)
+            pos[live] = np.arange(len(live))
+            indptr, indices = layer.weight.indptr, layer.weight.indices
         out: list = []
         for i in range(layer.out_dim):
-            row = w[i][live] if live else w[i][:0]
-            if unit_scales:
-                coefs = row
+            if sparse:
+                ks = pos[indices[indptr[i]:indptr[i + 1]]]
+                vals = w[indptr[i]:indptr[i + 1]]
+                keep = np.flatnonzero(ks >= 0)
+                order = keep[np.argsort(ks[keep], kind="stable")]
+                nz = [int(ks[o]) for o in order if vals[o] != 0]
+                cz = [vals[o] if unit_scales else Fraction(vals[o]) * scales[int(ks[o])]
+                      for o in order if vals[o] != 0]
             else:
-                coefs = np.array([Fraction(row[k]) * scales[k] for k in range(len(live))], dtype=object)
-            nz = [k for k in range(len(live)) if coefs[k] != 0]
+                row = w[i][live] if live else w[i][:0]
+                if unit_scales:
+                    coefs = row
+                else:
+                    coefs = np.array([Fraction(row[k]) * scales[k] for k in range(len(live))], dtype=object)
+                nz = [k for k in range(len(live)) if coefs[k] != 0]
+                cz = [coefs[k] for k in nz]
             names = tuple(names_all[k] for k in nz)
-            cz = [coefs[k] for k in nz]
             bias = b[i]
             norm = abs(cz[0]) if cz else (abs(bias) if bias != 0 else 1)
             fnorm = float(norm)

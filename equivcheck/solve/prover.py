@@ -265,7 +265,7 @@ def prove_networks(
             break
     verdict, reason = ((Verdict.PROVED, canon.reason) if canon.proved
                        else _summary(box_results, len(domain.boxes)))
-    notes = tuple(a.notes) + tuple(b.notes)
+    notes = tuple(a.notes) + tuple(b.notes) + ((canon.note,) if canon.note else ())
     if domain.is_default:
         notes += ("no --domain given: checked the default domain [0, 1] on every input",)
     return ProofResult(
