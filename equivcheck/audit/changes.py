@@ -1,5 +1,11 @@
 """What pruning changed, layer by layer and unit by unit, and whether each removed or changed
-hidden unit was stably inactive on the domain (harmless) by sound bounds."""
+hidden unit was stably inactive on the domain (harmless) by sound bounds.
+
+Sparse layers (``csr_array`` weights, :mod:`equivcheck.core.matrix`) are compared entry by entry
+on the union of the two stored patterns (an entry neither network stores is 0 in both), in
+exact arithmetic, with memory linear in the stored entries; a layer's weight count is then the
+number of entries either network stores.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ from equivcheck.audit.results import ChangeKind, LayerChange, UnitChange
 from equivcheck.bounds.methods import sound_bounds
 from equivcheck.core.deadline import Deadline
 from equivcheck.core.domain import Domain
-from equivcheck.core.network import Network
+from equivcheck.core.network import Affine, Network
 from equivcheck.core.options import BoundMethod, UnitStability
 
 
@@ -80,17 +86,14 @@ def unit_changes(f: Network, g: Network, domain: Domain,
     st_g = domain_stability(g, domain, method, deadline)
     inactive = UnitStability.INACTIVE
     layers, units = [], []
+    nxt = _Entries(f.layers[0].affine, g.layers[0].affine)
     for k, (lf, lg) in enumerate(zip(f.layers, g.layers)):
-        wf, wg = lf.affine.rational_weight(), lg.affine.rational_weight()
-        same_w = wf == wg
-        zeroed = int(np.sum((wg == 0) & (wf != 0)))
-        changed_w = int(np.sum(~same_w)) - zeroed
-        row_changed = ~np.all(same_w, axis=1) | (lf.affine.rational_bias() != lg.affine.rational_bias())
+        cur = nxt
+        nxt = _Entries(f.layers[k + 1].affine, g.layers[k + 1].affine) if k + 1 < len(f.layers) else None
+        row_changed = cur.rows_changed() | (lf.affine.rational_bias() != lg.affine.rational_bias())
         if lf.relu:
-            in_gone = np.all(wg == 0, axis=1) & ~np.all(wf == 0, axis=1)
-            nxt_f = f.layers[k + 1].affine.rational_weight()
-            nxt_g = g.layers[k + 1].affine.rational_weight()
-            out_gone = np.all(nxt_g == 0, axis=0) & ~np.all(nxt_f == 0, axis=0)
+            in_gone = cur.rows_zero("g") & ~cur.rows_zero("f")
+            out_gone = nxt.cols_zero("g") & ~nxt.cols_zero("f")
             removed = in_gone | out_gone
             bias_g = lg.affine.rational_bias()
             n_rem = n_rem_ok = n_chg = n_chg_ok = 0
@@ -100,8 +103,10 @@ def unit_changes(f: Network, g: Network, domain: Domain,
                     # incoming gone: the pruned unit is the constant relu(b); 0 iff b <= 0
                     pruned_zero = bool(out_gone[i]) or bias_g[i] <= 0
                     ok = orig is inactive and pruned_zero
-                    reach = None if ok else _reach(up_f[k][i], bias_g[i], bool(out_gone[i]),
-                                                   nxt_f[:, i], nxt_g[:, i])
+                    reach = None
+                    if not ok:
+                        nf, ng = nxt.column(i)
+                        reach = _reach(up_f[k][i], bias_g[i], bool(out_gone[i]), nf, ng)
                     units.append(UnitChange(k, i, ChangeKind.REMOVED, orig, ok, reach))
                     n_rem += 1
                     n_rem_ok += ok
@@ -113,6 +118,80 @@ def unit_changes(f: Network, g: Network, domain: Domain,
         else:
             n_rem = n_rem_ok = n_chg_ok = 0
             n_chg = int(np.sum(row_changed))
-        layers.append(LayerChange(k, lf.out_dim, lf.relu, int(wf.size), zeroed, changed_w,
-                                  n_rem, n_rem_ok, n_chg, n_chg_ok))
+        layers.append(LayerChange(k, lf.out_dim, lf.relu, cur.count, cur.zeroed(),
+                                  cur.changed(), n_rem, n_rem_ok, n_chg, n_chg_ok))
     return tuple(layers), tuple(units), None
+
+
+class _Entries:
+    """The exact weights of one layer of both networks, entry by entry: every entry of a dense
+    pair (as before), or, when either weight is sparse, the union of the stored patterns (an
+    entry outside it is 0 in both). ``vf``/``vg`` are exact (floats when both layers' floats are
+    their exact weights, else Fractions), at positions ``rows``/``cols``."""
+
+    def __init__(self, af: Affine, ag: Affine) -> None:
+        self.shape = af.weight.shape
+        if not (af.is_sparse or ag.is_sparse):
+            wf, wg = af.rational_weight(), ag.rational_weight()
+            self.dense = True
+            self.vf, self.vg = wf, wg
+            self.count = int(wf.size)
+            return
+        self.dense = False
+        exact = af.is_exact_float and ag.is_exact_float
+        pf, pg = _stored(af, exact), _stored(ag, exact)
+        cols = self.shape[1]
+        keys = np.union1d(pf[0], pg[0])
+        zero = 0.0 if exact else Fraction(0)
+        self.vf = np.full(len(keys), zero, dtype=np.float64 if exact else object)
+        self.vg = self.vf.copy()
+        self.vf[np.searchsorted(keys, pf[0])] = pf[1]
+        self.vg[np.searchsorted(keys, pg[0])] = pg[1]
+        self.rows, self.cols = keys // cols, keys % cols
+        self.count = len(keys)
+
+    def zeroed(self) -> int:
+        return int(np.sum((self.vg == 0) & (self.vf != 0)))
+
+    def changed(self) -> int:
+        return int(np.sum(self.vf != self.vg)) - self.zeroed()
+
+    def rows_changed(self) -> np.ndarray:
+        diff = self.vf != self.vg
+        if self.dense:
+            return ~np.all(~diff, axis=1)
+        return np.bincount(self.rows[diff], minlength=self.shape[0]) > 0
+
+    def rows_zero(self, which: str) -> np.ndarray:
+        v = self.vf if which == "f" else self.vg
+        if self.dense:
+            return np.all(v == 0, axis=1)
+        return np.bincount(self.rows[v != 0], minlength=self.shape[0]) == 0
+
+    def cols_zero(self, which: str) -> np.ndarray:
+        v = self.vf if which == "f" else self.vg
+        if self.dense:
+            return np.all(v == 0, axis=0)
+        return np.bincount(self.cols[v != 0], minlength=self.shape[1]) == 0
+
+    def column(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Column ``i``'s exact weights in f and g (the stored entries only, when sparse: the
+        others are 0 in both and move nothing)."""
+        if self.dense:
+            return self.vf[:, i], self.vg[:, i]
+        at = self.cols == i
+        return self.vf[at], self.vg[at]
+
+
+def _stored(aff: Affine, exact: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``(keys, values)`` of a layer's stored entries (``row * cols + col``, sorted, and their
+    exact values: floats when ``exact``, else Fractions); a dense weight's nonzero entries."""
+    w = aff.weight
+    if not aff.is_sparse:
+        vals = w if exact else aff.rational_weight()
+        r, c = np.nonzero(vals != 0)
+        return r.astype(np.int64) * w.shape[1] + c, vals[r, c]
+    # (Affine keeps a sparse weight canonical: sorted, aligned with its exact values)
+    r = np.repeat(np.arange(w.shape[0], dtype=np.int64), np.diff(w.indptr))
+    vals = w.data if exact else aff.rational_weight()
+    return r * w.shape[1] + w.indices, vals

@@ -45,8 +45,10 @@ def _slice_output(net: Network, j: int) -> Network:
     """``net`` with only output ``j`` (exact weights kept)."""
     last = net.layers[-1]
     a = last.affine
-    aff = Affine(a.weight[j:j + 1], a.bias[j:j + 1],
-                 None if a.exact_weight is None else a.exact_weight[j:j + 1],
+    exact_w = a.exact_weight
+    if exact_w is not None:  # a sparse layer's exact values are aligned with its stored entries
+        exact_w = exact_w[a.weight.indptr[j]:a.weight.indptr[j + 1]] if a.is_sparse else exact_w[j:j + 1]
+    aff = Affine(a.weight[j:j + 1], a.bias[j:j + 1], exact_w,
                  None if a.exact_bias is None else a.exact_bias[j:j + 1])
     return net.with_layers(net.layers[:-1] + (Layer(aff, False, last.name),))
 
@@ -171,7 +173,12 @@ class Auditor:
         """The networks (sliced to one output) and the engine's model of them, made once."""
         if output not in self.pairs:
             fa, gb = _slice_output(self.f, output), _slice_output(self.g, output)
-            self.pairs[output] = (fa, gb, engine_model(fa, gb, self.stream))
+            whole = self.pairs.get(None)
+            # (the whole pair's model cut to one output: its arrays shared, not rebuilt, so an
+            # audit's memory does not grow with the outputs of a wide, sparse network)
+            model = engine_model(fa, gb, self.stream) if whole is None or output is None else \
+                whole[2].output_slice(output)
+            self.pairs[output] = (fa, gb, model)
         return self.pairs[output]
 
     def tighten(self, output: int | None, deadline: Deadline) -> None:

@@ -30,10 +30,12 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import scipy.sparse as sp
 
 from equivcheck.bounds.interval import LayerBounds
 from equivcheck.compress.passes import WorkingLayer
 from equivcheck.compress.rounding import round_up_decimal
+from equivcheck.core import matrix
 from equivcheck.core.deadline import Deadline
 from equivcheck.core.domain import Domain
 from equivcheck.core.network import Affine, Layer, Network
@@ -58,10 +60,19 @@ def padded(original: Network, stored: Network, layers: list[WorkingLayer]) -> Ne
     for k, (lay, st, orig) in enumerate(zip(layers, stored.layers, original.layers)):
         if lay.origin != k or lay.relu != orig.relu:
             return None
-        w = np.zeros_like(orig.weight, dtype=np.float64)
         b = np.zeros(orig.out_dim)
-        w[np.ix_(lay.units, prev)] = st.weight
         b[lay.units] = st.bias
+        if matrix.is_sparse(st.weight) or matrix.is_sparse(orig.weight):
+            # the stored entries moved to their original rows and columns (memory linear in them)
+            sw = matrix.as_csr(st.weight).tocoo()
+            rows = np.asarray(lay.units, dtype=np.int64)[sw.row]
+            cols = np.asarray(prev, dtype=np.int64)[sw.col]
+            w = sp.csr_array((sw.data, (rows, cols)), shape=orig.weight.shape)
+            if not st.affine.is_exact_float:
+                return None  # (exact values would have to move too: not padded)
+        else:
+            w = np.zeros_like(orig.weight, dtype=np.float64)
+            w[np.ix_(lay.units, prev)] = st.weight
         out.append(Layer(Affine(w, b), st.relu, st.name))
         prev = lay.units
     return stored.with_layers(out)

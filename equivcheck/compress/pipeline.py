@@ -46,6 +46,7 @@ from equivcheck.compress.passes import (
 )
 from equivcheck.compress.result import CompressionResult, LayerCompression
 from equivcheck.compress.rounding import deviation_bound, round_up_decimal
+from equivcheck.core import matrix
 from equivcheck.core.deadline import Deadline
 from equivcheck.core.domain import Domain
 from equivcheck.core.network import Network
@@ -117,7 +118,9 @@ def _build(net: Network, stability: StabilityReport, bounds: list[LayerBounds], 
         layers = collapsed_layers
     elif fold:
         folded_units = fold_dependent(layers, notes, deadline)
-        layers, folded_layers = fold_layers(layers, deadline)
+        layers, folded_layers = fold_layers(layers, deadline, notes)
+    # sparse (convolutional) layers are written as Gather/Mul/ReduceSum nodes that import back
+    # to the same sparse layers (io.onnx_export)
     onnx_model, stored_exact = to_onnx(to_network(net, layers), graph_name="equivcheck_compressed")
     stored = load_network(onnx_model, name=name)
     exact = stored_exact and not any(lay.recomputed for lay in layers)
@@ -256,11 +259,12 @@ def _table(net: Network, cand: _Candidate) -> tuple[LayerCompression, ...]:
     rows = []
     by_origin = {lay.origin: (idx, lay) for idx, lay in enumerate(cand.layers)}
     for k, layer in enumerate(net.layers):
-        before = layer.weight.size + layer.bias.size
+        before = matrix.stored_entries(layer.weight) + layer.bias.size
         if k in by_origin:
             idx, lay = by_origin[k]
             after_units = len(lay.b)
-            params_after = cand.stored.layers[idx].weight.size + cand.stored.layers[idx].bias.size
+            stored = cand.stored.layers[idx]
+            params_after = matrix.stored_entries(stored.weight) + stored.bias.size
         else:
             after_units, params_after = 0, 0
         rows.append(LayerCompression(

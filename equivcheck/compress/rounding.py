@@ -13,8 +13,11 @@ import math
 from fractions import Fraction
 
 import numpy as np
+import scipy.sparse as sp
 
+from equivcheck.compress import sparse_weights as spw
 from equivcheck.compress.passes import WorkingLayer
+from equivcheck.core import matrix
 from equivcheck.core.network import Network
 from equivcheck.core.rational import as_fraction_array, fraction_array, nearest_float_array
 
@@ -32,14 +35,41 @@ def deviation_bound(layers: list[WorkingLayer], stored: Network, lo: np.ndarray,
     hmax = np.maximum(np.abs(lo), np.abs(hi))
     out = []
     for lay, st in zip(layers, stored.layers):
-        dw, db = _stored_error(lay.w, st.weight), _stored_error(lay.b, st.bias)
-        d = (np.abs(st.weight) @ d + dw @ hmax + db) * (1 + 1e-9) + 1e-300
+        dw, db = _weight_error(lay, st.weight), _stored_error(lay.b, st.bias)
+        d = (matrix.apply(matrix.absolute(st.weight), d) + matrix.apply(dw, hmax) + db) * (1 + 1e-9) + 1e-300
         out.append(d)
         hmax = np.maximum(np.abs(lay.lower), np.abs(lay.upper))
         if lay.relu:
             hmax = np.maximum(lay.upper, 0.0)
         hmax = hmax + d  # the stored network's values may exceed the exact bounds by d
     return out
+
+
+def _weight_error(lay: WorkingLayer, stored) -> np.ndarray:
+    """Upper bounds of ``|exact - stored|`` for a layer's weight, sparse when either is
+    (on the union of the stored patterns; elsewhere both are 0)."""
+    if not (spw.is_sparse(lay.w) or matrix.is_sparse(stored)):
+        return _stored_error(lay.w, stored)
+    if spw.is_sparse(lay.w) and lay.exact is None and matrix.is_sparse(stored) \
+            and matrix.same_entries(lay.w, stored):
+        return sp.csr_array(stored.shape)  # the stored floats are the exact weights
+    exact = spw.dense_exact(lay.w, lay.exact) if not spw.is_sparse(lay.w) else None
+    if exact is not None:  # a dense exact layer stored sparse: compare entry by entry
+        return _stored_error(exact, matrix.dense(stored, "the rounding bound"))
+    # exact sparse values minus the stored ones, entry by entry on the union of the patterns
+    a = matrix.as_csr(lay.w)
+    ea = lay.exact if lay.exact is not None else fraction_array(a.data)
+    b = matrix.as_csr(stored)
+    cols = a.shape[1]
+    ka = np.repeat(np.arange(a.shape[0], dtype=np.int64), np.diff(a.indptr)) * cols + a.indices
+    kb = np.repeat(np.arange(b.shape[0], dtype=np.int64), np.diff(b.indptr)) * cols + b.indices
+    keys = np.union1d(ka, kb)
+    va = np.full(len(keys), Fraction(0), dtype=object)
+    vb = va.copy()
+    va[np.searchsorted(keys, ka)] = ea
+    vb[np.searchsorted(keys, kb)] = fraction_array(b.data)
+    err = np.abs(nearest_float_array(va - vb)) * (1 + 2**-50)
+    return sp.csr_array((err, (keys // cols, keys % cols)), shape=a.shape)
 
 
 def _stored_error(exact: np.ndarray, stored: np.ndarray) -> np.ndarray:

@@ -52,7 +52,7 @@ def _slope_gradient(layers, trace: dict, k: int, nu: np.ndarray, boxes) -> dict:
     grads = {}
     for j in range(k):
         lay = layers[j]
-        z = v @ lay.w.T + lay.b  # [B, R, m_j]
+        z = lay.forward(v) + lay.b  # [B, R, m_j]
         if j in trace:
             lam, slope, const, free = trace[j]
             grads[j] = np.where(free, lam * z, 0.0)

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from equivcheck.core import matrix
 from equivcheck.engine.model import PairModel
 from equivcheck.engine.rounding import SLOPE_INFLATE, TINY, WEIGHT_ULP, gamma, sub_down, sub_up
 
@@ -84,10 +85,17 @@ def concretize(p: Partial, boxes, fac: float, tiny: np.ndarray) -> np.ndarray:
     return np.nextafter(ub, np.inf)
 
 
-def _bmm(nu: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """``nu @ w`` for ``nu`` shaped ``[B, R, m]`` (or ``[R, m]``, the same for every box)."""
-    if nu.ndim == 2:
-        return nu @ w
+def _bmm(nu: np.ndarray, w, wt=None) -> np.ndarray:
+    """``nu @ w`` for ``nu`` shaped ``[B, R, m]`` (or ``[R, m]``, the same for every box) and a
+    dense or sparse weight ``w`` (``wt``: its transpose as a csr_array, when sparse): one
+    product for all boxes and rows. (``W.T @ nu.T`` runs the sparse product row by row of
+    ``W.T`` over contiguous rows of ``nu.T``: 1.5-2x faster than ``nu @ W`` on conv layers.)"""
+    if wt is not None:
+        flat = nu.reshape(-1, nu.shape[-1])
+        out = (wt @ np.ascontiguousarray(flat.T)).T
+        return out.reshape(*nu.shape[:-1], w.shape[1])
+    if nu.ndim == 2 or matrix.is_sparse(w):
+        return matrix.left_multiply(nu, w)
     b, r, m = nu.shape
     return (nu.reshape(b * r, m) @ w).reshape(b, r, w.shape[1])
 
@@ -246,7 +254,7 @@ def back_network(layers, lo_hist, hi_hist, pm_hist, k: int, c: np.ndarray, xmax:
         if not lay.exact:
             # weights below the subnormal range: at most 2**-1074 each, times sum |h_{j-1}|
             slack += _dot_units(arho, np.broadcast_to(2.0 * TINY * (1.0 + pm.sum(0))[None, :], (lay.out_dim, nboxes)))
-        rho = _bmm(rho, lay.w)
+        rho = _bmm(rho, lay.w, lay.wt)
     if rho.ndim == 2:
         rho = np.broadcast_to(rho, (nboxes,) + rho.shape)
     return Partial(val, mag, slack, rho)
@@ -316,8 +324,8 @@ def back_difference(model: PairModel, hist: History, k: int, c_d: np.ndarray,
             err = dj.d_err @ hm + dj.db_err[:, None] + (dj.g_err @ dm if dm is not None else 0.0)
             sizes = 2.0 * TINY * (1.0 + hm.sum(0) + (0.0 if dm is None else dm.sum(0)))
             slack += _dot_units(ad, err) + _dot_units(ad + af, np.broadcast_to(sizes[None, :], (lf.out_dim, nboxes)))
-        nf = _bmm(rd, dj.d) + _bmm(rf, lf.w)
-        rd = _bmm(rd, lg.w) if j > 0 else None
+        nf = _bmm(rd, dj.d, dj.dt) + _bmm(rf, lf.w, lf.wt)
+        rd = _bmm(rd, lg.w, lg.wt) if j > 0 else None
         rf = nf
     if rf.ndim == 2:
         rf = np.broadcast_to(rf, (nboxes,) + rf.shape)

@@ -104,22 +104,37 @@ def _tighten(lo, hi, idx, ub):
     return lo, hi
 
 
-def _refine_units(mask: np.ndarray, lo, hi, run):
+def _refine_units(mask: np.ndarray, lo, hi, run, width: int = 0):
     """Tighten the ``[m, B]`` bounds of the units ``mask`` selects (per box) with
     ``run(rows) -> [B, 2R]`` upper bounds of the rows ``+e_i`` then ``-e_i``.
 
     When the boxes need few units each but different ones, the rows are gathered per box
     (``[B, 2R, m]`` with R the largest count), so the work follows each box's own units rather
-    than their union over the batch."""
+    than their union over the batch. Rows are bounded independently of each other, so they are
+    run in chunks that keep the ``[B, rows, units]`` coefficients near ``ROW_FLOATS`` floats
+    (``width``: the widest layer they pass through, 0 for one chunk; wide convolutional layers
+    have thousands of unstable units): the same bounds, in bounded memory."""
     m, nb = mask.shape
     union = np.flatnonzero(mask.any(1))
     if not len(union):
         return lo, hi
+    per = max(1, ROW_FLOATS // (2 * nb * width)) if width else m  # units per chunk
     r_box = int(mask.sum(0).max())
     if 2 * r_box >= len(union) or nb == 1:
-        ub = run(_selector(union, m))
-        return _tighten(lo, hi, union, ub)
+        for at in range(0, len(union), per):
+            part = union[at:at + per]
+            lo, hi = _tighten(lo, hi, part, run(_selector(part, m)))
+        return lo, hi
     order = np.argsort(~mask, axis=0, kind="stable")[:r_box]  # [R, B]: each box's units first
+    for at in range(0, r_box, per):
+        lo, hi = _refine_gathered(lo, hi, mask, order[at:at + per], run)
+    return lo, hi
+
+
+def _refine_gathered(lo, hi, mask, order, run):
+    """:func:`_refine_units` for the units ``order`` (``[R, B]``, per box; some not asked for)."""
+    m, nb = mask.shape
+    r_box = order.shape[0]
     valid = np.take_along_axis(mask, order, 0)
     c = np.zeros((nb, 2 * r_box, m))
     bi = np.broadcast_to(np.arange(nb)[None, :], order.shape)
@@ -133,6 +148,9 @@ def _refine_units(mask: np.ndarray, lo, hi, run):
     np.put_along_axis(lo, order, np.where(valid, np.maximum(cur_lo, -ub[:, r_box:].T), cur_lo), 0)
     np.put_along_axis(hi, order, np.where(valid, np.minimum(cur_hi, ub[:, :r_box].T), cur_hi), 0)
     return lo, hi
+
+
+ROW_FLOATS = 8_000_000  # coefficients of one chunk of back-substituted rows (64 MB per array)
 
 
 class _Refiner:
@@ -160,7 +178,7 @@ class _Refiner:
             p = back_network(layers, lo_h, hi_h, pm_h, k, c, self.boxes.xmax, self.boxes.count)
             return concretize(p, self.boxes, self.fac, self.tiny())
 
-        return _refine_units(mask, lo, hi, run)
+        return _refine_units(mask, lo, hi, run, self.model.width)
 
     def difference(self, k: int, dl, du, flo, fhi, glo, ghi, all_units: bool):
         if all_units:
@@ -171,11 +189,12 @@ class _Refiner:
 
         def run(c):
             p = back_difference(self.model, self.hist, k, c, None, self.boxes.xmax, self.boxes.count)
-            if all_units:
+            if all_units:  # the output rows (+e_i, -e_i: few, in one chunk)
                 self.out_nu = np.asarray(p.nu)
             return concretize(p, self.boxes, self.fac, self.tiny())
 
-        return _refine_units(mask, dl, du, run)
+        # (the output rows in one chunk: ``out_nu`` keeps all of them, and they are few)
+        return _refine_units(mask, dl, du, run, 0 if all_units else self.model.width)
 
     def outputs(self, d_lo, d_hi):
         """Output differences of a pair of different shapes: f's and g's streams added before

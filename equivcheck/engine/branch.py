@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from equivcheck.core import matrix
 from equivcheck.engine.model import PairModel
 
 PRIOR_KEYS = ("f_lo", "f_hi", "g_lo", "g_hi", "dz_lo", "dz_hi")
@@ -88,7 +89,7 @@ def split_scores(packed: np.ndarray, layout: Layout) -> tuple[np.ndarray, np.nda
             lo_c, hi_c = layout.cols(net, k)
             if layers[k].relu:
                 sens = sens * (packed[:, hi_c] > 0.0)  # units fixed inactive pass nothing on
-            sens = sens @ layers[k].aw
+            sens = matrix.left_multiply(sens, layers[k].aw)
             if layers[k - 1].relu:
                 c = np.stack(layout.cols(net, k - 1), axis=1)  # [m, 2]
                 gap = _gap(packed, c)

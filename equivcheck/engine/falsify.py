@@ -16,6 +16,7 @@ from fractions import Fraction
 
 import numpy as np
 
+from equivcheck.core import matrix
 from equivcheck.core.domain import Box
 from equivcheck.core.network import Network
 from equivcheck.core.spec import Mode, Spec, batch_margin, objective_weights
@@ -24,7 +25,7 @@ from equivcheck.core.spec import Mode, Spec, batch_margin, objective_weights
 def _forward(net: Network, x: np.ndarray):
     h, masks = x, []
     for layer in net.layers:
-        h = h @ layer.weight.T + layer.bias
+        h = matrix.left_multiply(h, layer.weight.T) + layer.bias
         if layer.relu:
             m = h > 0
             masks.append(m)
@@ -39,7 +40,7 @@ def _vjp(net: Network, masks, c: np.ndarray) -> np.ndarray:
     for layer, m in zip(reversed(net.layers), reversed(masks)):
         if m is not None:
             g = g * m
-        g = g @ layer.weight
+        g = matrix.left_multiply(g, layer.weight)
     return g
 
 

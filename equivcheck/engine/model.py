@@ -6,23 +6,38 @@ the two networks have the same shape (same layer widths and ReLU placement: a pr
 or fine-tuned copy), the layer-wise differences ``D = W_f - W_g`` and ``db = b_f - b_g`` in float
 with their exact rounding errors (TwoSum). Weights that are not exact floats add their half-ulp
 (:data:`~equivcheck.engine.rounding.WEIGHT_ULP`) to the error terms.
+
+Sparse weights (``scipy.sparse.csr_array``, :mod:`equivcheck.core.matrix`: layers lowered from
+convolutions) stay sparse: every derived matrix has the stored pattern of its weight, so memory
+is linear in the stored entries. A same-shaped pair with different patterns (a pruned copy whose
+zeros are not stored) gets ``D`` on the union of the two patterns: an entry present in one only is
+a difference entry, exactly. The rounding allowances stay valid for sparse rows: they use the
+dense row length (``factor`` of the widest layer) as the bound of the number of terms of each dot
+product, and a sparse product's sum has no more terms than that, in whatever order it is added.
+Non-stored entries are exact zeros of both the float and the exact weights, so their error
+bounds are zero (the dense arrays' ``TINY`` per entry is kept for the stored ones).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from equivcheck.core import matrix
 from equivcheck.core.network import Network
 from equivcheck.engine.rounding import TINY, WEIGHT_ULP, factor, two_diff
+
+if TYPE_CHECKING:  # scipy is imported only where a sparse matrix is built (start-up)
+    import scipy.sparse as sp
 
 
 @dataclass(frozen=True, eq=False)
 class LayerArrays:
     """One affine layer (``z = W h + b``, then ReLU when ``relu``) of one network."""
 
-    w: np.ndarray
+    w: np.ndarray  # dense, or a csr_array (every matrix below then has its pattern)
     wp: np.ndarray  # max(W, 0)
     wn: np.ndarray  # min(W, 0)
     aw: np.ndarray  # |W|
@@ -32,10 +47,15 @@ class LayerArrays:
     relu: bool
     exact: bool  # the float arrays are the exact weights
     fac: float  # relative allowance of one step through this layer
+    wt: object = None  # sparse ``w`` only: ``W.T`` as a csr_array (back-substitution products)
 
     @property
     def out_dim(self) -> int:
         return int(self.w.shape[0])
+
+    def forward(self, v: np.ndarray) -> np.ndarray:
+        """``v @ W.T`` for a dense ``v`` of shape ``[..., in]`` (float, no allowance)."""
+        return matrix.left_multiply(v, self.w.T) if matrix.is_sparse(self.w) else v @ self.w.T
 
 
 @dataclass(frozen=True, eq=False)
@@ -58,6 +78,7 @@ class DiffArrays:
     db_err: np.ndarray
     g_err: np.ndarray
     has_err: bool
+    dt: object = None  # sparse ``d`` only: ``D.T`` as a csr_array
 
 
 @dataclass(frozen=True, eq=False)
@@ -80,6 +101,15 @@ class PairModel:
         tighter than the difference stream, when the networks are far apart (the audit takes
         the better of both)."""
         return replace(self, diff=None)
+
+    def output_slice(self, j: int) -> "PairModel":
+        """The same pair restricted to output ``j`` (both networks' last layers cut to row
+        ``j``; every other array shared, not copied: the bounds of the sliced networks, in
+        memory independent of the number of outputs)."""
+        f = self.f[:-1] + (_row_of_layer(self.f[-1], j),)
+        g = self.g[:-1] + (_row_of_layer(self.g[-1], j),)
+        diff = None if self.diff is None else self.diff[:-1] + (_row_of_diff(self.diff[-1], j),)
+        return PairModel(f, g, diff, self.n_in, 1, self.width)
 
     @staticmethod
     def build(f: Network, g: Network) -> "PairModel":
@@ -104,33 +134,109 @@ class PairModel:
 
 
 def _layer_arrays(layer, length: int) -> LayerArrays:
-    w = np.ascontiguousarray(layer.weight, dtype=np.float64)
+    w = layer.weight
+    if matrix.is_sparse(w):
+        w = matrix.as_csr(w)
+    else:
+        w = np.ascontiguousarray(w, dtype=np.float64)
     b = np.ascontiguousarray(layer.bias, dtype=np.float64)
     exact = layer.affine.is_exact_float
     fac = factor(length) + (0.0 if exact else WEIGHT_ULP)
     return LayerArrays(
-        w, np.maximum(w, 0.0), np.minimum(w, 0.0), np.abs(w), (w != 0.0).astype(np.float64),
-        b, np.abs(b), bool(layer.relu), exact, fac,
+        w, matrix.positive_part(w), matrix.negative_part(w), matrix.absolute(w), _nonzero(w),
+        b, np.abs(b), bool(layer.relu), exact, fac, matrix.transpose(w) if matrix.is_sparse(w) else None,
     )
 
 
-def _ulp_err(layer) -> tuple[np.ndarray, np.ndarray]:
-    """Elementwise bounds of |exact - float| for a layer's weight and bias."""
+def _nonzero(w):
+    """``(w != 0)`` as 0/1 floats, of the kind (and, sparse, the stored pattern) of ``w``."""
+    if matrix.is_sparse(w):
+        return _with_data(w, (w.data != 0.0).astype(np.float64))
+    return (w != 0.0).astype(np.float64)
+
+
+def _with_data(pattern: sp.csr_array, data: np.ndarray) -> sp.csr_array:
+    """A csr_array with ``pattern``'s stored positions (zeros kept) and the values ``data``."""
+    import scipy.sparse as sp
+
+    return sp.csr_array((data, pattern.indices.copy(), pattern.indptr.copy()), shape=pattern.shape)
+
+
+def _union_aligned(wf, wg) -> tuple[sp.csr_array, np.ndarray, np.ndarray]:
+    """The union of the stored patterns of two same-shaped sparse matrices as a
+    canonical csr pattern, and each matrix's values on it (0 where it stores nothing): exact
+    copies, so ``vf - vg`` is the entrywise difference everywhere (both are 0 off the pattern)."""
+    import scipy.sparse as sp
+
+    a, b = matrix.as_csr(wf), matrix.as_csr(wg)
+    cols = a.shape[1]
+
+    def keys(m):
+        rows = np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr))
+        return rows * cols + m.indices.astype(np.int64)
+
+    ka, kb = keys(a), keys(b)
+    union = np.union1d(ka, kb)  # sorted: row-major, the canonical csr order
+    va, vb = np.zeros(len(union)), np.zeros(len(union))
+    va[np.searchsorted(union, ka)] = a.data
+    vb[np.searchsorted(union, kb)] = b.data
+    rows, idx = union // cols, union % cols
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=a.shape[0]))])
+    pattern = sp.csr_array((np.zeros(len(union)), idx.astype(np.int32), indptr.astype(np.int32)),
+                           shape=a.shape)
+    return pattern, va, vb
+
+
+def _ulp_err(layer, values: np.ndarray) -> np.ndarray:
+    """Elementwise bounds of |exact - float| for ``values``, the weight (dense, or its values
+    on a sparse pattern) or the bias of ``layer``."""
     if layer.affine.is_exact_float:
-        return np.zeros_like(layer.weight), np.zeros_like(layer.bias)
-    return (WEIGHT_ULP * np.abs(layer.weight) + TINY, WEIGHT_ULP * np.abs(layer.bias) + TINY)
+        return np.zeros_like(values)
+    return WEIGHT_ULP * np.abs(values) + TINY
 
 
 def _diff_arrays(lf, lg) -> DiffArrays:
-    d, err = two_diff(lf.weight, lg.weight)
+    if matrix.is_sparse(lf.weight) and matrix.is_sparse(lg.weight):
+        pattern, vf, vg = _union_aligned(lf.weight, lg.weight)
+        dv, errv = two_diff(vf, vg)
+        # (an entry stored by one network only is an exact 0 of the other: its TINY there is
+        # conservative; entries neither stores are exact zeros of both, with no error at all)
+        fe_v, ge_v = _ulp_err(lf, vf), _ulp_err(lg, vg)
+        d_err_v = (np.abs(errv) + fe_v + ge_v) * (1.0 + 2.0**-50)
+        d, d_err, ge_w = (_with_data(pattern, v) for v in (dv, d_err_v, ge_v))
+    else:  # dense (one sparse layer against a dense one of its shape: dense too, as small)
+        wf, wg = matrix.dense(lf.weight), matrix.dense(lg.weight)
+        d, err = two_diff(wf, wg)
+        fe_w, ge_w = _ulp_err(lf, wf), _ulp_err(lg, wg)
+        # 1 + 2**-50 covers the rounding of these (nonnegative) sums of error terms
+        d_err = (np.abs(err) + fe_w + ge_w) * (1.0 + 2.0**-50)
     db, berr = two_diff(lf.bias, lg.bias)
-    fe_w, fe_b = _ulp_err(lf)
-    ge_w, ge_b = _ulp_err(lg)
-    # 1 + 2**-50 covers the rounding of these (nonnegative) sums of error terms
-    d_err = (np.abs(err) + fe_w + ge_w) * (1.0 + 2.0**-50)
+    fe_b, ge_b = _ulp_err(lf, lf.bias), _ulp_err(lg, lg.bias)
     db_err = (np.abs(berr) + fe_b + ge_b) * (1.0 + 2.0**-50)
     return DiffArrays(
-        d, np.maximum(d, 0.0), np.minimum(d, 0.0), np.abs(d), (d != 0.0).astype(np.float64),
-        d_err, (d_err != 0.0).astype(np.float64), db, np.abs(db), db_err, ge_w,
-        bool(np.any(d_err) or np.any(db_err) or np.any(ge_w)),
+        d, matrix.positive_part(d), matrix.negative_part(d), matrix.absolute(d), _nonzero(d),
+        d_err, _nonzero(d_err), db, np.abs(db), db_err, ge_w,
+        bool(np.any(matrix.values(d_err)) or np.any(db_err) or np.any(matrix.values(ge_w))),
+        matrix.transpose(d) if matrix.is_sparse(d) else None,
     )
+
+
+def _rows(m, j: int):
+    """Row ``j`` of a dense or sparse matrix as a one-row matrix of the same kind."""
+    return matrix.as_csr(m[[j]]) if matrix.is_sparse(m) else m[j:j + 1]
+
+
+def _row_of_layer(lay: LayerArrays, j: int) -> LayerArrays:
+    w = _rows(lay.w, j)
+    return replace(lay, w=w, wp=_rows(lay.wp, j), wn=_rows(lay.wn, j), aw=_rows(lay.aw, j),
+                   nzw=_rows(lay.nzw, j), b=lay.b[j:j + 1], ab=lay.ab[j:j + 1],
+                   wt=matrix.transpose(w) if matrix.is_sparse(w) else None)
+
+
+def _row_of_diff(dl: DiffArrays, j: int) -> DiffArrays:
+    d = _rows(dl.d, j)
+    d_err, g_err, db_err = _rows(dl.d_err, j), _rows(dl.g_err, j), dl.db_err[j:j + 1]
+    return replace(dl, d=d, dp=_rows(dl.dp, j), dn=_rows(dl.dn, j), ad=_rows(dl.ad, j),
+                   nzd=_rows(dl.nzd, j), d_err=d_err, nz_err=_rows(dl.nz_err, j),
+                   db=dl.db[j:j + 1], adb=dl.adb[j:j + 1], db_err=db_err, g_err=g_err,
+                   has_err=dl.has_err, dt=matrix.transpose(d) if matrix.is_sparse(d) else None)

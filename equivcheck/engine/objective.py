@@ -14,8 +14,11 @@ for choosing the input to split and the vertex to try).
 * argmax: for every ordered pair of classes ``i != k``, "f picks i and g picks k" needs
   ``f_i - f_k >= 0`` and ``g_k - g_i >= 0``; the pair is excluded on the box when the upper bound
   of one of ``f_i - f_k``, ``g_k - g_i`` or their sum ``d_i - d_k`` (the difference stream) is
-  below 0. Ties go to the lowest index in :class:`~equivcheck.core.spec.Spec`, but both
-  inequalities hold at a tie too, so excluding them is enough.
+  below 0, or when f never picks ``i`` there (``f_i - f_j`` below 0 for some ``j``) or g never
+  picks ``k``. Ties go to the lowest index in :class:`~equivcheck.core.spec.Spec`, but all
+  these inequalities hold at a tie too, so excluding them is enough. (The class exclusions
+  decide the pairs of two classes that are not f's top one: on CNN boxes where f's class is
+  fixed, ``f_i - f_k`` and ``g_k - g_i`` of two other classes each reach 0 somewhere.)
 """
 
 from __future__ import annotations
@@ -154,13 +157,33 @@ def _judge_argmax(pb: PairBounds) -> Judgement:
     ub_f, nu_f = output_rows(pb, c_f=c)
     ub_g, nu_g = output_rows(pb, c_g=-c)
     ub_d, nu_d = output_rows(pb, c_d=c)
-    stack = np.stack([np.minimum(ub_f, f_gap), np.minimum(ub_g, g_gap), ub_d])  # [3, B, P]
+    bf, bg = np.minimum(ub_f, f_gap), np.minimum(ub_g, g_gap)  # of f_i - f_k, g_k - g_i
+    # a class f never picks on the box: f_i - f_j < 0 for some j (any j, not only the pair's k,
+    # since f picking i needs f_i >= f_j for every j, ties included); likewise for g
+    index = np.full((out, out), -1)
+    index[first, second] = np.arange(len(pairs))
+    f_cls, f_arg = _class_exclusion(bf, index)  # [B, out]: min_j bound of f_i - f_j
+    g_cls, g_arg = _class_exclusion(bg, index.T)  # min_j bound of g_k - g_j (pair (j, k))
+    stack = np.stack([bf, bg, ub_d, f_cls[:, first], g_cls[:, second]])  # [5, B, P]
     which = stack.argmin(axis=0)  # the best exclusion per pair
     pair_bound = stack.min(axis=0)  # [B, P]: < 0 means the pair is excluded
     measure = pair_bound.max(axis=1)
     closed = measure < 0.0
     worst = pair_bound.argmax(axis=1)
     rows = np.arange(nb)
-    nus = np.stack([nu_f, nu_g, nu_d])  # [3, B, P, n]
-    coef = nus[which[rows, worst], rows, worst]
+    i, k = np.array(first)[worst], np.array(second)[worst]
+    nus = np.stack([nu_f[rows, worst], nu_g[rows, worst], nu_d[rows, worst],
+                    nu_f[rows, f_arg[rows, i]], nu_g[rows, g_arg[rows, k]]])  # [5, B, n]
+    coef = nus[which[rows, worst], rows]
     return Judgement(closed, measure, measure, coef)
+
+
+def _class_exclusion(bounds: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per box and class ``i``: the smallest of ``bounds[:, index[i, j]]`` over ``j != i``
+    (``[B, out]``) and the pair (column of ``bounds``) it comes from."""
+    out = index.shape[0]
+    cols = np.array([[index[i, j] for j in range(out) if j != i] for i in range(out)])  # [out, out-1]
+    vals = bounds[:, cols]  # [B, out, out - 1]
+    at = vals.argmin(axis=2)
+    return np.take_along_axis(vals, at[:, :, None], 2)[:, :, 0], np.take_along_axis(
+        np.broadcast_to(cols, vals.shape), at[:, :, None], 2)[:, :, 0]

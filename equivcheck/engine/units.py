@@ -54,6 +54,7 @@ from __future__ import annotations
 import numpy as np
 
 from equivcheck.bounds.stability_state import AnalysisState, multi_start_search
+from equivcheck.core import matrix
 from equivcheck.core.network import Affine, Layer, Network
 from equivcheck.core.options import UnitStability
 from equivcheck.core.progress import Progress, ProgressFn, report
@@ -189,10 +190,10 @@ def _question_rows(net: Network, questions) -> dict[int, tuple[np.ndarray, np.nd
     for j, (k, _, _) in enumerate(questions):
         by_layer.setdefault(k, []).append(j)
     for k, idx in by_layer.items():
-        rows = np.abs(net.layers[k].weight[[questions[j][1] for j in idx]])
+        rows = np.abs(matrix.rows_of(net.layers[k].weight, [questions[j][1] for j in idx]))
         g = rows
         for m in range(k - 1, -1, -1):
-            g = g @ np.abs(net.layers[m].weight)
+            g = matrix.left_multiply(g, matrix.absolute(net.layers[m].weight))
         out[k] = (np.array(idx), rows / np.maximum(g.max(axis=1, keepdims=True), 1e-300))
     return out
 
@@ -209,7 +210,7 @@ def _smear(net: Network, rows, weight: np.ndarray, upper: list[np.ndarray]) -> n
             g = add if g is None else g + add
         if g is None or k == 0:
             continue
-        g = (g * (upper[k - 1] > 0.0)) @ np.abs(net.layers[k - 1].weight)
+        g = matrix.left_multiply(g * (upper[k - 1] > 0.0), matrix.absolute(net.layers[k - 1].weight))
     return g
 
 
