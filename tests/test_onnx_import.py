@@ -249,12 +249,13 @@ def test_nan_weight_names_tensor():
         load_network(mlp([w, W2], [B1, B2]))
 
 
-def test_branching_graph_rejected():
+def test_branching_graph_with_a_product_of_branches_rejected():
+    # a skip connection (Add of two branches) imports since issue 12; a product does not
     nodes = [helper.make_node("Gemm", ["x", "W1", "B1"], ["g"], transB=1),
              helper.make_node("Relu", ["g"], ["r"]),
-             helper.make_node("Add", ["r", "g"], ["y"], name="skip")]
+             helper.make_node("Mul", ["r", "g"], ["y"], name="skip")]
     model = make_model(nodes, {"W1": W1, "B1": B1}, [1, 3], [1, 4])
-    with pytest.raises(UnsupportedModelError, match="skip"):
+    with pytest.raises(UnsupportedModelError, match="skip.*two data tensors"):
         load_network(model)
 
 

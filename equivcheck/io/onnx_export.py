@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from equivcheck.core.network import Network
+from equivcheck.core import matrix
+from equivcheck.core.network import MAX_WIDTH, Network
 from equivcheck.errors import ModelValueError
 from equivcheck.io.onnx_proto import pb2
 
@@ -50,8 +51,9 @@ def to_onnx(net: Network, graph_name: str = "equivcheck") -> tuple["onnx.ModelPr
     inits.append(_tensor(proto, np.array([1, net.in_dim], dtype=np.int64), flat_shape))
     cur = flat
     for k, layer in enumerate(net.layers):
+        stored = matrix.values(layer.weight)
         with np.errstate(over="ignore"):
-            w = layer.weight.astype(dtype)
+            w = stored.astype(dtype)
             b = layer.bias.astype(dtype)
         if not (np.all(np.isfinite(w)) and np.all(np.isfinite(b))):
             raise ModelValueError(
@@ -59,13 +61,17 @@ def to_onnx(net: Network, graph_name: str = "equivcheck") -> tuple["onnx.ModelPr
                 f"{np.dtype(dtype).name}; it cannot be stored in this model's element type"
             )
         if not layer.affine.is_exact_float or not (
-            np.array_equal(w.astype(np.float64), layer.weight) and np.array_equal(b.astype(np.float64), layer.bias)
+            np.array_equal(w.astype(np.float64), stored) and np.array_equal(b.astype(np.float64), layer.bias)
         ):
             exact = False
         w_name, b_name, out = fresh(f"W{k}"), fresh(f"B{k}"), fresh(f"gemm{k}")
-        inits.append(_tensor(proto, w, w_name))
-        inits.append(_tensor(proto, b, b_name))
-        nodes.append(_node(proto, "Gemm", [cur, w_name, b_name], [out], fresh(f"gemm_{k}"), transB=1))
+        if layer.affine.is_sparse:
+            inits.append(_tensor(proto, b, b_name))
+            nodes.extend(_sparse_nodes(proto, layer.weight, w, cur, b_name, out, k, fresh, inits))
+        else:
+            inits.append(_tensor(proto, w.reshape(layer.weight.shape), w_name))
+            inits.append(_tensor(proto, b, b_name))
+            nodes.append(_node(proto, "Gemm", [cur, w_name, b_name], [out], fresh(f"gemm_{k}"), transB=1))
         cur = out
         if layer.relu:
             relu_out = fresh(f"relu{k}")
@@ -84,6 +90,43 @@ def to_onnx(net: Network, graph_name: str = "equivcheck") -> tuple["onnx.ModelPr
     _value_info(graph.input.add(), net.input_name, elem, in_shape)
     _value_info(graph.output.add(), net.output_name, elem, out_shape)
     return model, exact
+
+
+def _sparse_nodes(proto, weight, values: np.ndarray, cur: str, b_name: str, out: str, k: int, fresh,
+                  inits: list) -> list:
+    """Nodes computing ``weight @ cur + bias`` for a sparse ``weight`` (stored ``values`` in the
+    model's type) without a dense matrix: per chunk of rows, Gather the columns each row reads
+    (padded to the chunk's longest row), Mul by the weights, ReduceSum; then Concat and Add.
+    The importer reads this back to the same sparse layer; each chunk's gathered tensor stays
+    within ``MAX_WIDTH`` values."""
+    rows, _ = weight.shape
+    counts = np.diff(weight.indptr)
+    starts, nodes, parts = [0], [], []
+    width = max(int(counts.max(initial=0)), 1)
+    while starts[-1] < rows:
+        starts.append(min(rows, starts[-1] + max(1, MAX_WIDTH // width)))
+    for c, (lo, hi) in enumerate(zip(starts, starts[1:])):
+        kmax = max(int(counts[lo:hi].max(initial=0)), 1)
+        idx = np.zeros((hi - lo, kmax), dtype=np.int64)
+        vals = np.zeros((hi - lo, kmax), dtype=values.dtype)
+        for r in range(lo, hi):
+            a, z = weight.indptr[r], weight.indptr[r + 1]
+            idx[r - lo, :z - a] = weight.indices[a:z]
+            vals[r - lo, :z - a] = values[a:z]
+        i_name, v_name, ax_name = fresh(f"W{k}_cols{c}"), fresh(f"W{k}_vals{c}"), fresh(f"W{k}_axis{c}")
+        g, m, s = fresh(f"gather{k}_{c}"), fresh(f"mul{k}_{c}"), fresh(f"sum{k}_{c}")
+        inits += [_tensor(proto, idx, i_name), _tensor(proto, vals, v_name),
+                  _tensor(proto, np.array([2], dtype=np.int64), ax_name)]
+        nodes += [_node(proto, "Gather", [cur, i_name], [g], fresh(f"gather_{k}_{c}"), axis=1),
+                  _node(proto, "Mul", [g, v_name], [m], fresh(f"mul_{k}_{c}")),
+                  _node(proto, "ReduceSum", [m, ax_name], [s], fresh(f"sum_{k}_{c}"), keepdims=0)]
+        parts.append(s)
+    joined = parts[0]
+    if len(parts) > 1:
+        joined = fresh(f"rows{k}")
+        nodes.append(_node(proto, "Concat", parts, [joined], fresh(f"concat_{k}"), axis=1))
+    nodes.append(_node(proto, "Add", [joined, b_name], [out], fresh(f"add_{k}")))
+    return nodes
 
 
 def _node(proto, op_type: str, inputs: list[str], outputs: list[str], name: str, **ints: int):

@@ -65,7 +65,7 @@ class ConstantFolder:
             if name and name not in ctx.consts:
                 raise UnsupportedModelError(
                     f"{ctx.where(node)}: input '{name}' is neither a constant nor the data path "
-                    "(branching graphs are not supported)"
+                    "(nor a tensor defined before this node)"
                 )
         exact = op in EXACT_FOLD_OPS and node.domain in ("", "ai.onnx")
         if exact:

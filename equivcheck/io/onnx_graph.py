@@ -117,7 +117,7 @@ class GraphContext:
         if name not in self.consts:
             raise UnsupportedModelError(
                 f"{self.where(node)}: input '{name}' is neither a constant nor the data path "
-                "(branching graphs are not supported)"
+                "(nor a tensor defined before this node)"
             )
         value = self.consts[name]
         if value.dtype.kind == "f" and value.size:

@@ -1,21 +1,33 @@
-"""ONNX import: a straight-chain ONNX graph becomes a :class:`~equivcheck.core.network.Network`.
+"""ONNX import: an ONNX graph of affine and piecewise linear operators becomes a
+:class:`~equivcheck.core.network.Network`.
 
 The entry points are :func:`load_model` (read a model file safely) and :func:`load_network`
-(import it). The importer walks the graph once, following the single data path from the graph
-input; the work is split along its seams:
+(import it). The importer walks the nodes once, in their (topological) order. Every live data
+tensor is an exact affine map of the *anchor*, the outputs of the last layer closed (at first
+the graph input); linear operators compose into these maps, and a ReLU (or another piecewise
+linear activation, or a level of a max) closes a layer whose units are the ReLU's rows plus
+pass-through units for every other tensor a later node reads (see
+:class:`~equivcheck.io.onnx_affine.DataPath`). A straight chain imports exactly as it always
+did; a residual block's skip connection is carried by stably active units. The work is split
+along its seams:
 
 * :mod:`equivcheck.io.onnx_files`: reading model files and external data safely;
 * :mod:`equivcheck.io.onnx_graph`: the graph's constants, attributes, input and definitions;
 * :mod:`equivcheck.io.onnx_fold`: nodes off the data path (all inputs constant) folded to
   constants, exactly or as onnxruntime computes them (then named in ``Network.notes``);
-* :mod:`equivcheck.io.onnx_ops`: one handler per operator on the data path, from a registry;
-* :mod:`equivcheck.io.onnx_affine`: the affine maps between two ReLUs, composed exactly.
+* :mod:`equivcheck.io.onnx_ops`, :mod:`equivcheck.io.onnx_ops_cnn`,
+  :mod:`equivcheck.io.onnx_ops_index`, :mod:`equivcheck.io.onnx_ops_dag`: one handler per
+  operator on the data path, from a registry (dense maps; convolution, pooling and activations;
+  selections and sums; nodes reading several data tensors);
+* :mod:`equivcheck.io.onnx_affine` and :mod:`equivcheck.io.onnx_sparse`: the affine maps
+  between two layers, dense or sparse, composed exactly.
 
 Anything else on the data path is an :class:`~equivcheck.errors.UnsupportedModelError` naming the
 operator and node; bad attributes or values (non-finite attributes, negative variances,
 impossible permutations, weights beyond ``MAX_ABS_WEIGHT``) are a
 :class:`~equivcheck.errors.ModelValueError`; models past the size limits of
-:mod:`equivcheck.core.network` are refused before anything dense is allocated.
+:mod:`equivcheck.core.network` are refused before anything dense is allocated. Convolutions,
+pooling and skip connections give sparse layers: memory linear in their stored entries.
 """
 
 from __future__ import annotations
@@ -30,6 +42,9 @@ from equivcheck.io.onnx_fold import ConstantFolder
 from equivcheck.io.onnx_graph import FLOAT_TYPES, GraphContext, declared_shape
 from equivcheck.io.onnx_head import OutputHead, check_head, find_head
 from equivcheck.io.onnx_ops import apply_op
+from equivcheck.io.onnx_ops_cnn import SIGN_KEEPING_OPS
+from equivcheck.io.onnx_ops_dag import MULTI_DATA_OPS, shape_of
+from equivcheck.io.onnx_ops_index import INDEX_OPS
 from equivcheck.io.onnx_proto import is_model_proto
 
 __all__ = ["ModelLike", "import_graph", "load_model", "load_network", "model_label"]
@@ -76,24 +91,33 @@ def import_graph(proto, label: str, head_ok: bool = False) -> tuple[Network, Out
     ctx.check_single_definitions()
     path = DataPath(ctx, tensor=inp.name, shape=inp.shape, dtype=inp.dtype,
                     pending=PendingMap(n=math.prod(inp.shape)))
+    path.store(inp.name)
+    nodes = ctx.graph.node
+    path.last_use = last_uses(ctx.graph)
     folder = ConstantFolder(ctx)
     head, set_aside = find_head(ctx.graph), None
-    for index, node in enumerate(ctx.graph.node):
-        if head is not None and index == head.index and head.logits == path.tensor:
+    for index, node in enumerate(nodes):
+        path.index = index
+        if head is not None and index == head.index and head.logits in path.live:
             ctx.check_attributes(node)
+            path.load(head.logits)
             path.notes.append(check_head(ctx, node, tuple(path.shape), head_ok))
-            path.tensor, set_aside = node.output[0], head
-            continue
-        _visit(path, folder, node)
+            path.store(node.output[0])
+            set_aside = head
+        else:
+            _visit(path, folder, node)
+        path.drop_dead()
 
     label, out = ctx.label, ctx.graph.output[0]
-    if out.name != path.tensor:
+    if out.name not in path.live:
         if out.name in ctx.consts:
             raise UnsupportedModelError(f"{label}: output '{out.name}' does not depend on the input")
         raise UnsupportedModelError(
             f"{label}: output '{out.name}' is not at the end of the data path "
             f"(the path ends at '{path.tensor}')"
         )
+    path.load(out.name)
+    path.index = len(nodes)
     p = path.pending
     if p.kind is not MapKind.IDENTITY or p.b is not None or not path.layers:
         path.close_layer(relu=False, name="output")
@@ -122,26 +146,50 @@ def import_graph(proto, label: str, head_ok: bool = False) -> tuple[Network, Out
     ), set_aside
 
 
+def last_uses(graph) -> dict[str, int]:
+    """For each tensor name, the index of the last node reading it; the graph's outputs are
+    read past the end."""
+    out: dict[str, int] = {}
+    for index, node in enumerate(graph.node):
+        for name in node.input:
+            if name:
+                out[name] = index
+    for o in graph.output:
+        out[o.name] = len(graph.node)
+    return out
+
+
 def _visit(path: DataPath, folder: ConstantFolder, node) -> None:
-    """One node: folded when all its inputs are constants, else applied to the data path (which
-    it must use once, from the default domain), then the data's width is checked."""
+    """One node: folded when all its inputs are constants, else applied to the data (a node
+    reading several data tensors, or one twice, must be one of ``MULTI_DATA_OPS``), then the
+    data's width is checked."""
     where = path.where(node)
     if not node.output or not node.output[0]:
         raise UnsupportedModelError(f"{where}: the node has no output")
     if node.op_type != "Constant":
         path.ctx.check_attributes(node)
-    data_inputs = [i for i in node.input if i == path.tensor]
+    data_inputs = [i for i in node.input if i in path.live]
     if not data_inputs:
         folder.fold(node)
         return
-    if len(data_inputs) > 1:
-        raise UnsupportedModelError(
-            f"{where}: uses the data tensor twice (only constant operands are supported)"
-        )
     if node.domain not in ("", "ai.onnx"):
         raise UnsupportedModelError(f"{where}: operator from domain '{node.domain}' is not supported")
-    apply_op(path, node)
-    path.tensor = node.output[0]
+    if node.op_type == "Shape":
+        shape_of(path, node)
+        return
+    if node.op_type in MULTI_DATA_OPS and (len(data_inputs) > 1 or node.op_type == "Concat"):
+        MULTI_DATA_OPS[node.op_type](path, node)
+    elif len(data_inputs) > 1:
+        what = "the data tensor twice" if len(set(data_inputs)) == 1 else "two data tensors"
+        raise UnsupportedModelError(
+            f"{where}: uses {what} (only constant operands are supported for {node.op_type})"
+        )
+    else:
+        path.load(data_inputs[0])
+        keeps_sign = node.op_type in SIGN_KEEPING_OPS or node.op_type in INDEX_OPS
+        apply_op(path, node)
+        path.nonneg = path.nonneg and keeps_sign
+    path.store(node.output[0])
     width = math.prod(path.shape)
     if width > MAX_WIDTH:
         raise UnsupportedModelError(

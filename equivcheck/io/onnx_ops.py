@@ -3,7 +3,9 @@ and ``OP_RULES``, the registry from operator name to handler.
 
 Every handler is affine in the data (MatMul, Gemm, Add/Sub/Mul/Div by a constant,
 BatchNormalization, reshapes, Transpose, Identity, Dropout in inference mode, Cast to float) or
-closes a layer (Relu). A handler checks its operands and attributes, updates the data's shape and
+closes a layer (Relu); convolution, pooling and the other piecewise linear activations are in
+:mod:`equivcheck.io.onnx_ops_cnn`, nodes reading several data tensors in
+:mod:`equivcheck.io.onnx_ops_dag`. A handler checks its operands and attributes, updates the data's shape and
 type, and composes its map into the :class:`~equivcheck.io.onnx_affine.DataPath`. The one map
 that is not exact is BatchNormalization's (``1/sqrt(var+eps)`` is irrational): it is folded in
 float64 and the network carries a note saying so.
@@ -18,15 +20,16 @@ from typing import Callable
 
 import numpy as np
 
-from equivcheck.core.network import check_dense_size
+from equivcheck.core.network import MAX_WIDTH, check_dense_size
 from equivcheck.core.rational import fraction_array
 from equivcheck.errors import ModelValueError, ShapeMismatchError, UnsupportedModelError
 from equivcheck.io.onnx_affine import DataPath
 from equivcheck.io.onnx_graph import FLOAT_TYPES
+from equivcheck.io.onnx_sparse import MAX_PRODUCT_TERMS, csr_from_coo
 
 NON_RELU_ACTIVATIONS = frozenset({
-    "Sigmoid", "Tanh", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Gelu", "HardSigmoid",
-    "HardSwish", "Softplus", "Softsign", "Softmax", "LogSoftmax", "Clip", "ThresholdedRelu",
+    "Sigmoid", "Tanh", "Elu", "Selu", "Celu", "Gelu", "HardSigmoid",
+    "HardSwish", "Softplus", "Softsign", "Softmax", "LogSoftmax", "ThresholdedRelu",
     "Mish", "Swish", "Sin", "Cos", "Exp", "Log", "Abs", "Sqrt", "Erf",
 })
 
@@ -78,7 +81,10 @@ def apply_op(path: DataPath, node) -> None:
                 "the graph's output over all its values)"
             )
         if op in NON_RELU_ACTIVATIONS:
-            raise UnsupportedModelError(f"{where}: activation {op} is not supported (only Relu)")
+            raise UnsupportedModelError(
+                f"{where}: activation {op} is not supported (only the piecewise linear Relu, "
+                "LeakyRelu, PRelu and Clip)"
+            )
         raise UnsupportedModelError(f"{where}: operator {op} is not supported")
     if not rule.accepts_inputs(len(node.input)):
         raise UnsupportedModelError(f"{where}: {op} with {len(node.input)} inputs")
@@ -94,6 +100,7 @@ def apply_op(path: DataPath, node) -> None:
 @_op("Relu")
 def relu(path: DataPath, node) -> None:
     path.close_layer(relu=True, name=node.name or node.output[0])
+    path.nonneg = True
 
 
 @_op("Identity")
@@ -207,10 +214,7 @@ def transpose(path: DataPath, node) -> None:
     idx = np.arange(math.prod(path.shape)).reshape(path.shape)
     idx = idx.transpose(perm) if perm is not None else idx.T
     path.shape = idx.shape
-    if np.array_equal(idx.ravel(), np.arange(idx.size)):
-        return
-    check_dense_size(idx.size, idx.size, path.where(node))
-    path.apply_dense(node, np.eye(idx.size)[idx.ravel()], None)
+    path.select(node, idx.ravel())
 
 
 # -- elementwise arithmetic with a constant ------------------------------------------------------
@@ -287,9 +291,12 @@ def matmul(path: DataPath, node) -> None:
         if len(s) == 0 or s[-1] != w.shape[0]:
             raise ShapeMismatchError(f"{where}: data shape {s} @ weight shape {w.shape}")
         rows = math.prod(s[:-1]) if len(s) > 1 else 1
-        check_dense_size(rows * w.shape[1], rows * w.shape[0], where)
-        flat = w.T if rows == 1 else np.kron(np.eye(rows), w.T)
         path.shape = tuple(s[:-1]) + (w.shape[1],)
+        if rows > 1:  # the same map on each row: block diagonal, sparse
+            _block_sparse(path, node, rows, w.T, 1)
+            return
+        check_dense_size(w.shape[1], w.shape[0], where)
+        flat = w.T
     elif len(s) <= 1:
         # w (m, k) @ data (k,)
         if s != (w.shape[1],):
@@ -301,11 +308,36 @@ def matmul(path: DataPath, node) -> None:
         if s[-2] != w.shape[1]:
             raise ShapeMismatchError(f"{where}: weight shape {w.shape} @ data shape {s}")
         batch = math.prod(s[:-2]) if len(s) > 2 else 1
-        check_dense_size(batch * w.shape[0] * s[-1], batch * w.shape[1] * s[-1], where)
-        block = np.kron(w, np.eye(s[-1]))
-        flat = block if batch == 1 else np.kron(np.eye(batch), block)
         path.shape = tuple(s[:-2]) + (w.shape[0], s[-1])
+        if batch * s[-1] > 1:  # w on each column of each batch: kron(I, w, I), sparse
+            _block_sparse(path, node, batch, w, s[-1])
+            return
+        check_dense_size(w.shape[0], w.shape[1], where)
+        flat = w
     path.apply_dense(node, flat, None)
+
+
+def _block_sparse(path: DataPath, node, outer: int, w: np.ndarray, inner: int) -> None:
+    """data <- kron(I_outer, w, I_inner) @ data, as a sparse map; refuses it past ``MAX_WIDTH``
+    values or ``MAX_PRODUCT_TERMS`` weights before building it."""
+    m, k = w.shape
+    count = outer * inner
+    for n in (count * m, count * k):
+        if n > MAX_WIDTH:
+            raise UnsupportedModelError(
+                f"{path.where(node)}: the data would have {n:,} values; equivcheck handles "
+                f"widths up to {MAX_WIDTH:,}"
+            )
+    if count * m * k > MAX_PRODUCT_TERMS:
+        raise UnsupportedModelError(
+            f"{path.where(node)}: the map has {count * m * k:,} weights once unrolled "
+            f"(equivcheck handles up to {MAX_PRODUCT_TERMS:,} per layer)"
+        )
+    import scipy.sparse as sp
+
+    big = sp.kron(sp.kron(sp.identity(outer), sp.coo_array(w)), sp.identity(inner), format="coo")
+    lin, _ = csr_from_coo(big.row, big.col, big.data, big.shape)
+    path.apply_sparse(node, lin, None, None)
 
 
 @_op("Gemm", min_inputs=2)

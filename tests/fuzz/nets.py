@@ -324,13 +324,13 @@ def render(net: NetSpec, r: Rendering, mutation: str | None = None, target: int 
         cur = _affine(g, cur, w, b, style, mutation if here else None, variant)
         if relu:
             if here and mutation == "non_relu":
-                op = ("Sigmoid", "Tanh", "LeakyRelu", "Softplus", "Elu")[variant % 5]
+                op = ("Sigmoid", "Tanh", "Softsign", "Softplus", "Elu")[variant % 5]  # LeakyRelu imports
                 cur = g.node(op, [cur], "act")
             else:
                 cur = g.node("Relu", [cur], "r")
             if here and mutation == "branching":
                 pre = g.nodes[-2].output[0] if len(g.nodes) >= 2 else "x"
-                cur = g.node("Add", [cur, pre], "br")
+                cur = g.node("Mul", [cur, pre], "br")  # a product of branches (Add imports)
         extra = r.extras[k % len(r.extras)]
         cur = _extra(g, cur, extra, r, w.shape[0])
         if here:
