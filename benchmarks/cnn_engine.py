@@ -6,8 +6,7 @@ Run:  python benchmarks/cnn_engine.py [--nets avgpool,maxpool,cifar,resnet]
 Each net of ``../shared/models/external/cnn`` (imported with sparse convolution/pooling layers)
 against a copy whose weight tensors (Conv, Gemm and MatMul weights; not biases) have their 10%
 smallest-magnitude entries zeroed in the ONNX model (as ``torch.nn.utils.prune.l1_unstructured``
-does per tensor), then imported the same way. The box is the net's vnnlib property box
-(resnet_2b has none: it takes cifar_base_kw's, the same 3x32x32 input). Specs: epsilon 0.05 and
+does per tensor), then imported the same way. The box is the net's vnnlib property box. Specs: epsilon 0.05 and
 1.0 (L-inf) and argmax (same top class).
 
 Per instance: verdict, seconds of the library call (``check_box``, model preparation included),
@@ -44,7 +43,7 @@ NETS = {
     "avgpool": ("Convnet_avgpool.onnx", "avgpool_prop_0_0.02.vnnlib"),
     "maxpool": ("Convnet_maxpool.onnx", "maxpool_prop_0_0.004.vnnlib"),
     "cifar": ("cifar_base_kw.onnx", CIFAR_BOX),
-    "resnet": ("resnet_2b.onnx", CIFAR_BOX),
+    "resnet": ("resnet_2b.onnx", "resnet_2b_prop_0_eps_0.008.vnnlib"),
 }
 WEIGHT_OPS = {"Conv": 1, "Gemm": 1, "MatMul": 1}  # op -> index of its weight input
 

@@ -150,3 +150,28 @@ def test_export_module_is_an_onnx_model():
     proto = export_module(small())  # (torch shares the equal weight matrices through Identity)
     assert [n.op_type for n in proto.graph.node if n.op_type != "Identity"] == ["Gemm", "Relu", "Gemm"]
     assert [i.name for i in proto.graph.input] == ["input"]
+
+
+def test_assert_equivalent_a_cnn_module_and_its_onnx_export(tmp_path):
+    """The plugin's check on a CNN (Conv, ReLU, MaxPool, Flatten, Linear) and its exported
+    file: proved; and a copy with one kernel weight moved is caught in epsilon mode."""
+    from equivcheck.testing import assert_equivalent
+
+    torch.manual_seed(0)
+    cnn = nn.Sequential(nn.Conv2d(1, 4, 3, stride=2), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                        nn.Linear(4 * 3 * 3, 3))
+    cnn.eval()
+    path = tmp_path / "cnn.onnx"
+    x = torch.zeros(1, 1, 14, 14)
+    torch.onnx.export(cnn, (x,), str(path), dynamo=False)
+    res = assert_equivalent(cnn, str(path), domain="0:1", example_input=x, timeout=60)
+    assert res.verdict is Verdict.PROVED
+    other = nn.Sequential(nn.Conv2d(1, 4, 3, stride=2), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                          nn.Linear(4 * 3 * 3, 3))
+    other.load_state_dict(cnn.state_dict())
+    with torch.no_grad():
+        other[0].weight[0, 0, 1, 1] += 0.5
+    other.eval()
+    with pytest.raises(AssertionError, match="counterexample x"):
+        assert_equivalent(other, str(path), domain="0:1", mode="epsilon", tolerance=0.01,
+                          example_input=x, timeout=60)
