@@ -35,6 +35,7 @@ from collections.abc import Callable
 
 from equivcheck.campaign.instances import Instance
 from equivcheck.campaign.isolate import error_record, run_isolated
+from equivcheck.campaign.malloc import malloc_defaults
 from equivcheck.errors import InputError
 
 RETRIES = 2  # re-runs of a task that raised (a dead worker is handled by the scheduler)
@@ -59,7 +60,8 @@ def _distributed():
 @contextlib.contextmanager
 def connect(scheduler: str, workers: int = 0):
     """A ``distributed.Client`` on ``scheduler`` ("local": a LocalCluster of ``workers``
-    single-threaded worker processes, one per core when ``workers`` is 0), closed on leaving.
+    single-threaded worker processes, one per core when ``workers`` is 0, started without the
+    nanny's ``MALLOC_*`` settings), closed on leaving.
     A scheduler that cannot be reached is a :class:`ClusterError`."""
     from equivcheck.engine.parallel import default_workers
 
@@ -67,9 +69,10 @@ def connect(scheduler: str, workers: int = 0):
     cluster = None
     try:
         if scheduler == "local":
-            cluster = dd.LocalCluster(n_workers=workers or default_workers(), threads_per_worker=1,
-                                      processes=True, dashboard_address=":0",
-                                      silence_logs=logging.ERROR)
+            with malloc_defaults():
+                cluster = dd.LocalCluster(n_workers=workers or default_workers(),
+                                          threads_per_worker=1, processes=True,
+                                          dashboard_address=":0", silence_logs=logging.ERROR)
             client = dd.Client(cluster)
         else:
             try:

@@ -6,7 +6,9 @@ record, one JSON text, to a pipe. The parent reads it with :meth:`Child.poll` an
 child ``GRACE`` seconds after the instance's limit, so no instance outlives its timeout by more
 than that whatever it does (the prover's own limit is hard too; this is the worker's guard).
 A child dies with the process that started it (Linux ``PR_SET_PDEATHSIG``), ignores ^C (the
-parent handles it), and limits BLAS to one thread (the other children use the other cores).
+parent handles it), limits BLAS to one thread (the other children use the other cores) and
+sets the C allocator's thresholds (:func:`~equivcheck.campaign.malloc.tune_malloc`: a Dask
+worker's environment made every instance 1.7-1.9x slower).
 
 Forking directly (``os.fork``, not :mod:`multiprocessing`) works from any thread, in the CLI's
 process as in a Dask worker; the child may start processes of its own (the solver's) even when
@@ -26,6 +28,7 @@ import time
 from dataclasses import dataclass, field
 
 from equivcheck.campaign.instances import Instance
+from equivcheck.campaign.malloc import tune_malloc
 
 GRACE = 3.0  # seconds after an instance's timeout before its child is killed
 _PR_SET_PDEATHSIG = 1
@@ -175,6 +178,7 @@ def _child(inst: Instance, fd: int, parent: int) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         _die_with(parent)
         _allow_children()
+        tune_malloc()  # a Dask worker's MALLOC_TRIM_THRESHOLD_ made instances 1.7-1.9x slower
         from threadpoolctl import threadpool_limits
 
         with threadpool_limits(1):
