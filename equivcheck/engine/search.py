@@ -137,19 +137,27 @@ class EngineResult:
 
 def check_box(f: Network, g: Network, spec: Spec, box: Box, deadline: Deadline | None = None,
               options: EngineOptions = EngineOptions(), model: PairModel | None = None,
-              progress: ProgressFn | None = None) -> EngineResult:
+              progress: ProgressFn | None = None, *,
+              start: tuple[np.ndarray, np.ndarray] | None = None) -> EngineResult:
     """Decide ``spec`` for ``f`` and ``g`` on ``box`` by branch and bound (see the module doc).
 
     ``progress`` is called about once per round (stage "search", unit "nodes"). BLAS runs on
     one thread during the call: the engine's products are many small matrices, which OpenBLAS
-    threads made 20-50x slower on a loaded 2-core machine."""
+    threads made 20-50x slower on a loaded 2-core machine.
+
+    ``start``: float boxes ``(lo [F, n], hi [F, n])`` inside ``box``'s float enclosure to
+    search instead of the whole box: PROVED then holds on their union (the falsifier still
+    samples ``box``, so a REFUTED point lies in ``box``). With input splitting, an UNKNOWN
+    for time or nodes carries ``extra["frontier"]``: the open float boxes ``(lo, hi)`` and the
+    residue's, whose union with the boxes proved covers the boxes searched, so a later call
+    with them as ``start`` goes on where this one stopped."""
     with threadpool_limits(limits=1, user_api="blas"):
-        return _check_box(f, g, spec, box, deadline, options, model, progress)
+        return _check_box(f, g, spec, box, deadline, options, model, progress, start)
 
 
 def _check_box(f: Network, g: Network, spec: Spec, box: Box, deadline: Deadline | None,
                options: EngineOptions, model: PairModel | None,
-               progress: ProgressFn | None) -> EngineResult:
+               progress: ProgressFn | None, start=None) -> EngineResult:
     t0 = time.monotonic()
     deadline = deadline or Deadline.start(3600.0)
     model = model or PairModel.build(f, g)
@@ -163,10 +171,13 @@ def _check_box(f: Network, g: Network, spec: Spec, box: Box, deadline: Deadline 
     layout = Layout(model)
     eps_down = tolerance_down(spec)
     fals = Falsifier(f, g, spec, box, options.seed)
-    lo, hi = box.lower_float()[None, :], box.upper_float()[None, :]
-    depth = np.zeros(1, dtype=np.int64)
-    prio = np.full(1, np.inf)
-    fmeas = np.full(1, np.inf)  # the parent's measure of each frontier box (a valid bound)
+    if start is None:
+        lo, hi = box.lower_float()[None, :], box.upper_float()[None, :]
+    else:
+        lo, hi = np.array(start[0], dtype=np.float64), np.array(start[1], dtype=np.float64)
+    depth = np.zeros(len(lo), dtype=np.int64)
+    prio = np.full(len(lo), np.inf)
+    fmeas = np.full(len(lo), np.inf)  # the parent's measure of each frontier box (a valid bound)
     prior = None  # [F, Q] bounds inherited from the parents (None: not kept)
     closed_measure = -np.inf
     nodes = rounds = max_depth = 0
@@ -189,6 +200,16 @@ def _check_box(f: Network, g: Network, spec: Spec, box: Box, deadline: Deadline 
         return EngineStats(nodes, rounds, max_depth, len(lo) + len(residue), float(best),
                            float(fals.best_margin), time.monotonic() - t0, fals.checked)
 
+    def stopped(reason: str) -> EngineResult:
+        """UNKNOWN for time or nodes: with input splitting, the open boxes go with it."""
+        extra = {}
+        if not relu:
+            rlo = [r[0] for r in residue]
+            rhi = [r[1] for r in residue]
+            extra["frontier"] = (np.concatenate([lo] + [np.array(rlo).reshape(-1, lo.shape[1])]),
+                                 np.concatenate([hi] + [np.array(rhi).reshape(-1, lo.shape[1])]))
+        return EngineResult(Outcome.UNKNOWN, reason, stats(), extra=extra)
+
     def refuted(found) -> EngineResult:
         p, m, em = found
         return EngineResult(Outcome.REFUTED, "counterexample confirmed in exact arithmetic",
@@ -200,17 +221,17 @@ def _check_box(f: Network, g: Network, spec: Spec, box: Box, deadline: Deadline 
 
     while len(lo):
         if deadline.expired():
-            return EngineResult(Outcome.UNKNOWN, "timeout: the time limit was reached", stats())
+            return stopped("timeout: the time limit was reached")
         if nodes >= options.max_nodes:
-            return EngineResult(Outcome.UNKNOWN, f"node limit: {nodes} nodes bounded", stats())
+            return stopped(f"node limit: {nodes} nodes bounded")
         report(progress, Progress("search", nodes, len(lo), "nodes", stats().best_bound,
                                   deadline.remaining()))
         k = min(len(lo), batch)
         if per_node is not None:  # no round that the time left cannot pay for (hard deadline)
             fit = int(deadline.remaining() / per_node)
             if fit < 1:
-                return EngineResult(Outcome.UNKNOWN, "timeout: the time limit was reached "
-                                    "(no time left for another round)", stats())
+                return stopped("timeout: the time limit was reached (no time left for another "
+                               "round)")
             k = min(k, fit)
         if k < len(lo):
             sel = np.argpartition(-prio, k - 1)[:k]
