@@ -1,10 +1,10 @@
 """One check spread over a Dask cluster: :func:`prove_distributed`.
 
-The engine's one-machine parallel version (:mod:`equivcheck.engine.parallel`) cuts a box into
-exact rational parts (:func:`~equivcheck.engine.parallel.cut_box`) and runs
-:func:`~equivcheck.engine.check_box` on each in a process of its own. Here each part is a Dask
-task instead (a batch of nodes: the part's whole branch and bound, so the per-task overhead is
-paid once per part, not per node). Verdicts combine as for any cover of the box:
+The box's branch and bound is farmed out as Dask tasks by :func:`~equivcheck.campaign.farm.farm`:
+a queue of exact rational parts (cut by :func:`~equivcheck.engine.parallel.cut_box`, their union
+exactly the box), each task the engine on one part for a slice of time (many nodes per task, so
+the per-task overhead stays small); a part whose slice ran out comes back cut into exact
+sub-parts, which idle worker threads take. Verdicts combine as for any cover of the box:
 
 * the first REFUTED part stops every task (a Dask ``Event`` that each task's engine looks at
   between rounds); its point is re-checked here, exactly and in onnxruntime on the original
@@ -27,10 +27,11 @@ import time
 import uuid
 from fractions import Fraction
 
+from equivcheck.campaign.farm import farm
 from equivcheck.core.deadline import Deadline
 from equivcheck.core.domain import Box, Domain
 from equivcheck.core.options import DEFAULT_TIMEOUT, ProverOptions
-from equivcheck.core.progress import Progress, ProgressFn, report
+from equivcheck.core.progress import ProgressFn
 from equivcheck.core.result import BoxResult, FoundBy, ProofResult, Verdict
 from equivcheck.core.spec import Mode, Spec
 from equivcheck.engine import EngineResult, Outcome, PairModel, check_box
@@ -43,13 +44,6 @@ from equivcheck.solve.witness import OrtRunner, build_counterexample, exact_eval
 PARTS_PER_WORKER = 1  # parts per worker thread: a part queued behind one that runs to the
 # engine's time limit gets no time (as in engine.parallel: more parts balance decided parts better)
 ENGINE_MODES = (Mode.EPSILON, Mode.ARGMAX)  # the modes the cluster's engine parts decide
-STOP_POLL = 0.5  # seconds between a task's looks at the stop event
-GRACE = 0.5  # tasks end this long before the engine's budget, and results are waited for
-# this long past it (then the stop event ends the tasks still running: their parts are open)
-
-
-class _Stopped(Exception):
-    """Raised inside a task's engine when the answer is known elsewhere."""
 
 
 def prove_distributed(a, b, domain: str | Domain | None = None, mode: str = "strict",
@@ -70,8 +64,8 @@ def prove_distributed(a, b, domain: str | Domain | None = None, mode: str = "str
     :func:`~equivcheck.engine.parallel.check_box_parallel`; 0: straight to the cluster). Raises an
     :class:`~equivcheck.errors.InputError` for bad inputs or a scheduler that cannot be reached.
     ``progress`` (see :mod:`equivcheck.core.progress`) gets the engine's reports while this
-    machine searches, and a "cluster" report (unit "parts") when the parts are submitted and
-    as each one finishes.
+    machine searches, and a "cluster" report (unit "parts": tasks done, parts queued or
+    running) when the parts are submitted and as each task finishes.
     """
     start = time.monotonic()
     deadline = Deadline.of(timeout)
@@ -102,9 +96,12 @@ def _run(pair, spec: Spec, dom: Domain, opts: ProverOptions, deadline: Deadline,
     model = PairModel.build(a, b)
     threads = sum(w.get("nthreads", 1) for w in client.scheduler_info()["workers"].values())
     runner = OrtRunner() if pair.proto_a is not None and pair.proto_b is not None else None
-    remote = client.scatter([a, b], broadcast=True)
+    # unique keys: the same networks scattered by an earlier check may be being released
+    remote = client.scatter([a, b], broadcast=True, hash=False)
     results: list[BoxResult] = []
-    cex, stats = None, {"parts": 0, "tasks_done": 0, "nodes": 0, "workers": threads}
+    cex = None
+    stats = {"parts": 0, "tasks_done": 0, "nodes": 0, "workers": threads, "cuts": 0,
+             "overhead": []}
     for index, box in enumerate(dom.boxes):
         t0 = time.monotonic()
         if deadline.expired():
@@ -133,8 +130,10 @@ def _run(pair, spec: Spec, dom: Domain, opts: ProverOptions, deadline: Deadline,
     verdict = min(r.verdict for r in results)
     first = next(r for r in results if r.verdict == verdict)
     reason = first.reason if len(dom.boxes) == 1 else f"{first.reason} (box {first.index})"
+    over = sorted(stats["overhead"])
     note = (f"--scheduler: {stats['parts']} parts as Dask tasks on {threads} worker threads, "
-            f"{stats['tasks_done']} finished, {stats['nodes']} nodes")
+            f"{stats['tasks_done']} finished, {stats['cuts']} cut again, {stats['nodes']} nodes"
+            + (f", median task overhead {1000 * over[len(over) // 2]:.0f} ms" if over else ""))
     return ProofResult(verdict, reason, a.source, b.source, spec, dom, cex, tuple(results),
                        time.monotonic() - start,
                        tuple(a.notes) + tuple(b.notes) + (note,), opts)
@@ -158,60 +157,22 @@ def _box(a, b, spec, box: Box, opts, deadline: Deadline, model, client, remote, 
         first_nodes = res.stats.nodes
     budget = deadline if engine_alone(spec, box, opts) else deadline.sub(opts.engine_share)
     parts, _ = cut_box(box, count, model, spec)
-    stop = f"equivcheck-stop-{uuid.uuid4().hex}"
-    event = _event(stop, client)
-    # a task ends GRACE before the budget, so that its result is back before the wait ends; a
-    # queued task must not start a full budget (end_wall)
-    seconds = max(0.0, budget.remaining() - GRACE)
-    end_wall = time.time() + seconds
-    futures = {client.submit(engine_part, remote[0], remote[1], spec, part,
-                             seconds, eopts, stop, end_wall, pure=False): k
-               for k, part in enumerate(parts)}
-    stats["parts"] += len(parts)
-    done: dict[int, EngineResult] = {}
-    finished = 0
-
-    def tell() -> None:
-        report(progress, Progress("cluster", finished, len(parts) - finished, "parts",
-                                  seconds_left=budget.remaining(),
-                                  detail=f"{stats['nodes']:,} nodes on {stats['workers']} "
-                                  "Dask worker threads"))
-
-    tell()
-    from distributed import as_completed
-
-    try:
-        for fut in as_completed(list(futures), timeout=budget.remaining() + GRACE):
-            try:
-                got = fut.result()
-            except Exception:  # noqa: BLE001 - a task that failed leaves its part open
-                got = None
-            stats["tasks_done"] += 1
-            finished += 1
-            if got is not None:
-                stats["nodes"] += got.stats.nodes
-            tell()
-            if got is None:
-                continue
-            done[futures[fut]] = got
-            if got.outcome is Outcome.REFUTED:
-                break
-    except TimeoutError:
-        pass
-    finally:
-        event.set()
-        client.cancel(list(futures))
-    refuted = next((r for r in done.values() if r.outcome is Outcome.REFUTED), None)
-    nodes = sum(r.stats.nodes for r in done.values()) + first_nodes
-    if refuted is not None:
-        return _decided(refuted, f"a Dask task ({len(parts)} parts)", box, parts)
-    open_parts = [p for k, p in enumerate(parts)
-                  if k not in done or done[k].outcome is not Outcome.PROVED]
-    if not open_parts:
+    got = farm(client, remote, spec, parts, model, stats["workers"], budget, eopts,
+               f"equivcheck-stop-{uuid.uuid4().hex}", progress)
+    stats["parts"] += len(got.proved) + len(got.open) + (got.refuted is not None)
+    stats["tasks_done"] += got.tasks
+    stats["nodes"] += got.nodes
+    stats["cuts"] += got.cuts
+    stats["overhead"].extend(got.overhead)
+    nodes = got.nodes + first_nodes
+    where = f"{got.tasks} Dask tasks, {got.cuts} parts cut again"
+    if got.refuted is not None:
+        return _decided(got.refuted, where, box, [box])
+    if not got.open:
         return (Verdict.PROVED, f"branch and bound: proved by bounds on {nodes} nodes in "
-                f"{len(parts)} parts as Dask tasks", None, nodes)
-    return None, f"branch and bound: {len(parts) - len(open_parts)} of {len(parts)} parts " \
-        "proved as Dask tasks", open_parts, nodes
+                f"{len(got.proved)} parts ({where})", None, nodes)
+    return None, f"branch and bound: {len(got.proved)} parts proved, {len(got.open)} open " \
+        f"({where})", got.open, nodes
 
 
 def _decided(res: EngineResult, where: str, box: Box, parts):
@@ -222,41 +183,6 @@ def _decided(res: EngineResult, where: str, box: Box, parts):
         return (Verdict.REFUTED, f"counterexample found by sampling and local search (branch "
                 f"and bound, {where})", res.point, nodes)
     return None, f"branch and bound: {res.reason} ({where})", list(parts), nodes
-
-
-def _event(name: str, client):
-    from distributed import Event
-
-    return Event(name, client=client)
-
-
-def engine_part(a, b, spec: Spec, part: Box, seconds: float, eopts, stop: str,
-                end_wall: float | None = None):
-    """A Dask task: :func:`check_box` on one part within ``seconds`` from the task's start and
-    by the wall-clock time ``end_wall`` (when given: a task that waited in the queue gets what
-    is left; if the machines' clocks disagree, the stop event still ends it once the caller
-    stops waiting), or None when the stop event was set before it finished."""
-    from distributed import Event
-
-    event = Event(stop)
-    last = [0.0]
-
-    def look(_progress) -> None:
-        now = time.monotonic()
-        if now - last[0] >= STOP_POLL:
-            last[0] = now
-            if event.is_set():
-                raise _Stopped
-
-    if end_wall is not None:
-        seconds = min(seconds, end_wall - time.time())
-    if event.is_set() or seconds <= 0:
-        return None
-    try:
-        return check_box(a, b, spec, part, Deadline.start(seconds), eopts,
-                         model=PairModel.build(a, b), progress=look)
-    except _Stopped:
-        return None
 
 
 def _note(res: ProofResult, start: float, note: str) -> ProofResult:
