@@ -1,10 +1,12 @@
 """Benchmark campaigns (issue 14): the ACAS Xu float16 family on 1 and 2 local workers and on a
-2-worker Dask LocalCluster, the per-task overheads, and one hard MNIST check on 1 vs 2 Dask
-workers.
+2-worker Dask LocalCluster, the per-task overheads, why instances ran slower in Dask workers,
+and one hard ACAS Xu and one MNIST check on 1 vs 2 Dask workers.
 
-Run:  python benchmarks/campaign.py [--limit N] [--timeout 30] [--skip-mnist] [--tiny 100]
-          [--mnist-net 256x2] [--mnist-prop 0] [--mnist-eps 0.05] [--mnist-copy f16|pruned]
-          [--mnist-timeout 120] [--work DIR]
+Run:  python benchmarks/campaign.py [--limit N] [--timeout 30] [--configs 1,2,dask]
+          [--slowdown N] [--skip-campaign] [--skip-mnist] [--tiny 100]
+          [--acas-hard 3_5,1,0.005] [--acas-hard-timeout 120]
+          [--mnist-net 256x2] [--mnist-prop 0] [--mnist-eps 0.00155] [--mnist-copy f16|pruned]
+          [--mnist-timeout 60] [--work DIR]
 
 The family (as benchmarks/engine_acas.py makes it): each of the 45 ACAS Xu nets against its
 copy with weights and biases rounded to float16 and back (written as ONNX files to ``--work``),
@@ -21,8 +23,13 @@ the LocalCluster's start. Batching (``--tiny N``): N tiny instances on one 2-wor
 LocalCluster, one task per instance against ``run_dask(batch=None)`` (alternated), with 2 local
 workers for reference.
 
-The MNIST check: ``prove_distributed`` with no first slice on a LocalCluster of 1 and of 2
-workers (one part per worker), and the one-machine ``prove`` for reference; wall seconds, nodes.
+The slowdown (``--slowdown N``): N prop_1 instances one at a time in a forked child of this
+process and of a Dask worker's, with and without ``campaign.malloc.tune_malloc``: wall, user,
+system seconds and minor page faults per instance.
+
+One hard check (``--acas-hard``, then the MNIST one): ``prove_distributed`` with no first slice
+on a LocalCluster of 1 and of 2 workers (the farm of ``campaign.farm``), and the one-machine
+``prove`` for reference; wall seconds, tasks, parts cut again, nodes, median task overhead.
 BLAS is limited to one thread (set before numpy is imported).
 """
 
@@ -157,20 +164,18 @@ def batching(work: Path, n: int) -> None:
                   f"instance per worker", flush=True)
 
 
-def mnist(args) -> None:
+def hard(label: str, a: Path, b: Path, domain: str, eps: str, timeout: float) -> None:
+    """One hard check (issue 14, point 3): ``prove`` in one process for reference, then
+    ``prove_distributed`` with no first slice on a LocalCluster of 1 and of 2 workers (the
+    farm: parts cut again when their slice runs out); wall seconds (the cluster's start
+    excluded), verdict, and the farm's figures (tasks, cuts, nodes, median task overhead)."""
     from equivcheck.campaign.cluster import connect
     from equivcheck.campaign.distributed import prove_distributed
     from equivcheck.core.options import ProverOptions
     from equivcheck.solve.prover import prove
 
-    a = MNIST / f"mnist-net_{args.mnist_net}.onnx"
-    b = Path(args.work) / f"mnist_{args.mnist_net}_{args.mnist_copy}.onnx"
-    copy = float16_copy if args.mnist_copy == "f16" else (lambda n: pruned_copy(n, 0.1))
-    export_network(copy(load_network(a)), b)
-    kw = dict(domain=str(MNIST / MNIST_PROPS[args.mnist_prop]), mode="epsilon",
-              tolerance=args.mnist_eps, timeout=args.mnist_timeout)
-    print(f"\n== MNIST {args.mnist_net} vs {args.mnist_copy}, prop_{args.mnist_prop}, "
-          f"eps {args.mnist_eps}, timeout {args.mnist_timeout:g} s ==", flush=True)
+    kw = dict(domain=domain, mode="epsilon", tolerance=eps, timeout=timeout)
+    print(f"\n== {label}, eps {eps}, timeout {timeout:g} s ==", flush=True)
     t0 = time.monotonic()
     r = prove(a, b, **kw, options=ProverOptions(workers=1))
     print(f"  prove, 1 process           {r.verdict.label:8s} {time.monotonic() - t0:8.2f} s  "
@@ -178,31 +183,114 @@ def mnist(args) -> None:
     walls = {}
     for n in (1, 2):
         with connect("local", n) as client:
+            cpu0 = sum(client.run(time.process_time).values())
             t0 = time.monotonic()
             r = prove_distributed(a, b, **kw, client=client, first_seconds=0)
             walls[n] = time.monotonic() - t0
+            cpu = sum(client.run(time.process_time).values()) - cpu0
         print(f"  Dask, {n} worker(s)          {r.verdict.label:8s} {walls[n]:8.2f} s  "
-              f"{r.reason} [{r.notes[-1]}]", flush=True)
+              f"(workers' CPU {cpu:.2f} s)  {r.reason} [{r.notes[-1]}]", flush=True)
     print(f"  ratio 1 / 2 Dask workers: {walls[1] / walls[2]:.2f}")
 
 
-def campaign(insts, timeout: float):
-    """The three configurations; (disagreements, the fastest instance)."""
+def mnist(args) -> None:
+    a = MNIST / f"mnist-net_{args.mnist_net}.onnx"
+    b = Path(args.work) / f"mnist_{args.mnist_net}_{args.mnist_copy}.onnx"
+    copy = float16_copy if args.mnist_copy == "f16" else (lambda n: pruned_copy(n, 0.1))
+    export_network(copy(load_network(a)), b)
+    hard(f"MNIST {args.mnist_net} vs {args.mnist_copy}, prop_{args.mnist_prop}", a, b,
+         str(MNIST / MNIST_PROPS[args.mnist_prop]), args.mnist_eps, args.mnist_timeout)
+
+
+def acas_hard(args) -> None:
+    net, prop, eps = args.acas_hard.split(",")
+    a = ACAS / f"ACASXU_run2a_{net}_batch_2000.onnx"
+    b = Path(args.work) / f"f16_{net}.onnx"
+    hard(f"ACAS Xu N{net.replace('_', ',')} vs float16, prop_{prop}", a, b,
+         str(ACAS / f"prop_{prop}.vnnlib"), eps, args.acas_hard_timeout)
+
+
+CONFIGS = {"1": ("1 worker", dict(workers=1)), "2": ("2 workers", dict(workers=2)),
+           "dask": ("Dask LocalCluster, 2", dict(workers=2, scheduler="local"))}
+
+
+def campaign(insts, timeout: float, configs: str = "1,2,dask"):
+    """The configurations named in ``configs`` (of CONFIGS); (disagreements, the fastest
+    instance of the first configuration)."""
     print(f"== ACAS Xu vs float16, eps 0.05: {len(insts)} instances, timeout "
           f"{timeout:g} s ==", flush=True)
-    w1, v1, s1 = run("1 worker", insts, workers=1)
-    w2, v2, _ = run("2 workers", insts, workers=2)
-    wd, vd, _ = run("Dask LocalCluster, 2", insts, workers=2, scheduler="local")
-    print(f"  ratio 1 / 2 workers: {w1 / w2:.2f}; 1 worker / LocalCluster: {w1 / wd:.2f}")
-    print(f"  sum of instance times (1 worker) {sum(s1.values()):.2f} s, largest "
+    got = {}
+    for key in configs.split(","):
+        label, kw = CONFIGS[key]
+        got[key] = run(label, insts, **kw)
+    keys = list(got)
+    w1, v1, s1 = got[keys[0]]
+    for key in keys[1:]:
+        print(f"  ratio {CONFIGS[keys[0]][0]} / {CONFIGS[key][0]}: {w1 / got[key][0]:.2f}")
+    print(f"  sum of instance times ({CONFIGS[keys[0]][0]}) {sum(s1.values()):.2f} s, largest "
           f"{max(s1.values()):.2f} s")
     bad = 0
-    for name, other in (("2 workers", v2), ("LocalCluster", vd)):
+    for key in keys[1:]:
+        other = got[key][1]
         for row, v in v1.items():
             if {v, other[row]} == {"proved", "refuted"}:
-                print(f"  DISAGREEMENT row {row}: 1 worker {v}, {name} {other[row]}")
+                print(f"  DISAGREEMENT row {row}: {CONFIGS[keys[0]][0]} {v}, "
+                      f"{CONFIGS[key][0]} {other[row]}")
                 bad += 1
     return bad, min(insts, key=lambda inst: s1[inst.row])
+
+
+def _timed_children(insts, tune: bool = True) -> list[tuple]:
+    """Each instance in a forked child (``run_isolated``): (row, verdict, wall, user, system
+    seconds, minor page faults) of the child; ``tune=False``: without ``tune_malloc`` in the
+    child (what every child did before it)."""
+    import resource
+
+    from equivcheck.campaign import isolate
+    from equivcheck.campaign.malloc import tune_malloc
+
+    isolate.tune_malloc = tune_malloc if tune else (lambda: False)
+    isolate.warm()
+    out = []
+    for inst in insts:
+        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.monotonic()
+        rec = isolate.run_isolated(inst)
+        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        out.append((inst.row, rec["verdict"], time.monotonic() - t0, r1.ru_utime - r0.ru_utime,
+                    r1.ru_stime - r0.ru_stime, r1.ru_minflt - r0.ru_minflt,
+                    os.environ.get("MALLOC_TRIM_THRESHOLD_")))
+    return out
+
+
+def slowdown(insts) -> None:
+    """Why instances ran ~2x slower on the LocalCluster (docs/campaigns.md): the same instances
+    in a forked child of this process, and of a 1-worker LocalCluster's worker as Dask starts it
+    (its nanny sets MALLOC_TRIM_THRESHOLD_=65536) without and with ``tune_malloc``, and of a
+    worker started by ``cluster.connect`` (no MALLOC_* setting). Per instance: wall, user and
+    system seconds, minor page faults (the child's rusage)."""
+    from distributed import Client, LocalCluster
+
+    from equivcheck.campaign.cluster import connect
+
+    print(f"\n== the slowdown in Dask workers: {len(insts)} instances, one at a time ==")
+    rows = {"this process' child, no tuning": _timed_children(insts, tune=False),
+            "this process' child, tuned": _timed_children(insts)}
+    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        rows["Dask worker's child, no tuning"] = client.submit(
+            _timed_children, insts, False, pure=False).result()
+        rows["Dask worker's child, tuned"] = client.submit(
+            _timed_children, insts, pure=False).result()
+    with connect("local", 1) as client:
+        rows["connect('local') worker, no tuning"] = client.submit(
+            _timed_children, insts, False, pure=False).result()
+    for label, got in rows.items():
+        n = len(got)
+        wall, user, sys_, flt = (sum(r[k] for r in got) / n for k in (2, 3, 4, 5))
+        print(f"  {label:<36s} wall {wall:6.2f} s  user {user:5.2f} s  system {sys_:5.2f} s  "
+              f"minor faults {flt:9,.0f}  (MALLOC_TRIM_THRESHOLD_={got[0][6]}; "
+              f"{', '.join(r[1] for r in got)})", flush=True)
 
 
 def main() -> int:
@@ -214,11 +302,20 @@ def main() -> int:
     ap.add_argument("--tiny", type=int, default=100,
                     help="tiny instances for the batching figures (0: skip them)")
     ap.add_argument("--skip-campaign", action="store_true", help="overheads and MNIST only")
+    ap.add_argument("--configs", default="1,2,dask",
+                    help="campaign configurations, comma-separated: 1 (one worker), 2 (two "
+                    "local workers), dask (2-worker LocalCluster); the first is the reference")
+    ap.add_argument("--slowdown", type=int, default=0, metavar="N",
+                    help="time the first N prop_1 instances in this process' and in Dask "
+                    "workers' children, with and without tune_malloc (0: skip)")
     ap.add_argument("--mnist-net", default="256x2")
     ap.add_argument("--mnist-prop", default="0", choices=sorted(MNIST_PROPS))
-    ap.add_argument("--mnist-eps", default="0.05")
-    ap.add_argument("--mnist-copy", default="pruned", choices=("f16", "pruned"))
-    ap.add_argument("--mnist-timeout", type=float, default=120.0)
+    ap.add_argument("--mnist-eps", default="0.00155")
+    ap.add_argument("--mnist-copy", default="f16", choices=("f16", "pruned"))
+    ap.add_argument("--mnist-timeout", type=float, default=60.0)
+    ap.add_argument("--acas-hard", default="3_5,1,0.005", metavar="NET,PROP,EPS",
+                    help="the hard ACAS Xu check for point 3 (empty: skip)")
+    ap.add_argument("--acas-hard-timeout", type=float, default=120.0)
     args = ap.parse_args()
     if not ACAS.exists():
         print(f"no ACAS Xu models at {ACAS}")
@@ -231,12 +328,16 @@ def main() -> int:
         insts = insts[:args.limit]
     bad = 0
     fastest = next(inst for inst in insts if inst.family == "prop_3")
+    if args.slowdown:
+        slowdown([inst for inst in insts if inst.family == "prop_1"][:args.slowdown])
     if not args.skip_campaign:
-        bad, fastest = campaign(insts, args.timeout)
+        bad, fastest = campaign(insts, args.timeout, args.configs)
     print("\n== overheads ==")
     overheads(fastest)
     if args.tiny:
         batching(work, args.tiny)
+    if args.acas_hard:
+        acas_hard(args)
     if not args.skip_mnist and MNIST.exists():
         mnist(args)
     return 1 if bad else 0
