@@ -340,3 +340,38 @@ def test_split_coefficients_are_the_gradient_where_every_earlier_unit_is_stable(
         want = np.abs(vjp(net, x[None, :], c, layer=2))[0]
         assert np.allclose(got[0, j], want, rtol=1e-9, atol=1e-12)
     assert not got[0, 2].any()  # a question of an earlier layer has no coefficients here
+
+
+def test_wide_networks_hold_a_bounded_number_of_witness_candidates(monkeypatch):
+    """The witness stage evaluates every candidate point on every hidden unit at once, and the
+    climbs one start per missing witness: on a CNN (57,888 units, 25,000 vertices) that took
+    14 GB. Both are capped by candidates x units; the analysis stays sound with fewer."""
+    import equivcheck.bounds.stability as stability
+    import equivcheck.bounds.stability_state as state
+
+    seen = []
+    real_try, real_ascend = state.AnalysisState.try_witnesses, state.ascend
+
+    def spy_try(self, pts, *args, **kwargs):
+        seen.append(("points", len(np.atleast_2d(pts))))
+        return real_try(self, pts, *args, **kwargs)
+
+    def spy_ascend(objective, starts, *args, **kwargs):
+        seen.append(("climbs", len(starts)))
+        return real_ascend(objective, starts, *args, **kwargs)
+
+    monkeypatch.setattr(state.AnalysisState, "try_witnesses", spy_try)
+    monkeypatch.setattr(state, "ascend", spy_ascend)
+    monkeypatch.setattr(stability, "WITNESS_ENTRIES", 64 * 200)
+    monkeypatch.setattr(state, "CLIMB_ENTRIES", 64 * 200)
+    net = random_net(np.random.default_rng(5), [20, 120, 80, 3])  # 200 hidden units
+    report = analyze_stability(net, "-1:1", timeout=30, use_lp=False)
+    assert seen and all(n <= 64 for kind, n in seen), seen  # 64 = max(64, 12,800 // 200)
+    x = np.random.default_rng(1).uniform(-1, 1, (2000, 20))
+    zs = net.pre_activations(x)
+    for k, layer in enumerate(report.layers):
+        for i, s in enumerate(layer.status):
+            if s is UnitStability.ACTIVE:
+                assert zs[k][:, i].min() >= 0
+            elif s is UnitStability.INACTIVE:
+                assert zs[k][:, i].max() <= 0

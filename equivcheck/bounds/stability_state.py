@@ -226,6 +226,9 @@ def union_witnesses(net: Network, dom: Domain, state: UnitVerdicts, seed: int,
                     state.status[k][i], state.stage[k][i] = UnitStability.UNSTABLE, Stage.WITNESS
 
 
+CLIMB_ENTRIES = 40_000_000  # climbs x hidden units evaluated at once by _local_search (320 MB)
+
+
 def _local_search(st: AnalysisState, cand: np.ndarray, rng, steps: int = 30) -> None:
     """For each missing witness, climb ``sign * z`` from the best candidate with the shared
     signed-gradient ascent (:func:`equivcheck.core.ascent.ascend`: annealed steps, always taken,
@@ -246,6 +249,10 @@ def _local_search(st: AnalysisState, cand: np.ndarray, rng, steps: int = 30) -> 
                 targets.append((k, int(i), sign))
     if not targets:
         return
+    most = max(64, CLIMB_ENTRIES // sum(z.shape[1] for z in zs))  # climbs x units held at once
+    if len(targets) > most:  # a wide network (a CNN): climb for an even random share
+        keep = np.sort(np.random.default_rng(len(targets)).choice(len(targets), most, replace=False))
+        starts, targets = [starts[j] for j in keep], [targets[j] for j in keep]
     layers, units, signs = (np.array(column) for column in zip(*targets))
     # per target, the first point the climb reached with sign * z > 0 (the starts do not count)
     x, value = ascend(preactivation_objective(net, layers, units, signs), np.array(starts),
