@@ -346,3 +346,24 @@ def test_compress_folds_an_active_sparse_layer_into_the_next_sparse_one():
     x = lo + np.random.default_rng(2).random((200, f.in_dim)) * (hi - lo)
     bound = float(res.epsilon) if res.epsilon is not None else 0.0
     assert np.abs(res.compressed.evaluate(x) - f.evaluate(x)).max() <= bound + 1e-9
+
+
+def test_bounds_past_the_deadline_skip_hidden_refinement_and_stay_sound(monkeypatch):
+    """A wide conv layer's units are back-substituted in chunks; once the deadline has passed
+    the chunks left are skipped (one bounding call on a CNN ran 18-50 s past its limit). The
+    bounds then are looser but still enclose the exact outputs."""
+    import equivcheck.engine.bounds as eb
+
+    monkeypatch.setattr(eb, "ROW_FLOATS", 200)  # many small chunks
+    rng = np.random.default_rng(12)
+    f, g = (sparsified(n) for n in random_pair(rng, [6, 30, 40, 3], "noise"))
+    boxes = [random_box(rng, 6) for _ in range(2)]
+    lo = np.array([b.lower_float() for b in boxes])
+    hi = np.array([b.upper_float() for b in boxes])
+    model = PairModel.build(f, g)
+    full = pair_bounds(model, Boxes(lo, hi, model.width), "all")
+    late = pair_bounds(model, Boxes(lo, hi, model.width), "all", deadline=Deadline.start(1e-9))
+    for pb in (full, late):
+        assert_bounds_enclose(pb, f, g, boxes, rng, 10)
+    assert np.all(late.d_hi >= full.d_hi) and np.all(late.d_lo <= full.d_lo)
+    assert np.any(late.f_hi > full.f_hi + 1e-9)  # something was skipped

@@ -133,7 +133,7 @@ def prove_folds(original: Network, stored: Network, layers: list[WorkingLayer], 
         report(progress, Progress("proof", index, len(domain.boxes), "boxes",
                                   seconds_left=deadline.remaining()))
         lo, hi = box.lower_float()[None, :], box.upper_float()[None, :]
-        pb = pair_bounds(model, Boxes(lo, hi, model.width), "all", prior)
+        pb = pair_bounds(model, Boxes(lo, hi, model.width), "all", prior, deadline=deadline)
         bound = float(max(np.max(pb.d_hi), np.max(-pb.d_lo)))
         worst = max(worst, bound)
         if bound <= eps:

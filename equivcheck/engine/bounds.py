@@ -104,7 +104,7 @@ def _tighten(lo, hi, idx, ub):
     return lo, hi
 
 
-def _refine_units(mask: np.ndarray, lo, hi, run, width: int = 0):
+def _refine_units(mask: np.ndarray, lo, hi, run, width: int = 0, deadline=None):
     """Tighten the ``[m, B]`` bounds of the units ``mask`` selects (per box) with
     ``run(rows) -> [B, 2R]`` upper bounds of the rows ``+e_i`` then ``-e_i``.
 
@@ -113,7 +113,10 @@ def _refine_units(mask: np.ndarray, lo, hi, run, width: int = 0):
     than their union over the batch. Rows are bounded independently of each other, so they are
     run in chunks that keep the ``[B, rows, units]`` coefficients near ``ROW_FLOATS`` floats
     (``width``: the widest layer they pass through, 0 for one chunk; wide convolutional layers
-    have thousands of unstable units): the same bounds, in bounded memory."""
+    have thousands of unstable units): the same bounds, in bounded memory. Once ``deadline``
+    (a :class:`~equivcheck.core.deadline.Deadline`, or None) has expired, the chunks left are
+    not run: their units keep the bounds they came with (sound, only looser), so one bounding
+    call on a wide CNN does not run far past the time limit."""
     m, nb = mask.shape
     union = np.flatnonzero(mask.any(1))
     if not len(union):
@@ -122,11 +125,15 @@ def _refine_units(mask: np.ndarray, lo, hi, run, width: int = 0):
     r_box = int(mask.sum(0).max())
     if 2 * r_box >= len(union) or nb == 1:
         for at in range(0, len(union), per):
+            if at and deadline is not None and deadline.expired():
+                break
             part = union[at:at + per]
             lo, hi = _tighten(lo, hi, part, run(_selector(part, m)))
         return lo, hi
     order = np.argsort(~mask, axis=0, kind="stable")[:r_box]  # [R, B]: each box's units first
     for at in range(0, r_box, per):
+        if at and deadline is not None and deadline.expired():
+            break
         lo, hi = _refine_gathered(lo, hi, mask, order[at:at + per], run)
     return lo, hi
 
@@ -156,8 +163,10 @@ ROW_FLOATS = 8_000_000  # coefficients of one chunk of back-substituted rows (64
 class _Refiner:
     """Back-substitution of the units whose forward bounds are not good enough."""
 
-    def __init__(self, model: PairModel, boxes: Boxes, hist: History, alpha_steps: int = 0):
+    def __init__(self, model: PairModel, boxes: Boxes, hist: History, alpha_steps: int = 0,
+                 deadline=None):
         self.model, self.boxes, self.hist = model, boxes, hist
+        self.deadline = deadline  # hidden units' refinement stops here (the outputs' does not)
         self.alpha_steps = alpha_steps
         self.fac = back_factor(model)
         self.out_nu = None  # input coefficients of the back-substituted output differences
@@ -178,7 +187,8 @@ class _Refiner:
             p = back_network(layers, lo_h, hi_h, pm_h, k, c, self.boxes.xmax, self.boxes.count)
             return concretize(p, self.boxes, self.fac, self.tiny())
 
-        return _refine_units(mask, lo, hi, run, self.model.width)
+        return _refine_units(mask, lo, hi, run, self.model.width,
+                             None if all_units else self.deadline)
 
     def difference(self, k: int, dl, du, flo, fhi, glo, ghi, all_units: bool):
         if all_units:
@@ -194,7 +204,8 @@ class _Refiner:
             return concretize(p, self.boxes, self.fac, self.tiny())
 
         # (the output rows in one chunk: ``out_nu`` keeps all of them, and they are few)
-        return _refine_units(mask, dl, du, run, 0 if all_units else self.model.width)
+        return _refine_units(mask, dl, du, run, 0 if all_units else self.model.width,
+                             None if all_units else self.deadline)
 
     def outputs(self, d_lo, d_hi):
         """Output differences of a pair of different shapes: f's and g's streams added before
@@ -210,7 +221,7 @@ class _Refiner:
 
 def pair_bounds(model: PairModel, boxes: Boxes, refine: str = "all",
                 prior: History | None = None, hidden_diff: bool = False,
-                symbolic: bool = True, alpha_steps: int = 0) -> PairBounds:
+                symbolic: bool = True, alpha_steps: int = 0, deadline=None) -> PairBounds:
     """Bounds of f, g and f - g on their outputs over every box of ``boxes`` at once.
 
     ``refine``: "none" (forward symbolic bounds only), "output" (the output bounds also by
@@ -225,7 +236,8 @@ def pair_bounds(model: PairModel, boxes: Boxes, refine: str = "all",
     (:class:`~equivcheck.engine.forward.IntervalView`), the back-substitution does the rest.
     ``alpha_steps`` (with a ``refine``): each network's hidden units are back-substituted with
     lower slopes optimised by that many gradient steps (:mod:`equivcheck.engine.alpha`; any
-    slopes give rigorous bounds, the best of the steps is kept)."""
+    slopes give rigorous bounds, the best of the steps is kept). ``deadline``: past it, hidden
+    units not yet back-substituted keep their forward bounds (see :func:`_refine_units`)."""
     real = boxes
     if not symbolic and refine != "none":
         boxes = IntervalView(real)
@@ -233,7 +245,7 @@ def pair_bounds(model: PairModel, boxes: Boxes, refine: str = "all",
     hf = hg = inp
     same = model.same_shape
     hist = History()
-    ref = _Refiner(model, real, hist, alpha_steps) if refine != "none" else None
+    ref = _Refiner(model, real, hist, alpha_steps, deadline) if refine != "none" else None
     delta = None
     if same:
         n, b = inp.lo.shape
