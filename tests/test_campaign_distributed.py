@@ -241,3 +241,58 @@ def test_local_cluster_workers_run_without_the_nannys_malloc_setting():
                              os.environ.get("OMP_NUM_THREADS")))
     assert list(env.values()) == [(None, "1")]
     assert tune_malloc() is sys.platform.startswith("linux")
+
+
+def _relu_farm(client, spec, seconds, options):
+    """The farm on the 40-input pair of tests/test_engine_frontier.py (ReLU splitting)."""
+    import uuid
+
+    from equivcheck.campaign.farm import farm
+    from equivcheck.core.deadline import Deadline
+    from equivcheck.engine import PairModel
+
+    from .test_engine_frontier import _case
+
+    f, g, box, dev, bound = _case()
+    model = PairModel.build(f, g)
+    remote = client.scatter([f, g], broadcast=True, hash=False)
+    res = farm(client, remote, spec(dev, bound), [box], model, 2, Deadline.start(seconds),
+               options, f"test-stop-{uuid.uuid4().hex}")
+    return f, g, box, dev, res
+
+
+def test_relu_split_nodes_are_handed_on_until_the_part_is_proved(client):
+    from fractions import Fraction
+
+    f, g, box, _, res = _relu_farm(
+        client, lambda dev, bound: Spec.make("epsilon", Fraction(dev + 0.9 * (bound - dev))),
+        60, EngineOptions(batch=2, max_nodes=4))
+    assert res.refuted is None and not res.open and res.proved == [box], res
+    assert res.handed_on >= 2 and res.cuts == 0 and res.tasks >= 3
+
+
+def test_relu_split_batches_left_open_leave_the_part_open(client):
+    from fractions import Fraction
+
+    f, g, box, dev, res = _relu_farm(client, lambda dev, _: Spec.make("epsilon", Fraction(0.9 * dev)),
+                                     3, EngineOptions(batch=2, max_nodes=4, falsify=False))
+    assert res.refuted is None and res.open == [box] and not res.proved, res
+    assert res.handed_on >= 1
+
+
+def test_relu_split_first_slice_hands_its_nodes_to_the_cluster(client, tmp_path):
+    from fractions import Fraction
+
+    from .test_engine_frontier import _case
+
+    f, g, box, dev, bound = _case()
+    a, b = save_onnx(f, tmp_path / "f.onnx"), save_onnx(g, tmp_path / "g.onnx")
+    from equivcheck.core.domain import Domain
+
+    domain = Domain((box,), "the 40-input box")
+    tol = repr(float(Fraction(dev + 0.9 * (bound - dev))))
+    kw = dict(domain=domain, mode="epsilon", tolerance=tol, timeout=60)
+    here = prove(a, b, **kw)
+    there = prove_distributed(a, b, **kw, client=client, first_seconds=0.05)
+    assert here.verdict is there.verdict is Verdict.PROVED, (here.reason, there.reason)
+    assert "Dask tasks" in there.reason and "0 parts cut again" in there.reason, there.reason

@@ -16,7 +16,8 @@ sub-parts, which idle worker threads take. Verdicts combine as for any cover of 
   domain whose boxes are the open parts; the box is PROVED only when all of them are.
 
 Small instances do not pay for the cluster: the engine first runs here for a short slice
-(as :func:`~equivcheck.engine.parallel.check_box_parallel` does). Strict mode (which the engine
+(as :func:`~equivcheck.engine.parallel.check_box_parallel` does); with ReLU splitting (many
+inputs) the cluster goes on from the open nodes that slice hands back (the box is not cut). Strict mode (which the engine
 does not decide) and the other modes go to the prover of this machine.
 """
 
@@ -36,6 +37,7 @@ from equivcheck.core.result import BoxResult, FoundBy, ProofResult, Verdict
 from equivcheck.core.spec import Mode, Spec
 from equivcheck.engine import EngineResult, Outcome, PairModel, check_box
 from equivcheck.engine.parallel import FIRST_SECONDS, FIRST_SHARE, cut_box
+from equivcheck.engine.search import RELU_INPUTS
 from equivcheck.io.domains import parse_domain
 from equivcheck.solve.prover import load_pair, prove_networks
 from equivcheck.solve.search import engine_alone, engine_options
@@ -101,7 +103,7 @@ def _run(pair, spec: Spec, dom: Domain, opts: ProverOptions, deadline: Deadline,
     results: list[BoxResult] = []
     cex = None
     stats = {"parts": 0, "tasks_done": 0, "nodes": 0, "workers": threads, "cuts": 0,
-             "overhead": []}
+             "handed_on": 0, "overhead": []}
     for index, box in enumerate(dom.boxes):
         t0 = time.monotonic()
         if deadline.expired():
@@ -132,7 +134,8 @@ def _run(pair, spec: Spec, dom: Domain, opts: ProverOptions, deadline: Deadline,
     reason = first.reason if len(dom.boxes) == 1 else f"{first.reason} (box {first.index})"
     over = sorted(stats["overhead"])
     note = (f"--scheduler: {stats['parts']} parts as Dask tasks on {threads} worker threads, "
-            f"{stats['tasks_done']} finished, {stats['cuts']} cut again, {stats['nodes']} nodes"
+            f"{stats['tasks_done']} finished, {stats['cuts']} cut again, {stats['handed_on']} "
+            f"handed their open nodes on, {stats['nodes']} nodes"
             + (f", median task overhead {1000 * over[len(over) // 2]:.0f} ms" if over else ""))
     return ProofResult(verdict, reason, a.source, b.source, spec, dom, cex, tuple(results),
                        time.monotonic() - start,
@@ -147,22 +150,33 @@ def _box(a, b, spec, box: Box, opts, deadline: Deadline, model, client, remote, 
     slice_ = min(FIRST_SECONDS, FIRST_SHARE * deadline.remaining()) if first_seconds is None \
         else first_seconds
     first_nodes = 0
+    frontier = None
     if slice_ > 0:
         first = deadline.sub(seconds=slice_)
-        res = check_box(a, b, spec, box, first, eopts, model=model, progress=progress)
+        res = check_box(a, b, spec, box, first, eopts, model=model, progress=progress,
+                        hand_back=True)
         # the slice ran out (or the engine saw no time for another round): on to the cluster
         timed_out = first.expired() or res.reason.startswith("timeout")
         if res.outcome is not Outcome.UNKNOWN or not timed_out:
             return _decided(res, "this machine's first slice", box, [box])
         first_nodes = res.stats.nodes
+        frontier = res.extra.get("frontier")
     budget = deadline if engine_alone(spec, box, opts) else deadline.sub(opts.engine_share)
-    parts, _ = cut_box(box, count, model, spec)
+    if frontier is not None and len(frontier) > 2 or _relu(eopts, model):
+        # ReLU splitting: its nodes are phases over the whole box (cutting the box into input
+        # parts does not split its work): the cluster goes on from this machine's open nodes,
+        # or (no first slice here) from one task's on the whole box, shared as they come back
+        parts = [box]
+    else:
+        frontier = None
+        parts, _ = cut_box(box, count, model, spec)
     got = farm(client, remote, spec, parts, model, stats["workers"], budget, eopts,
-               f"equivcheck-stop-{uuid.uuid4().hex}", progress)
+               f"equivcheck-stop-{uuid.uuid4().hex}", progress, frontier=frontier)
     stats["parts"] += len(got.proved) + len(got.open) + (got.refuted is not None)
     stats["tasks_done"] += got.tasks
     stats["nodes"] += got.nodes
     stats["cuts"] += got.cuts
+    stats["handed_on"] += got.handed_on
     stats["overhead"].extend(got.overhead)
     nodes = got.nodes + first_nodes
     where = f"{got.tasks} Dask tasks, {got.cuts} parts cut again"
@@ -173,6 +187,11 @@ def _box(a, b, spec, box: Box, opts, deadline: Deadline, model, client, remote, 
                 f"{len(got.proved)} parts ({where})", None, nodes)
     return None, f"branch and bound: {len(got.proved)} parts proved, {len(got.open)} open " \
         f"({where})", got.open, nodes
+
+
+def _relu(eopts, model: PairModel) -> bool:
+    """Whether the engine branches on ReLU phases for this pair (see EngineOptions.branch)."""
+    return eopts.branch == "relu" or (eopts.branch == "auto" and model.n_in > RELU_INPUTS)
 
 
 def _decided(res: EngineResult, where: str, box: Box, parts):

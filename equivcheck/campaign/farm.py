@@ -13,8 +13,13 @@ box) and keeps every worker thread busy with one task each: :func:`engine_part`,
   exact part), go back to the queue, shared among the idle worker threads in groups of
   neighbours (:func:`batches`); a task that takes a group starts the engine from those nodes
   (``check_box(start=...)``), so nothing is searched twice;
-* UNKNOWN because the slice ran out, without open nodes (ReLU splitting, whose nodes are not
-  boxes, or an engine that does not hand them back): the part is cut again by ``cut_box`` into
+* the same with ReLU splitting, whose open nodes are the part's box with ReLU phases fixed
+  (:mod:`equivcheck.engine.frontier`): the nodes go back to the queue in batches of rows, each
+  searched from its nodes; the part (a "family" of batches) is proved when every batch that came
+  from it is, and open as soon as one is left open (phase splits partition a node, so the
+  nodes handed back, with those proved, cover the part);
+* UNKNOWN because the slice ran out, without open nodes (an engine that does not hand them
+  back): the part is cut again by ``cut_box`` into
   exact sub-parts (at least ``CUT``, and enough for the worker threads idle at that moment),
   which go to the back of the queue with twice the slice (``GROWTH``);
 * UNKNOWN for a reason more time would not change (boxes the bounds cannot close by splitting,
@@ -55,8 +60,9 @@ from equivcheck.core.domain import Box
 from equivcheck.core.progress import Progress, ProgressFn, report
 from equivcheck.core.spec import Spec
 from equivcheck.engine import EngineOptions, EngineResult, Outcome, PairModel, check_box
+from equivcheck.engine.frontier import count as frontier_count
+from equivcheck.engine.frontier import take
 from equivcheck.engine.parallel import cut_box
-from equivcheck.engine.search import RELU_INPUTS
 from equivcheck.errors import SoundnessError
 
 SLICE_SECONDS = 2.0  # the first generation's slice when open nodes are handed back (an idle
@@ -68,6 +74,7 @@ CUT_SHARE = 0.25  # ... else this share of the budget (at least SLICE_SECONDS): 
 GROWTH = 2.0  # each generation's slice is this many times its parent's
 CUT = 2  # sub-parts of a part whose slice ran out (more when worker threads are idle)
 MIN_BATCH = 8  # open nodes handed back are shared among idle threads at least this many a task
+RELU_BATCH = 2  # the same for ReLU-split nodes (MNIST: 40-80 ms a node, a task's overhead 40-90)
 MIN_SLICE = 0.5  # a part is not cut when less time than this is left (it stays open) ...
 MAX_PARTS = 4096  # ... or when this many parts are queued (a bound on the coordinator's memory)
 STOP_POLL = 0.5  # seconds between a task's looks at the stop event
@@ -96,28 +103,50 @@ class FarmResult:
 
 
 @dataclass
+class _Family:
+    """The batches of ReLU-split nodes that came from one exact part ``box``: the part is
+    proved when ``pending`` reaches 0 with no batch left open (``failed``)."""
+
+    box: Box
+    pending: int = 0
+    failed: bool = False
+
+
+@dataclass
 class _Part:
     """A queued piece of work: the exact ``box`` to search, or (``nodes``) exact parts of it,
-    the open nodes a task handed back, searched as the engine's starting frontier."""
+    the open nodes a task handed back, searched as the engine's starting frontier, or
+    (``relu``) rows of ReLU-split nodes of the part ``box`` (their ``family``)."""
 
     box: Box
     generation: int
     seconds: float  # its slice
     nodes: list[Box] | None = None
+    relu: tuple | None = None
+    family: _Family | None = None
 
     def pieces(self) -> list[Box]:
-        """The exact boxes this work decides."""
+        """The exact boxes this work decides (none for a batch of ReLU-split nodes: its
+        family's part is counted when the family is decided)."""
+        if self.family is not None:
+            return []
         return [self.box] if self.nodes is None else list(self.nodes)
+
+    def start(self):
+        """The engine's starting frontier for this work (None: the whole part)."""
+        return self.relu if self.relu is not None else self.nodes
 
 
 def farm(client, remote, spec: Spec, parts: list[Box], model: PairModel, threads: int,
          budget: Deadline, options: EngineOptions, stop: str,
-         progress: ProgressFn | None = None, detail: str = "") -> FarmResult:
+         progress: ProgressFn | None = None, detail: str = "", frontier=None) -> FarmResult:
     """Decide ``spec`` on the union of ``parts`` (exact boxes) with :func:`engine_part` tasks
     on ``client`` (``remote``: the scattered networks f and g), at most ``threads`` at once,
     within ``budget`` (see the module doc). The Dask event ``stop`` is set on return (every
     task still running ends at its next look) and every task not finished is cancelled.
-    ``progress`` gets a "cluster" report (unit "parts") at the start and as each task ends."""
+    ``progress`` gets a "cluster" report (unit "parts") at the start and as each task ends.
+    ``frontier``: ReLU-split open nodes (``extra["frontier"]`` of a search of the single part
+    ``parts[0]`` that stopped for time) to go on from instead of that part's root."""
     from distributed import Event, wait
 
     res = FarmResult()
@@ -127,7 +156,10 @@ def farm(client, remote, spec: Spec, parts: list[Box], model: PairModel, threads
         slice0 = SLICE_SECONDS
     else:
         slice0 = max(SLICE_SECONDS, CUT_SHARE * budget.remaining())
-    queue = [_Part(p, 0, slice0) for p in parts]
+    if frontier is not None and len(frontier) > 2 and len(parts) == 1 and frontier_count(frontier):
+        queue = relu_batches(_Part(parts[0], 0, slice0), frontier, max(1, threads))
+    else:
+        queue = [_Part(p, 0, slice0) for p in parts]
     running: dict = {}  # future -> (part, submitted at)
     event = Event(stop, client=client)
 
@@ -143,9 +175,9 @@ def farm(client, remote, spec: Spec, parts: list[Box], model: PairModel, threads
             if seconds < MIN_SLICE / 2:
                 return
             part = queue.pop(0)
-            start = None if part.nodes is None else [b for b in part.nodes]
             fut = client.submit(engine_part, remote[0], remote[1], spec, part.box, seconds,
-                                options, stop, time.time() + seconds, start=start, pure=False)
+                                options, stop, time.time() + seconds, start=part.start(),
+                                pure=False)
             running[fut] = (part, time.monotonic())
 
     tell()
@@ -176,11 +208,22 @@ def farm(client, remote, spec: Spec, parts: list[Box], model: PairModel, threads
                     res.refuted = got
                     return res
                 if got is not None and got.outcome is Outcome.PROVED:
-                    res.proved.extend(part.pieces())
+                    _proved(res, part)
                 elif got is not None and _more_time_helps(got) and len(queue) < MAX_PARTS \
                         and budget.remaining() - GRACE >= MIN_SLICE:
                     idle = max(1, threads - len(running) - len(queue))
-                    nodes = frontier_parts(part.box, got.extra.get("frontier"))
+                    front = got.extra.get("frontier")
+                    if front is not None and len(front) > 2 and frontier_count(front):
+                        # ReLU-split nodes: batches of rows, one per thread even when the others
+                        # are busy (a thread whose batch is proved then finds work queued
+                        # instead of waiting for a running task's slice to end)
+                        res.handed_on += 1
+                        queue.extend(relu_batches(part, front, max(idle, threads)))
+                        continue
+                    if part.family is not None:  # ReLU-split nodes without open nodes back:
+                        _left_open(res, part)  # not cut (their family's part goes open)
+                        continue
+                    nodes = frontier_parts(part.box, front)
                     if nodes is not None:  # the engine's open nodes: go on from them
                         res.handed_on += 1
                         queue.extend(_Part(hull, part.generation, part.seconds, group)
@@ -192,16 +235,51 @@ def farm(client, remote, spec: Spec, parts: list[Box], model: PairModel, threads
                     queue.extend(_Part(s, part.generation + 1, part.seconds * GROWTH)
                                  for s in subs)
                 else:
-                    res.open.extend(part.pieces())
+                    _left_open(res, part)
             submit()
             tell()
     finally:
         event.set()
         if running:
             client.cancel(list(running))
-    res.open.extend(b for p, _ in running.values() for b in p.pieces())
-    res.open.extend(b for p in queue for b in p.pieces())
+    for p in [p for p, _ in running.values()] + queue:
+        _left_open(res, p)
     return res
+
+
+def relu_batches(part: _Part, frontier, count: int) -> list[_Part]:
+    """The ReLU-split open nodes ``frontier`` that a search of ``part`` handed back, in at
+    most ``count`` batches (at least ``RELU_BATCH`` nodes each, siblings kept together), queued
+    as members of ``part``'s family (the family's count of batches to decide grows by them)."""
+    total = frontier_count(frontier)
+    count = max(1, min(count, total // RELU_BATCH))
+    family = part.family or _Family(part.box)
+    family.pending += count - (part.family is not None)
+    return [_Part(part.box, part.generation, part.seconds, relu=take(frontier, rows),
+                  family=family) for rows in np.array_split(np.arange(total), count)]
+
+
+def _proved(res: FarmResult, part: _Part) -> None:
+    fam = part.family
+    if fam is None:
+        res.proved.extend(part.pieces())
+        return
+    fam.pending -= 1
+    if fam.pending == 0 and not fam.failed:
+        res.proved.append(fam.box)
+
+
+def _left_open(res: FarmResult, part: _Part) -> None:
+    """``part`` not decided: its boxes are open (for a batch of ReLU-split nodes, its family's
+    whole part, once)."""
+    fam = part.family
+    if fam is None:
+        res.open.extend(part.pieces())
+        return
+    fam.pending -= 1
+    if not fam.failed:
+        fam.failed = True
+        res.open.append(fam.box)
 
 
 def frontier_parts(hull: Box, frontier) -> list[Box] | None:
@@ -266,12 +344,9 @@ def _hull(group: list[Box], outer: Box) -> Box:
 
 def hands_back(model: PairModel, options: EngineOptions) -> bool:
     """Whether the engine hands its open nodes back when a slice runs out: an engine that
-    takes a starting frontier (``check_box(start=...)``), splitting inputs (ReLU splitting's
-    nodes are phases over the whole box, not boxes)."""
-    if "start" not in inspect.signature(check_box).parameters:
-        return False
-    return options.branch == "input" or (options.branch == "auto"
-                                         and model.n_in <= RELU_INPUTS)
+    takes a starting frontier (``check_box(start=...)``: input boxes, or with ReLU splitting
+    boxes with fixed phases)."""
+    return "start" in inspect.signature(check_box).parameters
 
 
 def _result(fut) -> EngineResult | None:
@@ -292,14 +367,15 @@ class _Stopped(Exception):
 
 
 def engine_part(a, b, spec: Spec, part: Box, seconds: float, eopts: EngineOptions, stop: str,
-                end_wall: float | None = None, start: list[Box] | None = None
+                end_wall: float | None = None, start: list[Box] | tuple | None = None
                 ) -> EngineResult | None:
     """A Dask task: :func:`check_box` on one part within ``seconds`` from the task's start and
     by the wall-clock time ``end_wall`` (when given: a task that waited in the queue gets what
     is left; if the machines' clocks disagree, the stop event still ends it once the caller
     stops waiting), or None when the stop event was set before it finished. ``start``: exact
     boxes inside ``part`` to search instead of the whole part (the engine's starting frontier:
-    their float enclosures)."""
+    their float enclosures), or ReLU-split nodes (a tuple of arrays, as the engine hands them
+    back)."""
     from distributed import Event
 
     from equivcheck.campaign.malloc import tune_malloc
@@ -320,12 +396,14 @@ def engine_part(a, b, spec: Spec, part: Box, seconds: float, eopts: EngineOption
     if event.is_set() or seconds <= 0:
         return None
     extra = {}
-    if start is not None:
+    if isinstance(start, tuple):
+        extra["start"] = start
+    elif start is not None:
         extra["start"] = (np.array([s.lower_float() for s in start]),
                           np.array([s.upper_float() for s in start]))
     try:
         return check_box(a, b, spec, part, Deadline.start(seconds), eopts,
-                         model=_model(a, b), progress=look, **extra)
+                         model=_model(a, b), progress=look, hand_back=True, **extra)
     except _Stopped:
         return None
 

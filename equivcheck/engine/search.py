@@ -49,6 +49,7 @@ from equivcheck.engine.bounds import Boxes, pair_bounds
 from equivcheck.engine.branch import PRIOR_KEYS, Layout, empty_nodes, relu_children
 from equivcheck.engine.falsify import Falsifier
 from equivcheck.engine.forward import bisect
+from equivcheck.engine.frontier import phase_rows, phases_of
 from equivcheck.engine.model import PairModel
 from equivcheck.engine.objective import Judgement, judge, tolerance_down
 
@@ -138,26 +139,28 @@ class EngineResult:
 def check_box(f: Network, g: Network, spec: Spec, box: Box, deadline: Deadline | None = None,
               options: EngineOptions = EngineOptions(), model: PairModel | None = None,
               progress: ProgressFn | None = None, *,
-              start: tuple[np.ndarray, np.ndarray] | None = None) -> EngineResult:
+              start: tuple | None = None, hand_back: bool = False) -> EngineResult:
     """Decide ``spec`` for ``f`` and ``g`` on ``box`` by branch and bound (see the module doc).
 
     ``progress`` is called about once per round (stage "search", unit "nodes"). BLAS runs on
     one thread during the call: the engine's products are many small matrices, which OpenBLAS
     threads made 20-50x slower on a loaded 2-core machine.
 
-    ``start``: float boxes ``(lo [F, n], hi [F, n])`` inside ``box``'s float enclosure to
-    search instead of the whole box: PROVED then holds on their union (the falsifier still
-    samples ``box``, so a REFUTED point lies in ``box``). With input splitting, an UNKNOWN
-    for time or nodes carries ``extra["frontier"]``: the open float boxes ``(lo, hi)`` and the
-    residue's, whose union with the boxes proved covers the boxes searched, so a later call
-    with them as ``start`` goes on where this one stopped."""
+    ``start``: nodes inside ``box``'s float enclosure to search instead of the whole box,
+    float boxes ``(lo [F, n], hi [F, n])`` or, with ReLU splitting, boxes with ReLU phases
+    ``(lo, hi, phases[, rows])`` (:mod:`equivcheck.engine.frontier`): PROVED then holds on their union
+    (the falsifier still samples ``box``, so a REFUTED point lies in ``box``). With
+    ``hand_back``, an UNKNOWN for time or nodes carries ``extra["frontier"]``: every open node
+    (and the residue's boxes) in that form, whose union with the nodes proved covers what was
+    searched, so a later call with them as ``start`` goes on where this one stopped (asked
+    for, as ReLU-split nodes carry their inherited bounds: 25-50 kB a node on MNIST)."""
     with threadpool_limits(limits=1, user_api="blas"):
-        return _check_box(f, g, spec, box, deadline, options, model, progress, start)
+        return _check_box(f, g, spec, box, deadline, options, model, progress, start, hand_back)
 
 
 def _check_box(f: Network, g: Network, spec: Spec, box: Box, deadline: Deadline | None,
                options: EngineOptions, model: PairModel | None,
-               progress: ProgressFn | None, start=None) -> EngineResult:
+               progress: ProgressFn | None, start=None, hand_back=False) -> EngineResult:
     t0 = time.monotonic()
     deadline = deadline or Deadline.start(3600.0)
     model = model or PairModel.build(f, g)
@@ -171,14 +174,19 @@ def _check_box(f: Network, g: Network, spec: Spec, box: Box, deadline: Deadline 
     layout = Layout(model)
     eps_down = tolerance_down(spec)
     fals = Falsifier(f, g, spec, box, options.seed)
+    prior = None  # [F, Q] bounds inherited from the parents (None: not kept)
     if start is None:
         lo, hi = box.lower_float()[None, :], box.upper_float()[None, :]
     else:
         lo, hi = np.array(start[0], dtype=np.float64), np.array(start[1], dtype=np.float64)
+        if len(start) > 2:  # nodes with ReLU phases: the phases go into their bound rows
+            if not relu:
+                raise ValueError("check_box: start nodes with ReLU phases need ReLU splitting")
+            rows = start[3] if len(start) > 3 else _no_prior(len(lo), model)
+            prior = phase_rows(start[2], np.array(rows, dtype=np.float64), layout)
     depth = np.zeros(len(lo), dtype=np.int64)
     prio = np.full(len(lo), np.inf)
     fmeas = np.full(len(lo), np.inf)  # the parent's measure of each frontier box (a valid bound)
-    prior = None  # [F, Q] bounds inherited from the parents (None: not kept)
     closed_measure = -np.inf
     nodes = rounds = max_depth = 0
     residue: list = []  # (lo, hi, measure) of boxes left to exact reasoning
@@ -201,14 +209,18 @@ def _check_box(f: Network, g: Network, spec: Spec, box: Box, deadline: Deadline 
                            float(fals.best_margin), time.monotonic() - t0, fals.checked)
 
     def stopped(reason: str) -> EngineResult:
-        """UNKNOWN for time or nodes: with input splitting, the open boxes go with it."""
-        extra = {}
-        if not relu:
-            rlo = [r[0] for r in residue]
-            rhi = [r[1] for r in residue]
-            extra["frontier"] = (np.concatenate([lo] + [np.array(rlo).reshape(-1, lo.shape[1])]),
-                                 np.concatenate([hi] + [np.array(rhi).reshape(-1, lo.shape[1])]))
-        return EngineResult(Outcome.UNKNOWN, reason, stats(), extra=extra)
+        """UNKNOWN for time or nodes, with every open node (equivcheck.engine.frontier)."""
+        if not hand_back:
+            return EngineResult(Outcome.UNKNOWN, reason, stats())
+        rlo = np.array([r[0] for r in residue]).reshape(-1, lo.shape[1])
+        rhi = np.array([r[1] for r in residue]).reshape(-1, lo.shape[1])
+        front = (np.concatenate([lo, rlo]), np.concatenate([hi, rhi]))
+        if relu:  # (residue boxes, if any, with no phase: the whole box, a sound superset)
+            rows = _no_prior(len(lo), model) if prior is None else prior
+            front += (np.concatenate([phases_of(rows, len(lo), layout),
+                                      phases_of(None, len(rlo), layout)]),
+                      np.concatenate([rows, _no_prior(len(rlo), model)]))
+        return EngineResult(Outcome.UNKNOWN, reason, stats(), extra={"frontier": front})
 
     def refuted(found) -> EngineResult:
         p, m, em = found
@@ -217,7 +229,9 @@ def _check_box(f: Network, g: Network, spec: Spec, box: Box, deadline: Deadline 
 
     # falsification on the whole box (cheap, finds the easy violations) once the first round
     # has left the root open: a root its bounds close holds no counterexample to look for
-    root_pending = options.falsify and fals.sample is not None
+    # (not again on resumed ReLU-split nodes: their box is the part's, which the per-round
+    # falsification samples, and the search that handed them back sampled it already)
+    root_pending = options.falsify and fals.sample is not None and prior is None
 
     while len(lo):
         if deadline.expired():
@@ -247,7 +261,7 @@ def _check_box(f: Network, g: Network, spec: Spec, box: Box, deadline: Deadline 
         nodes += k
         max_depth = max(max_depth, int(bdepth.max()))
         t_round = time.monotonic()
-        jd, packed = _bound(model, spec, blo, bhi, eps_down, options, bprior, cascade)
+        jd, packed = _bound(model, spec, blo, bhi, eps_down, options, bprior, cascade, deadline)
         took = time.monotonic() - t_round
         per_node = took / k
         if took > 0.25 * deadline.remaining():
@@ -420,7 +434,7 @@ def hi_span(box: Box) -> np.ndarray:
 
 
 def _bound(model: PairModel, spec: Spec, lo, hi, eps_down: float, options: EngineOptions, prior,
-           state: dict):
+           state: dict, deadline: Deadline | None = None):
     """Judge a batch of boxes as a cascade of ever dearer bounds, each on the boxes the previous
     one did not close: with "cascade", forward bounds, then back-substitution ("all"); then,
     with ``alpha_steps``, back-substitution with optimised slopes (:mod:`equivcheck.engine.alpha`)
@@ -455,11 +469,11 @@ def _bound(model: PairModel, spec: Spec, lo, hi, eps_down: float, options: Engin
                 break
             sub = _unpack(packed[todo], model)
             pb = pair_bounds(model, Boxes(lo[todo], hi[todo], model.width), "all", sub, hidden,
-                             sym or refine.startswith("cascade"), options.alpha_steps)
+                             sym or refine.startswith("cascade"), options.alpha_steps, deadline)
         else:
             sub = None if prior is None else _unpack(prior[todo], model)
             pb = pair_bounds(model, Boxes(lo[todo], hi[todo], model.width), stage, sub, hidden,
-                             sym or refine.startswith("cascade"))
+                             sym or refine.startswith("cascade"), deadline=deadline)
         jd = judge(spec, pb, eps_down)
         if closed is None:
             closed, score, measure, coef = jd.closed, jd.score, jd.measure, jd.coef
