@@ -74,13 +74,15 @@ def initial_slopes(lo_hist, hi_hist, layers, k: int, rows: int) -> dict:
 
 
 def optimise(run, layers, lo_hist, hi_hist, k: int, rows: int, boxes, fac: float,
-             tiny: np.ndarray, steps: int = STEPS, alpha: dict | None = None):
+             tiny: np.ndarray, steps: int = STEPS, alpha: dict | None = None, deadline=None):
     """Rigorous ``[B, R]`` upper bounds of ``rows`` quantities, each the best of ``steps + 1``
     back-substitutions ``run(alpha, trace) -> Partial`` whose lower slopes of the ReLU layers
     ``layers[:k]`` (with pre-activation bounds ``lo_hist``/``hi_hist``) are improved by
     projected signed gradient steps. ``alpha``: starting slopes (layer -> ``[B, R, m]``;
     CROWN's when None). Returns the bounds, the slopes of the last step, and the input
-    coefficients of each row's best bound."""
+    coefficients of each row's best bound. Past ``deadline`` (a
+    :class:`~equivcheck.core.deadline.Deadline` or None) no further step is taken: the best
+    bound so far is kept (any slopes give rigorous bounds)."""
     if alpha is None:
         alpha = initial_slopes(lo_hist, hi_hist, layers, k, rows)
     best = best_nu = None
@@ -96,7 +98,7 @@ def optimise(run, layers, lo_hist, hi_hist, k: int, rows: int, boxes, fac: float
             better = ub < best
             best = np.where(better, ub, best)
             best_nu = np.where(better[:, :, None], nu, best_nu)
-        if it == steps or not alpha:
+        if it == steps or not alpha or (deadline is not None and deadline.expired()):
             break
         grads = _slope_gradient(layers, trace, k, nu, boxes)
         for j, gr in grads.items():
@@ -106,11 +108,13 @@ def optimise(run, layers, lo_hist, hi_hist, k: int, rows: int, boxes, fac: float
 
 
 def optimise_rows(layers, lo_hist, hi_hist, pm_hist, k: int, c: np.ndarray, boxes, fac: float,
-                  tiny: np.ndarray, steps: int = STEPS, alpha: dict | None = None):
+                  tiny: np.ndarray, steps: int = STEPS, alpha: dict | None = None,
+                  deadline=None):
     """:func:`optimise` for rows ``c`` (``[R, m_k]`` or ``[B, R, m_k]``) of layer ``k``'s
     pre-activation of one network."""
     def run(a, trace):
         return back_network(layers, lo_hist, hi_hist, pm_hist, k, c, boxes.xmax, boxes.count,
                             a, trace)
 
-    return optimise(run, layers, lo_hist, hi_hist, k, c.shape[-2], boxes, fac, tiny, steps, alpha)
+    return optimise(run, layers, lo_hist, hi_hist, k, c.shape[-2], boxes, fac, tiny, steps, alpha,
+                    deadline)

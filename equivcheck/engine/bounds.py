@@ -183,7 +183,7 @@ class _Refiner:
         def run(c):
             if self.alpha_steps:
                 return optimise_rows(layers, lo_h, hi_h, pm_h, k, c, self.boxes, self.fac,
-                                     self.tiny(), self.alpha_steps)[0]
+                                     self.tiny(), self.alpha_steps, deadline=self.deadline)[0]
             p = back_network(layers, lo_h, hi_h, pm_h, k, c, self.boxes.xmax, self.boxes.count)
             return concretize(p, self.boxes, self.fac, self.tiny())
 
