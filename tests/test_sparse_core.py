@@ -453,3 +453,29 @@ def test_region_bounds_on_sparse_layers():
     assert 0 < refined.value <= 2 ** c.num_relus
     with pytest.raises(UnsupportedModelError, match="exact region counting"):
         count_regions(c, "0:0.01", timeout=5)
+
+
+def test_solver_goes_first_on_different_shapes_but_not_on_wide_sparse_pairs():
+    """Pairs of different shapes go to the solver first (it sees the units both share), except
+    those with sparse (convolution) layers and many unstable units: there z3's child took 1 GB
+    for nothing on a small CNN against its compressed pruned copy, and the engine proved it on
+    one node."""
+    from types import SimpleNamespace
+
+    from equivcheck.core.options import ProverOptions
+    from equivcheck.engine import PairModel
+    from equivcheck.solve.search import solver_goes_first
+
+    rng = np.random.default_rng(21)
+    w1, w2 = rng.normal(size=(6, 4)), rng.normal(size=(2, 6))
+    a = Network((Layer(Affine(w1, np.zeros(6)), True), Layer(Affine(w2, np.zeros(2)), False)))
+    b = Network((Layer(Affine(w1[:5], np.zeros(5)), True), Layer(Affine(w2[:, :5], np.zeros(2)), False)))
+    sa, sb = (Network(tuple(Layer(Affine(matrix.as_csr(lay.weight), lay.bias), lay.relu)
+                            for lay in n.layers)) for n in (a, b))
+    opts = ProverOptions()
+    many = [SimpleNamespace(unstable=opts.solver_first_unstable + 1)]
+    few = [SimpleNamespace(unstable=0)]
+    assert solver_goes_first(PairModel.build(a, b), many, opts)  # dense, different shapes
+    assert not solver_goes_first(PairModel.build(sa, sb), many, opts)  # sparse, many unstable
+    assert solver_goes_first(PairModel.build(sa, sb), few, opts)  # few unstable: the solver
+    assert not solver_goes_first(PairModel.build(a, a), many, opts)  # same shape
