@@ -102,13 +102,6 @@ def test_resumed_nodes_refute_where_the_one_shot_search_refutes(case):
     assert_sound(verdicts[-1], f, g, spec, box, np.random.default_rng(6))
 
 
-def _pre_activations(net, x):
-    out, h = [], x
-    for lay in net.layers:
-        z = h @ lay.weight.T + lay.bias
-        out.append(z)
-        h = np.maximum(z, 0.0) if lay.relu else z
-    return out
 
 
 def test_every_violating_point_lies_in_an_open_node_with_its_phases(case):
@@ -128,7 +121,7 @@ def test_every_violating_point_lies_in_an_open_node_with_its_phases(case):
     assert len(bad) > 10
     # each point's signs, in relu_columns' order: f's hidden units, then g's
     z = np.concatenate([zs for net in (f, g) for zs, lay in
-                        zip(_pre_activations(net, bad), net.layers) if lay.relu], axis=1)
+                        zip(net.pre_activations(bad), net.layers) if lay.relu], axis=1)
     on = (z >= -1e-9)[:, None, :] | ~bits[None, :, :u]
     off = (z <= 1e-9)[:, None, :] | ~bits[None, :, u:]
     inside = np.all((bad[:, None, :] >= lo[None]) & (bad[:, None, :] <= hi[None]), axis=2)

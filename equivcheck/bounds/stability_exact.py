@@ -74,15 +74,22 @@ def vertex_extremes(w: np.ndarray, rows: list[int], box: Box) -> tuple[list, lis
     return tops, bots
 
 
-def vertex_extremes_dyadic(dyadic: tuple[np.ndarray, int], rows: list[int], box: Box
-                           ) -> tuple[list, list]:
-    """:func:`vertex_extremes` for float weights ``M 2^e``, in Python integers."""
-    m, e = dyadic
+def _box_integers(box: Box) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(lo, hi, den)``: the box's bounds as integer object vectors over their least common
+    denominator ``den`` (``box.lower == lo / den`` exactly)."""
     den = math.lcm(*(q.denominator for q in box.lower + box.upper))
     lo = np.empty(box.dim, dtype=object)
     hi = np.empty(box.dim, dtype=object)
     lo[:] = [q.numerator * (den // q.denominator) for q in box.lower]
     hi[:] = [q.numerator * (den // q.denominator) for q in box.upper]
+    return lo, hi, den
+
+
+def vertex_extremes_dyadic(dyadic: tuple[np.ndarray, int], rows: list[int], box: Box
+                           ) -> tuple[list, list]:
+    """:func:`vertex_extremes` for float weights ``M 2^e``, in Python integers."""
+    m, e = dyadic
+    lo, hi, den = _box_integers(box)
     sub = m[rows]
     pos = np.where(sub > 0, sub, 0)
     neg = np.where(sub < 0, sub, 0)
@@ -99,11 +106,7 @@ def sparse_vertex_extremes(affine, rows: list[int], box: Box) -> tuple[list, lis
     dyadic = affine.dyadic_weight
     if dyadic is not None:
         m, e = dyadic
-        den = math.lcm(*(q.denominator for q in box.lower + box.upper))
-        lo = np.empty(box.dim, dtype=object)
-        hi = np.empty(box.dim, dtype=object)
-        lo[:] = [q.numerator * (den // q.denominator) for q in box.lower]
-        hi[:] = [q.numerator * (den // q.denominator) for q in box.upper]
+        lo, hi, den = _box_integers(box)
         scale = Fraction(2) ** e / den
     else:
         m, scale = affine.rational_weight(), Fraction(1)
