@@ -194,7 +194,9 @@ def farm(client, remote, spec: Spec, parts: list[Box], model: PairModel, threads
             except Exception:  # noqa: BLE001 - a task cancelled by the cluster (its networks
                 # lost with a worker): it ends like one that failed, its part open
                 done = {f for f in running if f.done()}
-            for fut in done:
+            for n, fut in enumerate(done):
+                if n:  # two tasks ended in one wait: the one before gets its own report
+                    tell()
                 part, submitted = running.pop(fut)
                 got = _result(fut)
                 res.tasks += 1
