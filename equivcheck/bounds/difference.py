@@ -42,7 +42,7 @@ from equivcheck.bounds.symbolic import (
 )
 from equivcheck.core import matrix
 from equivcheck.core.deadline import Deadline
-from equivcheck.core.matrix import csr, issparse
+from equivcheck.core.matrix import csr, is_sparse
 from equivcheck.core.network import Network
 from equivcheck.core.rational import two_diff
 
@@ -91,9 +91,9 @@ def weight_diff(wa, wb):
 
 def _plus(x, y):
     """``x + y`` for dense or sparse matrices of one shape (sparse only when both are)."""
-    if issparse(x) and issparse(y):
+    if is_sparse(x) and is_sparse(y):
         return csr(x + y)
-    return np.asarray((x.toarray() if issparse(x) else x) + (y.toarray() if issparse(y) else y))
+    return np.asarray((x.toarray() if is_sparse(x) else x) + (y.toarray() if is_sparse(y) else y))
 
 
 def _relu_difference(zl, zu, ba: LayerBounds, bb: LayerBounds) -> tuple[np.ndarray, np.ndarray]:
@@ -241,7 +241,7 @@ def _diff_back_substitute(f: Network, g: Network, k: int, c: np.ndarray, bf, bg,
     def dmax(j: int) -> np.ndarray:  # bound of |delta_j|
         return np.zeros_like(xmax) if j < 0 else np.maximum(np.abs(post[j][0]), np.abs(post[j][1]))
 
-    c = csr(c, dtype=np.float64) if issparse(c) else np.atleast_2d(np.asarray(c, dtype=np.float64))
+    c = csr(c, dtype=np.float64) if is_sparse(c) else np.atleast_2d(np.asarray(c, dtype=np.float64))
     lg = g.layers[k]
     d_w, d_err, abs_dw, abs_err, d_b, b_err = _layer_diffs(f, g, k, cache)
     abs_c = absolute(c)
@@ -257,12 +257,12 @@ def _diff_back_substitute(f: Network, g: Network, k: int, c: np.ndarray, bf, bg,
         fb, gb = bf[j], bg[j]
         both_active = (fb.lower >= 0.0) & (gb.lower >= 0.0)
         both_off = (fb.upper <= 0.0) & (gb.upper <= 0.0)
-        if issparse(nu_d):
+        if is_sparse(nu_d):
             rho_d, r_d, m_d = relax_entries(nu_d, _relax_difference_entries, dl, du,
                                             both_active, both_off)
         else:
             rho_d, r_d, m_d = _relax_difference(nu_d, dl, du, both_active, both_off)
-        relax = sparse_relaxation if issparse(nu_h) else relu_relaxation
+        relax = sparse_relaxation if is_sparse(nu_h) else relu_relaxation
         rho_h, r_h, m_h = relax(nu_h, fb.lower, fb.upper)  # CROWN relaxation
         val += r_d + r_h
         mag += m_d + m_h

@@ -43,7 +43,7 @@ from equivcheck.bounds.stability_state import (
 from equivcheck.bounds.symbolic import back_substitute, symbolic_layer
 from equivcheck.core.deadline import Deadline
 from equivcheck.core.domain import Box, Domain
-from equivcheck.core.matrix import csr, issparse
+from equivcheck.core.matrix import csr, is_sparse
 from equivcheck.core.network import Network
 from equivcheck.core.options import DEFAULT_TIMEOUT, UnitStability
 from equivcheck.errors import InputError
@@ -189,7 +189,7 @@ def _analyze_box(net: Network, box: Box, deadline: Deadline, samples, seed: int,
                 c[np.arange(m), rows] = 1.0
                 c[m + np.arange(m), rows] = -1.0
             _, nu = back_substitute(net, k, c, bounds, lo, hi)
-            nu = nu.toarray() if issparse(nu) else nu
+            nu = nu.toarray() if is_sparse(nu) else nu
             vertices.append(np.where(nu > 0, vhi, vlo))
         rng = np.random.default_rng(seed)
         cand = list(vertices)

@@ -29,7 +29,7 @@ import numpy as np
 from equivcheck.bounds.interval import TINY, LayerBounds, gamma, intersect, interval_step
 from equivcheck.core import matrix
 from equivcheck.core.deadline import Deadline
-from equivcheck.core.matrix import csr, issparse
+from equivcheck.core.matrix import csr, is_sparse
 from equivcheck.core.network import Network
 
 SPARSE_CHUNK_ENTRIES = 4_000_000  # a sparse layer's +-I rows go back in chunks of about this
@@ -119,9 +119,9 @@ def chunk_rows(net: Network, k: int) -> int:
 
 def times(c, w):
     """``c @ w`` for a dense or sparse ``c`` and ``w``: sparse only when both are."""
-    if issparse(c) and issparse(w):
+    if is_sparse(c) and is_sparse(w):
         return csr(c @ w)
-    if issparse(c):
+    if is_sparse(c):
         return np.asarray(c @ w)
     return matrix.left_multiply(c, w)
 
@@ -133,7 +133,7 @@ def abs_weight(layer):
     """``|W|`` of a layer's weight; for a sparse weight computed once per layer object (the
     chunks of a wide layer all read it)."""
     w = layer.weight
-    if not issparse(w):
+    if not is_sparse(w):
         return np.abs(w)
     got = _ABS.get(layer.affine)
     if got is None:
@@ -143,12 +143,12 @@ def abs_weight(layer):
 
 def absolute(c):
     """``|c|`` entrywise, dense or sparse."""
-    return abs(c) if issparse(c) else np.abs(c)
+    return abs(c) if is_sparse(c) else np.abs(c)
 
 
 def box_max(nu, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """Per row of ``nu``: ``sum_i max(nu_i lo_i, nu_i hi_i)`` (the max of ``nu . x`` over the box)."""
-    if not issparse(nu):
+    if not is_sparse(nu):
         return np.maximum(nu * lo, nu * hi).sum(axis=1)
     cols = nu.indices
     rows = np.repeat(np.arange(nu.shape[0]), np.diff(nu.indptr))
@@ -167,7 +167,7 @@ def back_substitute(net: Network, k: int, c: np.ndarray, bounds: Sequence[LayerB
     """
     xmax = np.maximum(np.abs(lo), np.abs(hi))
     layer = net.layers[k]
-    c = csr(c, dtype=np.float64) if issparse(c) else np.atleast_2d(np.asarray(c, dtype=np.float64))
+    c = csr(c, dtype=np.float64) if is_sparse(c) else np.atleast_2d(np.asarray(c, dtype=np.float64))
     val = np.asarray(c @ layer.bias)
     mag = np.asarray(absolute(c) @ np.abs(layer.bias))
     nu = times(c, layer.weight)
@@ -176,7 +176,7 @@ def back_substitute(net: Network, k: int, c: np.ndarray, bounds: Sequence[LayerB
     for j in range(k - 1, -1, -1):
         lj = net.layers[j]
         if lj.relu:
-            relax = sparse_relaxation if issparse(nu) else relu_relaxation
+            relax = sparse_relaxation if is_sparse(nu) else relu_relaxation
             rho, rsum, rmag = relax(nu, bounds[j].lower, bounds[j].upper)
             val += rsum
             mag += rmag

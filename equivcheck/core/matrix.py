@@ -22,19 +22,12 @@ from equivcheck.errors import UnsupportedModelError
 
 MAX_DENSE_ENTRIES = 10_000_000  # the dense-layer limit of equivcheck.core.network
 
-Matrix = "np.ndarray | sp.csr_array"
-
 
 def is_sparse(w) -> bool:
     """True for a scipy sparse matrix or array (scipy is not imported for this: with
     ``scipy.sparse`` never imported, no sparse matrix exists; start-up stays light)."""
     sparse = sys.modules.get("scipy.sparse")
     return sparse is not None and sparse.issparse(w)
-
-
-def issparse(w) -> bool:
-    """:func:`is_sparse` (the name scipy gives it)."""
-    return is_sparse(w)
 
 
 def csr(*args, **kwargs):
@@ -96,12 +89,6 @@ def all_finite(w) -> bool:
     return bool(np.all(np.isfinite(values(w))))
 
 
-def max_abs(w) -> float:
-    """The largest magnitude of a stored value (0.0 for none)."""
-    v = values(w)
-    return float(np.max(np.abs(v))) if v.size else 0.0
-
-
 def absolute(w):
     """``|w|`` entrywise, of the same kind as ``w``."""
     return abs(w) if is_sparse(w) else np.abs(w)
@@ -138,15 +125,6 @@ def rows_of(w, idx) -> np.ndarray:
         return w[np.asarray(idx, dtype=np.int64)].toarray()
     return np.asarray(w)[idx]
 
-
-def row_entries(w, i: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(cols, vals)`` of row ``i``: the column indices and values of its stored entries
-    (every column, zeros included, for a dense matrix)."""
-    if is_sparse(w):
-        lo, hi = w.indptr[i], w.indptr[i + 1]
-        return w.indices[lo:hi].astype(np.int64), w.data[lo:hi]
-    row = np.asarray(w)[i]
-    return np.arange(row.size, dtype=np.int64), row
 
 
 def same_entries(a, b) -> bool:
