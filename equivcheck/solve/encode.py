@@ -223,6 +223,18 @@ def encode_disagreement(
     return Encoding("\n".join(wr.lines) + "\n", inputs, wr.unstable, wr.shared, ha == hb)
 
 
+# For other encodings (the quantized one of :mod:`equivcheck.solve.quant_encode`) that write
+# their layers and their negated spec exactly as this module does.
+Writer = _Writer
+ref_text = _ref
+
+
+def negated_spec(ya: list[str], yb: list[str], spec: Spec, wr: _Writer) -> str:
+    """The SMT-LIB assertion(s) "the outputs ``ya`` and ``yb`` (expressions) violate ``spec``",
+    declaring what they need through ``wr``; the same text :func:`encode_disagreement` ends with."""
+    return _negated_spec(ya, yb, spec, wr)
+
+
 def _negated_spec(ya: list[str], yb: list[str], spec: Spec, wr: _Writer) -> str:
     n = len(ya)
     if spec.mode is Mode.STRICT:
