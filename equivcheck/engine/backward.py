@@ -35,6 +35,7 @@ import numpy as np
 from equivcheck.core import matrix
 from equivcheck.engine.model import PairModel
 from equivcheck.engine.rounding import SLOPE_INFLATE, TINY, WEIGHT_ULP, gamma, sub_down, sub_up
+from equivcheck.engine.rounding_noise import bias_interval
 
 
 @dataclass(eq=False)
@@ -251,6 +252,13 @@ def back_network(layers, lo_hist, hi_hist, pm_hist, k: int, c: np.ndarray, xmax:
         arho = np.abs(rho)
         val += _as_br(rho @ lay.b, nboxes)
         mag += _dot_units(arho, lay.ab[:, None] + lay.aw @ pm)
+        if lay.br is not None:  # an interval bias b +- br
+            slack += _dot_units(arho, np.broadcast_to(lay.br[:, None], (lay.out_dim, nboxes)))
+        if lay.rounding is not None and j > 0:  # the rounding of its inputs, on these boxes
+            shift, rad = bias_interval(lay.rounding, lo_hist[j - 1], hi_hist[j - 1], lay.fac)
+            val += _dot_units(rho, shift)
+            mag += _dot_units(arho, np.abs(shift))
+            slack += _dot_units(arho, rad)
         if not lay.exact:
             # weights below the subnormal range: at most 2**-1074 each, times sum |h_{j-1}|
             slack += _dot_units(arho, np.broadcast_to(2.0 * TINY * (1.0 + pm.sum(0))[None, :], (lay.out_dim, nboxes)))
@@ -320,6 +328,21 @@ def back_difference(model: PairModel, hist: History, k: int, c_d: np.ndarray,
         val += _as_br(rd @ dj.db, nboxes) + _as_br(rf @ lf.b, nboxes)
         size_d = dj.adb[:, None] + dj.ad @ hm + (lg.aw @ dm if dm is not None else 0.0)
         mag += _dot_units(ad, size_d) + _dot_units(af, lf.ab[:, None] + lf.aw @ hm)
+        if lf.br is not None:  # f's interval bias (both radii are in db_err for the difference)
+            slack += _dot_units(af, np.broadcast_to(lf.br[:, None], (lf.out_dim, nboxes)))
+        if j > 0 and (lf.rounding is not None or lg.rounding is not None):
+            sf = rf_ = sg = rg_ = 0.0
+            if lf.rounding is not None:
+                sf, rf_ = bias_interval(lf.rounding, hist.f_lo[j - 1], hist.f_hi[j - 1], lf.fac)
+                val += _dot_units(rf, sf)
+                mag += _dot_units(af, np.abs(sf))
+                slack += _dot_units(af, rf_)
+            if lg.rounding is not None:
+                sg, rg_ = bias_interval(lg.rounding, hist.g_lo[j - 1], hist.g_hi[j - 1], lg.fac)
+            shape = (lf.out_dim, nboxes)
+            val += _dot_units(rd, np.broadcast_to(sf - sg, shape))
+            mag += _dot_units(ad, np.broadcast_to(np.abs(sf) + np.abs(sg), shape))
+            slack += _dot_units(ad, np.broadcast_to(rf_ + rg_, shape))
         if dj.has_err or not lf.exact:
             err = dj.d_err @ hm + dj.db_err[:, None] + (dj.g_err @ dm if dm is not None else 0.0)
             sizes = 2.0 * TINY * (1.0 + hm.sum(0) + (0.0 if dm is None else dm.sum(0)))

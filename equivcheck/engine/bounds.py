@@ -263,7 +263,8 @@ def pair_bounds(model: PairModel, boxes: Boxes, refine: str = "all",
     for k in range(max(nf, ng)):
         zf = zg = None
         if k < nf:
-            lin, flo, fhi = affine_step(model.f[k], hf, boxes)
+            pre = (hist.f_lo[k - 1], hist.f_hi[k - 1]) if k > 0 else None
+            lin, flo, fhi = affine_step(model.f[k], hf, boxes, pre)
             flo, fhi = meet(flo, fhi, "f", k)
             last = k == nf - 1
             if ref is not None and k > 0 and (refine == "all" or last) and not (last and same):
@@ -272,14 +273,18 @@ def pair_bounds(model: PairModel, boxes: Boxes, refine: str = "all",
             hist.f_lo.append(flo)
             hist.f_hi.append(fhi)
         if k < ng:
-            lin, glo, ghi = affine_step(model.g[k], hg, boxes)
+            pre = (hist.g_lo[k - 1], hist.g_hi[k - 1]) if k > 0 else None
+            lin, glo, ghi = affine_step(model.g[k], hg, boxes, pre)
             glo, ghi = meet(glo, ghi, "g", k)
             last = k == ng - 1
             if ref is not None and k > 0 and (refine == "all" or last) and not same:
                 glo, ghi = ref.network("g", k, glo, ghi, last)
             g_lin = lin
         if same:
-            dz_lin, dl, du = diff_affine_step(model.diff[k], model.g[k], delta, hf, boxes)
+            pre_f = (hist.f_lo[k - 1], hist.f_hi[k - 1]) if k > 0 else None
+            pre_g = (hist.g_lo[k - 1], hist.g_hi[k - 1]) if k > 0 else None
+            dz_lin, dl, du = diff_affine_step(model.diff[k], model.g[k], delta, hf, boxes,
+                                              model.f[k], pre_f, pre_g)
             dl, du = meet(dl, du, "dz", k)
             dl = np.maximum(dl, sub_down(flo, ghi))
             du = np.minimum(du, sub_up(fhi, glo))

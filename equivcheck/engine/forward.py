@@ -38,6 +38,7 @@ from equivcheck.engine.rounding import (
     sub_down,
     sub_up,
 )
+from equivcheck.engine.rounding_noise import bias_interval
 
 
 @dataclass(frozen=True, eq=False)
@@ -162,10 +163,13 @@ def _inexact_tiny(layer: LayerArrays, mag: np.ndarray, boxes: Boxes) -> np.ndarr
     return 2.0 * TINY * (mag.sum(axis=0) + 1.0)[None, :] + boxes.tiny[None, :]
 
 
-def affine_step(layer: LayerArrays, h: NetState, boxes: Boxes) -> tuple[Lin, np.ndarray, np.ndarray]:
+def affine_step(layer: LayerArrays, h: NetState, boxes: Boxes, pre=None) -> tuple[Lin, np.ndarray, np.ndarray]:
     """Linear bounds and concrete bounds of ``z = W h + b`` (symbolic, intersected with
-    interval arithmetic)."""
+    interval arithmetic). ``pre``: the previous layer's concrete pre-activation bounds
+    ``(lo, hi)``, for a layer that reads rounded values (``layer.rounding``)."""
     wp, wn, bias = layer.wp, layer.wn, layer.b[:, None]
+    shift, radius = rounding_terms(layer, pre)
+    bias = bias + shift  # the rounding error's centre (its product's error is in the radius)
     al = _gemm(wp, h.lin.al) + _gemm(wn, h.lin.au)
     au = _gemm(wp, h.lin.au) + _gemm(wn, h.lin.al)
     cl = wp @ h.lin.cl + wn @ h.lin.cu + bias
@@ -173,6 +177,7 @@ def affine_step(layer: LayerArrays, h: NetState, boxes: Boxes) -> tuple[Lin, np.
     nz = (layer.nzw @ (h.mag > 0) + (layer.b != 0)[:, None]) > 0
     extra = _inexact_tiny(layer, h.mag, boxes)
     allow = layer.fac * (layer.aw @ h.mag + layer.ab[:, None]) + boxes.tiny[None, :] * nz + extra
+    allow = allow + radius + layer.fac * np.abs(shift)
     lin = Lin(al, push_down(cl, allow), au, push_up(cu, allow))
     lo, hi = boxes.lower(lin.al, lin.cl), boxes.upper(lin.au, lin.cu)
     # interval arithmetic on the concrete bounds of h
@@ -181,9 +186,24 @@ def affine_step(layer: LayerArrays, h: NetState, boxes: Boxes) -> tuple[Lin, np.
     iu = wp @ h.hi + wn @ h.lo + bias
     inz = (layer.nzw @ (hmax > 0) + (layer.b != 0)[:, None]) > 0
     iallow = layer.fac * (layer.aw @ hmax + layer.ab[:, None]) + 2.0 * TINY * inz + _inexact_tiny(layer, hmax, boxes)
+    iallow = iallow + radius + layer.fac * np.abs(shift)
     lo = np.maximum(lo, push_down(il, iallow))
     hi = np.minimum(hi, push_up(iu, iallow))
     return lin, lo, hi
+
+
+def rounding_terms(layer: LayerArrays, pre, with_br: bool = True) -> tuple:
+    """``(shift, radius)`` of the layer's bias from its interval bias (``br``, unless not
+    ``with_br``) and from the rounding of its inputs (``rounding``, with the previous
+    pre-activation bounds ``pre``): 0.0 where there is none."""
+    shift = 0.0
+    radius = 0.0 if layer.br is None or not with_br else layer.br[:, None]
+    if layer.rounding is not None:
+        if pre is None:
+            raise ValueError("a layer that reads rounded values needs the previous layer's bounds")
+        shift, rad = bias_interval(layer.rounding, pre[0], pre[1], layer.fac)
+        radius = radius + rad
+    return shift, radius
 
 
 def relu_step(z: Lin, zmag: np.ndarray, lo: np.ndarray, hi: np.ndarray, boxes: Boxes) -> NetState:
@@ -212,11 +232,16 @@ def make_state(lin: Lin, lo, hi, boxes: Boxes) -> NetState:
 
 
 def diff_affine_step(dl: DiffArrays, lg: LayerArrays, delta: NetState, hf: NetState,
-                 boxes: Boxes) -> tuple[Lin, np.ndarray, np.ndarray]:
+                 boxes: Boxes, lf: LayerArrays | None = None, pre_f=None, pre_g=None
+                 ) -> tuple[Lin, np.ndarray, np.ndarray]:
     """Bounds of ``dz = W_g delta + D h_f + db`` (linear, and concrete intersected with
     interval arithmetic)."""
     gp, gn, dp, dn = lg.wp, lg.wn, dl.dp, dl.dn
-    db = dl.db[:, None]
+    # (the interval biases br are in db_err already; only the per-node rounding is added here)
+    sf, rf = rounding_terms(lf, pre_f, False) if lf is not None else (0.0, 0.0)
+    sg, rg = rounding_terms(lg, pre_g, False)
+    db = dl.db[:, None] + (sf - sg)
+    round_rad = rf + rg
     al = _gemm(gp, delta.lin.al) + _gemm(gn, delta.lin.au) + _gemm(dp, hf.lin.al) + _gemm(dn, hf.lin.au)
     au = _gemm(gp, delta.lin.au) + _gemm(gn, delta.lin.al) + _gemm(dp, hf.lin.au) + _gemm(dn, hf.lin.al)
     cl = gp @ delta.lin.cl + gn @ delta.lin.cu + dp @ hf.lin.cl + dn @ hf.lin.cu + db
@@ -232,6 +257,7 @@ def diff_affine_step(dl: DiffArrays, lg: LayerArrays, delta: NetState, hf: NetSt
         allow = allow + extra * (1.0 + fac) + 2.0 * TINY * (enz | (not lg.exact))
         if not lg.exact:
             allow = allow + _inexact_tiny(lg, dmax, boxes)
+    allow = allow + round_rad + fac * np.abs(sf - sg)
     lin = Lin(al, push_down(cl, allow), au, push_up(cu, allow))
     lo, hi = boxes.lower(lin.al, lin.cl), boxes.upper(lin.au, lin.cu)
     il = gp @ delta.lo + gn @ delta.hi + dp @ hf.lo + dn @ hf.hi + db
@@ -243,6 +269,7 @@ def diff_affine_step(dl: DiffArrays, lg: LayerArrays, delta: NetState, hf: NetSt
     if dl.has_err:
         iallow = iallow + (dl.d_err @ habs + dl.db_err[:, None] + dl.g_err @ iabs) * (1.0 + fac)
         iallow = iallow + 2.0 * TINY * (1.0 + habs.sum(0) + iabs.sum(0))[None, :]
+    iallow = iallow + round_rad + fac * np.abs(sf - sg)
     lo = np.maximum(lo, push_down(il, iallow))
     hi = np.minimum(hi, push_up(iu, iallow))
     return lin, lo, hi

@@ -28,6 +28,7 @@ import numpy as np
 from equivcheck.core import matrix
 from equivcheck.core.network import Network
 from equivcheck.engine.rounding import TINY, WEIGHT_ULP, factor, two_diff
+from equivcheck.engine.rounding_noise import Rounding, make_rounding
 
 if TYPE_CHECKING:  # scipy is imported only where a sparse matrix is built (start-up)
     import scipy.sparse as sp
@@ -48,6 +49,8 @@ class LayerArrays:
     exact: bool  # the float arrays are the exact weights
     fac: float  # relative allowance of one step through this layer
     wt: object = None  # sparse ``w`` only: ``W.T`` as a csr_array (back-substitution products)
+    br: np.ndarray | None = None  # bias radius: z is within ``W h + b +- br`` (None: exactly W h + b)
+    rounding: Rounding | None = None  # the first inputs were rounded (engine.rounding_noise)
 
     @property
     def out_dim(self) -> int:
@@ -112,7 +115,16 @@ class PairModel:
         return PairModel(f, g, diff, self.n_in, 1, self.width)
 
     @staticmethod
-    def build(f: Network, g: Network) -> "PairModel":
+    def build(f: Network, g: Network, radius: tuple | None = None,
+              rounding: tuple | None = None) -> "PairModel":
+        """The arrays of ``f`` and ``g``. ``radius`` (per network, per layer: None or a
+        nonnegative float vector, already rounded up) widens each layer's bias to an interval:
+        the bounds then hold for ``z = W h + b + d`` with any ``|d| <= radius`` (a quantized
+        network's rounding errors; see :mod:`equivcheck.bounds.bias_enclosure`). ``rounding``
+        (per network, per layer: None or ``(quantizer, relu)``) says that the layer's first
+        inputs were rounded by ``quantizer`` (after a ReLU of the previous layer when
+        ``relu``): the bounds add, per node, the rounding error's effect
+        (:mod:`equivcheck.engine.rounding_noise`)."""
         if f.in_dim != g.in_dim or f.out_dim != g.out_dim:
             from equivcheck.errors import ShapeMismatchError
 
@@ -122,18 +134,25 @@ class PairModel:
             )
         widest = max(max(lay.in_dim, lay.out_dim) for lay in f.layers + g.layers)
         length = 2 * widest + f.in_dim + 8
-        fa = tuple(_layer_arrays(lay, length) for lay in f.layers)
-        ga = tuple(_layer_arrays(lay, length) for lay in g.layers)
+        rf, rg = radius if radius is not None else (None, None)
+        rf = rf or (None,) * len(f.layers)
+        rg = rg or (None,) * len(g.layers)
+        qf, qg = rounding if rounding is not None else (None, None)
+        qf = qf or (None,) * len(f.layers)
+        qg = qg or (None,) * len(g.layers)
+        fa = tuple(_layer_arrays(lay, length, r, q) for lay, r, q in zip(f.layers, rf, qf))
+        ga = tuple(_layer_arrays(lay, length, r, q) for lay, r, q in zip(g.layers, rg, qg))
         diff = None
         if len(f.layers) == len(g.layers) and all(
             lf.weight.shape == lg.weight.shape and lf.relu == lg.relu
             for lf, lg in zip(f.layers, g.layers)
         ):
-            diff = tuple(_diff_arrays(lf, lg) for lf, lg in zip(f.layers, g.layers))
+            diff = tuple(_diff_arrays(lf, lg, a, b) for lf, lg, a, b in zip(f.layers, g.layers, rf, rg))
         return PairModel(fa, ga, diff, f.in_dim, f.out_dim, widest)
 
 
-def _layer_arrays(layer, length: int) -> LayerArrays:
+def _layer_arrays(layer, length: int, radius: np.ndarray | None = None,
+                  rounding: tuple | None = None) -> LayerArrays:
     w = layer.weight
     if matrix.is_sparse(w):
         w = matrix.as_csr(w)
@@ -145,6 +164,8 @@ def _layer_arrays(layer, length: int) -> LayerArrays:
     return LayerArrays(
         w, matrix.positive_part(w), matrix.negative_part(w), matrix.absolute(w), _nonzero(w),
         b, np.abs(b), bool(layer.relu), exact, fac, matrix.transpose(w) if matrix.is_sparse(w) else None,
+        None if radius is None else np.asarray(radius, dtype=np.float64),
+        None if rounding is None else make_rounding(rounding[0], rounding[1], w),
     )
 
 
@@ -195,7 +216,9 @@ def _ulp_err(layer, values: np.ndarray) -> np.ndarray:
     return WEIGHT_ULP * np.abs(values) + TINY
 
 
-def _diff_arrays(lf, lg) -> DiffArrays:
+def _diff_arrays(lf, lg, rf: np.ndarray | None = None, rg: np.ndarray | None = None) -> DiffArrays:
+    """``D``, ``db`` and their error bounds; the bias radii ``rf``/``rg`` of the two layers
+    (None: none) join ``db``'s error bound: ``dz`` is within ``D h_f + W_g delta + db +- (rf + rg)``."""
     if matrix.is_sparse(lf.weight) and matrix.is_sparse(lg.weight):
         pattern, vf, vg = _union_aligned(lf.weight, lg.weight)
         dv, errv = two_diff(vf, vg)
@@ -213,6 +236,9 @@ def _diff_arrays(lf, lg) -> DiffArrays:
     db, berr = two_diff(lf.bias, lg.bias)
     fe_b, ge_b = _ulp_err(lf, lf.bias), _ulp_err(lg, lg.bias)
     db_err = (np.abs(berr) + fe_b + ge_b) * (1.0 + 2.0**-50)
+    for r in (rf, rg):
+        if r is not None:
+            db_err = (db_err + r) * (1.0 + 2.0**-50)
     return DiffArrays(
         d, matrix.positive_part(d), matrix.negative_part(d), matrix.absolute(d), _nonzero(d),
         d_err, _nonzero(d_err), db, np.abs(db), db_err, ge_w,
@@ -230,7 +256,9 @@ def _row_of_layer(lay: LayerArrays, j: int) -> LayerArrays:
     w = _rows(lay.w, j)
     return replace(lay, w=w, wp=_rows(lay.wp, j), wn=_rows(lay.wn, j), aw=_rows(lay.aw, j),
                    nzw=_rows(lay.nzw, j), b=lay.b[j:j + 1], ab=lay.ab[j:j + 1],
-                   wt=matrix.transpose(w) if matrix.is_sparse(w) else None)
+                   wt=matrix.transpose(w) if matrix.is_sparse(w) else None,
+                   br=None if lay.br is None else lay.br[j:j + 1],
+                   rounding=None if lay.rounding is None else lay.rounding.rows(j))
 
 
 def _row_of_diff(dl: DiffArrays, j: int) -> DiffArrays:

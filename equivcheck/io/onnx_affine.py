@@ -47,6 +47,9 @@ from equivcheck.io.onnx_sparse import (
 if TYPE_CHECKING:
     import scipy.sparse as sp
 
+    from equivcheck.core.quantized import Quantizer
+    from equivcheck.io.onnx_qgrid import QGrid
+
 # Large rational matrix products are slow in Python; past this many multiply-adds we refuse
 # to merge two dense maps instead of silently rounding them.
 MAX_EXACT_PRODUCT = 5_000_000
@@ -263,6 +266,8 @@ class LiveTensor:
     dtype: str
     pending: PendingMap
     nonneg: bool = False
+    grid: QGrid | None = None
+    integer: bool = False
 
 
 @dataclass
@@ -284,6 +289,14 @@ class DataPath:
     live: dict[str, LiveTensor] = field(default_factory=dict)
     last_use: dict[str, int] = field(default_factory=dict)
     index: int = 0
+    # quantization (see equivcheck.io.onnx_quant): the grid the current values lie on (None:
+    # unknown), whether the tensor holds the integers (its map gives their real values
+    # s * (q - zp)), the quantizer after each quantized layer (by index) and of the input
+    grid: QGrid | None = None
+    integer: bool = False
+    quant: dict[int, Quantizer] = field(default_factory=dict)
+    input_quant: Quantizer | None = None
+    quantized_ok: bool = False
 
     def where(self, node) -> str:
         return self.ctx.where(node)
@@ -293,12 +306,14 @@ class DataPath:
         still read the original)."""
         t = self.live[name]
         self.tensor, self.shape, self.dtype, self.nonneg = name, t.shape, t.dtype, t.nonneg
+        self.grid, self.integer = t.grid, t.integer
         self.pending = dataclasses.replace(t.pending)
 
     def store(self, name: str) -> None:
         """Record the current data as the live tensor ``name``."""
         self.tensor = name
-        self.live[name] = LiveTensor(tuple(self.shape), self.dtype, self.pending, self.nonneg)
+        self.live[name] = LiveTensor(tuple(self.shape), self.dtype, self.pending, self.nonneg,
+                                     self.grid, self.integer)
 
     def drop_dead(self) -> None:
         """Forget the tensors no node after the current one reads."""
@@ -309,6 +324,18 @@ class DataPath:
         """A constant operand of an arithmetic operator: it must have the data's float type
         (ONNX binds both operands to one type; onnxruntime refuses a model that mixes them)."""
         c = self.ctx.const(node, name)
+        mark = self.ctx.dequantized.get(name)
+        if mark is not None:  # a DequantizeLinear of constants, exact in float64
+            if not mark[1]:
+                raise ModelValueError(
+                    f"{self.where(node)}: constant '{name}' is dequantized to values float64 "
+                    "cannot hold exactly (an int32 times its scale needs more than 53 bits); "
+                    "not supported")
+            if mark[0] == self.dtype:
+                return c
+            raise ModelValueError(
+                f"{self.where(node)}: constant '{name}' has type {mark[0]} but the data is "
+                f"{self.dtype} (both operands must have one type)")
         if c.dtype.name != self.dtype:
             raise ModelValueError(
                 f"{self.where(node)}: constant '{name}' has type {c.dtype} but the data is "
@@ -347,8 +374,10 @@ class DataPath:
         passes = [(t, v) for t, v in self.live.items() if self.last_use.get(t, -1) > self.index]
         # the ReLU's own input, read again later: relu(x) is a unit already, x = relu(x) - relu(-x)
         own = self.tensor if (relu and rows is None) else None
+        # without a ReLU a carried value is one unit v; with one, relu(v) - relu(-v) unless v >= 0
+        split = {t: relu and not v.nonneg for t, v in passes}
         n_main = p.out_dim
-        n_out = n_main + sum(v.pending.out_dim * ((0 if t == own else 1) + (0 if v.nonneg else 1))
+        n_out = n_main + sum(v.pending.out_dim * ((0 if t == own else 1) + (1 if split[t] else 0))
                              for t, v in passes)
         if n_out > MAX_WIDTH or p.n > MAX_WIDTH or (p.kind is not MapKind.SPARSE and not passes):
             check_dense_size(n_out, p.n, where)
@@ -358,7 +387,7 @@ class DataPath:
                 aug = v.pending.augmented()
                 if t != own:
                     parts.append(aug)
-                if not v.nonneg:
+                if split[t]:
                     parts.append((-aug[0], None if aug[1] is None else -aug[1]))
             w, q = exact_vstack(parts)
             p = PendingMap(n=p.n, kind=MapKind.SPARSE, w=w, q=q)
@@ -379,8 +408,8 @@ class DataPath:
             k = v.pending.out_dim
             pos = np.arange(n_main) if t == own else np.arange(at, at + k)
             at += 0 if t == own else k
-            neg = None if v.nonneg else np.arange(at, at + k)
-            at += 0 if v.nonneg else k
+            neg = np.arange(at, at + k) if split[t] else None
+            at += k if split[t] else 0
             v.pending = _units(n_out, pos, neg)
         self.live = dict(passes)
 

@@ -67,7 +67,13 @@ class ConstantFolder:
                     f"{ctx.where(node)}: input '{name}' is neither a constant nor the data path "
                     "(nor a tensor defined before this node)"
                 )
+        if op in ("DequantizeLinear", "QuantizeLinear") and node.domain in ("", "ai.onnx"):
+            self.fold_quantization(node)
+            return
         exact = op in EXACT_FOLD_OPS and node.domain in ("", "ai.onnx")
+        dequantized = [n for n in node.input if n in ctx.dequantized]
+        if dequantized and not exact:
+            self.narrow_dequantized(node, dequantized)
         if exact:
             self.check_input_types(node)
             k = SIZE_INPUTS.get(op)
@@ -91,6 +97,41 @@ class ConstantFolder:
             # shape inference could not tell the size beforehand
             check_constant_entries(value.size, f"{ctx.where(node)}: the constant '{name}'")
             ctx.consts[name] = value
+            if dequantized and exact and value.dtype.kind == "f":  # moved dequantized values
+                marks = [ctx.dequantized[n] for n in dequantized]
+                ctx.dequantized[name] = (marks[0][0], all(m[1] for m in marks))
+
+    def fold_quantization(self, node) -> None:
+        """A DequantizeLinear or QuantizeLinear of constants, in exact arithmetic (see
+        :mod:`equivcheck.io.onnx_qgrid`): a dequantized value is kept in float64 (exact) and
+        marked with the float type ONNX gives it."""
+        from equivcheck.io.onnx_qgrid import fold_dequantize, fold_quantize
+
+        ctx = self.ctx
+        for name in node.input[:3]:
+            if name:
+                ctx.const(node, name)
+        if node.op_type == "DequantizeLinear":
+            value, ftype, exact = fold_dequantize(ctx, node)
+            ctx.consts[node.output[0]] = value
+            ctx.dequantized[node.output[0]] = (ftype, exact)
+        else:
+            ctx.consts[node.output[0]] = fold_quantize(ctx, node)
+
+    def narrow_dequantized(self, node, names: list[str]) -> None:
+        """Before onnxruntime folds ``node``: its dequantized inputs (held exactly in float64)
+        become their float type again, which must hold them exactly; else the node is refused."""
+        ctx = self.ctx
+        for name in names:
+            ftype, exact = ctx.dequantized[name]
+            value = ctx.consts[name]
+            narrow = value.astype(ftype)
+            if not exact or not np.array_equal(narrow.astype(np.float64), value):
+                raise UnsupportedModelError(
+                    f"{ctx.where(node)}: input '{name}' is a dequantized constant that {ftype} "
+                    "cannot hold exactly; this operator on it is not supported")
+            ctx.consts[name] = narrow
+            del ctx.dequantized[name]
 
     def notes(self) -> list[str]:
         """One note per element type naming the nodes onnxruntime folded (at most 8 shown)."""

@@ -38,6 +38,9 @@ class GraphContext:
         self.label = label
         self.graph = proto.graph
         self.consts: dict[str, np.ndarray] = {}
+        # dequantized constants, held exactly in float64: name -> (float type ONNX gives them,
+        # whether float64 holds them exactly)
+        self.dequantized: dict[str, tuple[str, bool]] = {}
 
     def where(self, node) -> str:
         """The prefix of every message about ``node``: file, node name and operator."""

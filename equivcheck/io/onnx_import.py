@@ -20,7 +20,10 @@ along its seams:
   operator on the data path, from a registry (dense maps; convolution, pooling and activations;
   selections and sums; nodes reading several data tensors);
 * :mod:`equivcheck.io.onnx_affine` and :mod:`equivcheck.io.onnx_sparse`: the affine maps
-  between two layers, dense or sparse, composed exactly.
+  between two layers, dense or sparse, composed exactly;
+* :mod:`equivcheck.io.onnx_quant`, :mod:`equivcheck.io.onnx_qops` and
+  :mod:`equivcheck.io.onnx_qgrid`: quantized models (QuantizeLinear/DequantizeLinear on the
+  data, QOperator nodes), imported as a :class:`~equivcheck.core.quantized.QuantizedNetwork`.
 
 Anything else on the data path is an :class:`~equivcheck.errors.UnsupportedModelError` naming the
 operator and node; bad attributes or values (non-finite attributes, negative variances,
@@ -35,6 +38,7 @@ from __future__ import annotations
 import math
 
 from equivcheck.core.network import MAX_WIDTH, Network
+from equivcheck.core.quantized import QuantizedNetwork
 from equivcheck.errors import ModelValueError, UnsupportedModelError
 from equivcheck.io.onnx_affine import DataPath, MapKind, PendingMap
 from equivcheck.io.onnx_files import ModelLike, load_model
@@ -46,11 +50,14 @@ from equivcheck.io.onnx_ops_cnn import SIGN_KEEPING_OPS
 from equivcheck.io.onnx_ops_dag import MULTI_DATA_OPS, shape_of
 from equivcheck.io.onnx_ops_index import INDEX_OPS
 from equivcheck.io.onnx_proto import is_model_proto
+from equivcheck.io.onnx_qops import visit_qop
+from equivcheck.io.onnx_quant import grid_after, quant_visit
 
 __all__ = ["ModelLike", "import_graph", "load_model", "load_network", "model_label"]
 
 
-def load_network(model: ModelLike, name: str | None = None, *, head_ok: bool = False) -> Network:
+def load_network(model: ModelLike, name: str | None = None, *, head_ok: bool = False,
+                 quantized_ok: bool = False) -> Network | QuantizedNetwork:
     """Import an ONNX model (path or ``ModelProto``; a torch module is exported first, see
     :func:`~equivcheck.io.onnx_files.load_model`) as a :class:`Network`.
 
@@ -60,11 +67,15 @@ def load_network(model: ModelLike, name: str | None = None, *, head_ok: bool = F
     trailing Softmax/LogSoftmax head (:mod:`equivcheck.io.onnx_head`): with ``head_ok`` it is
     set aside, the network computes the logits before it and its notes say so; without, it is
     refused with the reason.
+    A quantized model (QuantizeLinear on the data, QOperator nodes; see
+    :mod:`equivcheck.io.onnx_quant`) is a :class:`QuantizedNetwork` computing the ONNX spec's
+    rounding exactly; it is refused unless ``quantized_ok``. Weight-only quantization
+    (DequantizeLinear of constants) gives a plain :class:`Network` with the exact weights.
     Raises an :class:`~equivcheck.errors.InputError` subclass naming the file, node or value
     for anything it cannot import.
     """
     label = name or model_label(model)
-    return import_graph(load_model(model), label, head_ok)[0]
+    return import_graph(load_model(model), label, head_ok, quantized_ok)[0]
 
 
 def model_label(model) -> str:
@@ -81,7 +92,8 @@ def model_label(model) -> str:
     return str(model)
 
 
-def import_graph(proto, label: str, head_ok: bool = False) -> tuple[Network, OutputHead | None]:
+def import_graph(proto, label: str, head_ok: bool = False,
+                 quantized_ok: bool = False) -> tuple[Network | QuantizedNetwork, OutputHead | None]:
     """The network of a loaded ``ModelProto`` (messages name ``label``), and the
     Softmax/LogSoftmax head it set aside (only with ``head_ok``; else a head is refused), or
     None. Promises what :func:`load_network` promises."""
@@ -90,7 +102,7 @@ def import_graph(proto, label: str, head_ok: bool = False) -> tuple[Network, Out
     inp = ctx.data_input()
     ctx.check_single_definitions()
     path = DataPath(ctx, tensor=inp.name, shape=inp.shape, dtype=inp.dtype,
-                    pending=PendingMap(n=math.prod(inp.shape)))
+                    pending=PendingMap(n=math.prod(inp.shape)), quantized_ok=quantized_ok)
     path.store(inp.name)
     nodes = ctx.graph.node
     path.last_use = last_uses(ctx.graph)
@@ -118,6 +130,10 @@ def import_graph(proto, label: str, head_ok: bool = False) -> tuple[Network, Out
         )
     path.load(out.name)
     path.index = len(nodes)
+    if path.integer:
+        raise UnsupportedModelError(
+            f"{label}: output '{out.name}' holds integers ({path.dtype}, a QuantizeLinear output "
+            "with no DequantizeLinear after it); only float outputs are supported")
     p = path.pending
     if p.kind is not MapKind.IDENTITY or p.b is not None or not path.layers:
         path.close_layer(relu=False, name="output")
@@ -134,7 +150,7 @@ def import_graph(proto, label: str, head_ok: bool = False) -> tuple[Network, Out
             f"{label}: output '{out.name}' is declared with shape {out_shape}, "
             f"{declared:,} values (equivcheck handles outputs of up to {MAX_WIDTH:,})"
         )
-    return Network(
+    net = Network(
         layers=tuple(path.layers),
         input_name=inp.name,
         input_shape=inp.declared_shape,
@@ -143,7 +159,11 @@ def import_graph(proto, label: str, head_ok: bool = False) -> tuple[Network, Out
         output_shape=out_shape,
         source=label,
         notes=tuple(path.notes + folder.notes()),
-    ), set_aside
+    )
+    if path.input_quant is None and not path.quant:
+        return net, set_aside
+    quant = tuple(path.quant.get(k) for k in range(len(path.layers)))
+    return QuantizedNetwork(net, quant, path.input_quant), set_aside
 
 
 def last_uses(graph) -> dict[str, int]:
@@ -172,6 +192,10 @@ def _visit(path: DataPath, folder: ConstantFolder, node) -> None:
     if not data_inputs:
         folder.fold(node)
         return
+    if visit_qop(path, node) or quant_visit(path, node, data_inputs):
+        _store(path, node, where)
+        return
+    grid, n_before = path.live[data_inputs[0]].grid, math.prod(path.live[data_inputs[0]].shape)
     if node.domain not in ("", "ai.onnx"):
         raise UnsupportedModelError(f"{where}: operator from domain '{node.domain}' is not supported")
     if node.op_type == "Shape":
@@ -189,6 +213,12 @@ def _visit(path: DataPath, folder: ConstantFolder, node) -> None:
         keeps_sign = node.op_type in SIGN_KEEPING_OPS or node.op_type in INDEX_OPS
         apply_op(path, node)
         path.nonneg = path.nonneg and keeps_sign
+    grid_after(path, node, grid if len(data_inputs) == 1 else None, n_before)
+    _store(path, node, where)
+
+
+def _store(path: DataPath, node, where: str) -> None:
+    """Record the node's output as the current data and check its width."""
     path.store(node.output[0])
     width = math.prod(path.shape)
     if width > MAX_WIDTH:

@@ -28,7 +28,15 @@ def _operand(path: DataPath, node, name: str, dtype: str | None):
         t = path.live[name]
         return t.shape, dataclasses.replace(t.pending), t.nonneg, t.dtype
     c = path.ctx.const(node, name)
-    if dtype is not None and c.dtype.name != dtype:
+    ctype = c.dtype.name
+    mark = path.ctx.dequantized.get(name)
+    if mark is not None:  # a dequantized constant, held exactly in float64
+        if not mark[1]:
+            raise ModelValueError(
+                f"{path.where(node)}: constant '{name}' is dequantized to values float64 cannot "
+                "hold exactly; not supported")
+        ctype = mark[0]
+    if dtype is not None and ctype != dtype:
         raise ModelValueError(
             f"{path.where(node)}: constant '{name}' has type {c.dtype} but the data is {dtype} "
             "(all operands must have one type)"
@@ -36,7 +44,7 @@ def _operand(path: DataPath, node, name: str, dtype: str | None):
     flat = np.asarray(c, dtype=np.float64).ravel()
     k = flat.size
     w = csr_from_coo(np.arange(k), np.full(k, n), flat, (k, n + 1))[0]
-    return c.shape, PendingMap(n=n, kind=MapKind.SPARSE, w=w), bool(np.all(flat >= 0)), c.dtype.name
+    return c.shape, PendingMap(n=n, kind=MapKind.SPARSE, w=w), bool(np.all(flat >= 0)), ctype
 
 
 def _data_dtype(path: DataPath, node) -> str:

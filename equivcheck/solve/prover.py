@@ -26,6 +26,7 @@ from equivcheck.core.exact import snap
 from equivcheck.core.network import Network
 from equivcheck.core.options import BoundMethod, ProverOptions, SearchOutcome
 from equivcheck.core.progress import ProgressFn
+from equivcheck.core.quantized import is_quantized
 from equivcheck.core.result import (
     BoxResult,
     Counterexample,
@@ -43,6 +44,7 @@ from equivcheck.io.models import load_models
 from equivcheck.io.onnx_import import ModelLike
 from equivcheck.solve import falsify
 from equivcheck.solve.encode import shared_prefix
+from equivcheck.solve.quantized import QuantRun
 from equivcheck.solve.search import decide, difference_check, search, solver_goes_first
 from equivcheck.solve.witness import OrtRunner, build_counterexample, exact_evaluation
 
@@ -99,12 +101,13 @@ class LoadedPair:
 
 
 def load_pair(a: ModelLike | Network, b: ModelLike | Network, spec: Spec | None = None,
-              dim: int | None = None) -> LoadedPair:
+              dim: int | None = None, quantized_ok: bool = False) -> LoadedPair:
     """Load two models (paths, ``onnx.ModelProto`` s, :class:`Network` s or torch modules, see
     :func:`equivcheck.io.models.load_models`; a Softmax/LogSoftmax head only when ``spec``
-    accepts one) and check that their inputs and outputs have the same sizes
-    (:class:`ShapeMismatchError` if not)."""
-    ma, mb = load_models(a, b, spec, dim=dim)
+    accepts one; a quantized model only with ``quantized_ok``, else an
+    :class:`~equivcheck.errors.UnsupportedModelError`) and check that their inputs and outputs
+    have the same sizes (:class:`ShapeMismatchError` if not)."""
+    ma, mb = load_models(a, b, spec, dim=dim, quantized_ok=quantized_ok)
     check_pair(ma.net, mb.net)
     return LoadedPair(ma.proto, mb.proto, ma.net, mb.net)
 
@@ -187,7 +190,8 @@ def prove(
     if deadline is None:
         deadline = Deadline.start(opts.timeout)
     spec = Spec.make(mode, tolerance, norm, confidence, logits)
-    models = load_pair(a, b, spec, dim=domain.dim if isinstance(domain, Domain) else None)
+    models = load_pair(a, b, spec, dim=domain.dim if isinstance(domain, Domain) else None,
+                       quantized_ok=True)
     dom = parse_domain(domain, models.net_a.in_dim)
     result = prove_networks(models.net_a, models.net_b, spec, dom, opts, deadline=deadline,
                             onnx_models=(models.proto_a, models.proto_b), progress=progress)
@@ -239,18 +243,26 @@ def prove_networks(
     if domain.dim != a.in_dim:
         raise ShapeMismatchError(f"domain {domain.source} has {domain.dim} inputs but the networks "
                                  f"take {a.in_dim}")
+    quantized = is_quantized(a) or is_quantized(b)  # rounding: see equivcheck.solve.quantized
+    if quantized and known_bounds is not None:
+        raise InputError("known bounds are not taken for quantized networks")
     known = known_bounds or KnownBounds()
-    known.check(a, b)
+    if not quantized:
+        known.check(a, b)
     box_results: list[BoxResult] = []
     cex: Counterexample | None = None
     # 0. canonical forms (exact): equal forms prove the pair; anything else searches as before
     canon = (canonical_check(a, b, spec, domain, deadline.sub(CANON_SHARE))
-             if options.canonical else CanonResult(False, "not asked for"))
+             if options.canonical and not quantized else CanonResult(False, "not asked for"))
     proto_a, proto_b = onnx_models if onnx_models is not None else (None, None)
     runner = OrtRunner() if proto_a is not None and proto_b is not None and not canon.proved else None
-    model = (PairModel.build(a, b) if options.engine and spec.mode not in (Mode.STRICT, Mode.TOP1)
-             and not canon.proved else None)  # the engine does not judge top1: the solver does
-    run = _BoxRun(a, b, spec, options, known, deadline, proto_a, proto_b, runner, model, progress)
+    if quantized:
+        run = QuantRun(a, b, spec, options, deadline, proto_a, proto_b, runner, progress,
+                       prove_networks)
+    else:
+        model = (PairModel.build(a, b) if options.engine and spec.mode not in (Mode.STRICT, Mode.TOP1)
+                 and not canon.proved else None)  # the engine does not judge top1: the solver does
+        run = _BoxRun(a, b, spec, options, known, deadline, proto_a, proto_b, runner, model, progress)
     if canon.proved:  # each box with its stability table, as a searched box has it
         box_results = [run.canonical_box(box, i, canon.reason) for i, box in enumerate(domain.boxes)]
     for index, box in enumerate(domain.boxes if not canon.proved else ()):
@@ -266,6 +278,7 @@ def prove_networks(
     verdict, reason = ((Verdict.PROVED, canon.reason) if canon.proved
                        else _summary(box_results, len(domain.boxes)))
     notes = tuple(a.notes) + tuple(b.notes) + ((canon.note,) if canon.note else ())
+    notes += tuple(run.notes) if quantized else ()
     if domain.is_default:
         notes += ("no --domain given: checked the default domain [0, 1] on every input",)
     return ProofResult(
