@@ -41,6 +41,7 @@ import numpy as np
 
 from equivcheck.audit.changes import unit_changes
 from equivcheck.audit.deviation import DEFAULT_METHOD
+from equivcheck.audit.quantized import audit_quantized
 from equivcheck.audit.refine import MIN_CALL_SECONDS, Auditor
 from equivcheck.audit.results import AuditResult, CheckVerdict, DecidedBy
 from equivcheck.audit.samples import random_domain_points, read_inputs, sample_stats
@@ -49,6 +50,7 @@ from equivcheck.core.domain import Domain
 from equivcheck.core.network import Network
 from equivcheck.core.options import MULTI_PROOF_TIMEOUT, BoundMethod, ProverOptions
 from equivcheck.core.progress import ProgressFn
+from equivcheck.core.quantized import is_quantized
 from equivcheck.core.result import Verdict
 from equivcheck.core.spec import Mode, Spec
 from equivcheck.errors import InputError
@@ -105,7 +107,13 @@ def audit(
         raise InputError(f"gap must be in [0, 1), got {gap}")
     method = DEFAULT_METHOD if bounds is None else BoundMethod.parse(bounds)
     options = ProverOptions(timeout=deadline.budget, bound_method=method, seed=seed)
-    models = load_pair(original, pruned)
+    models = load_pair(original, pruned, quantized_ok=True)
+    if is_quantized(models.net_a) or is_quantized(models.net_b):
+        dom = parse_domain(domain, models.net_a.in_dim)
+        data_x = read_inputs(data, dom.dim) if data is not None else None
+        return audit_quantized(models, dom, data_x, str(data) if isinstance(data, (str, Path))
+                               else None, sorted({_tolerance(e) for e in epsilons}), deadline,
+                               gap, options, samples, seed)
     au = Auditor(models, parse_domain(domain, models.net_a.in_dim), deadline, gap, options,
                  progress)
     ladder = sorted({_tolerance(e) for e in epsilons})

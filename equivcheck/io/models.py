@@ -53,7 +53,7 @@ def load_for_check(model: ModelLike | Network | QuantizedNetwork, spec: Spec | N
     if isinstance(model, QuantizedNetwork):
         if not quantized_ok:
             raise UnsupportedModelError(
-                f"{model.source}: a quantized model: only `prove` and the pytest plugin check "
+                f"{model.source}: a quantized model: only `prove`, `audit` and the pytest plugin check "
                 "quantized models")
         return LoadedModel(model, None)
     label = name or model_label(model)

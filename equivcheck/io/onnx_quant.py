@@ -54,8 +54,8 @@ def refuse_quantized(path: DataPath, node) -> None:
     """Without ``quantized_ok``, the first quantizing node refuses the model."""
     if not path.quantized_ok:
         raise UnsupportedModelError(
-            f"{path.where(node)}: a quantized model ({node.op_type}): only `prove` and the "
-            "pytest plugin check quantized models")
+            f"{path.where(node)}: a quantized model ({node.op_type}): only `prove`, `audit` "
+            "and the pytest plugin check quantized models")
 
 
 def quant_visit(path: DataPath, node, data_inputs: list[str]) -> bool:
