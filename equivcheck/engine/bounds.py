@@ -115,8 +115,10 @@ def _refine_units(mask: np.ndarray, lo, hi, run, width: int = 0, deadline=None):
     (``width``: the widest layer they pass through, 0 for one chunk; wide convolutional layers
     have thousands of unstable units): the same bounds, in bounded memory. Once ``deadline``
     (a :class:`~equivcheck.core.deadline.Deadline`, or None) has expired, the chunks left are
-    not run: their units keep the bounds they came with (sound, only looser), so one bounding
-    call on a wide CNN does not run far past the time limit."""
+    not run (nor the first, when it has expired before: on the int8 Convnet_maxpool each chunk
+    takes 0.5 s and a bounding call runs one per layer and stream): their units keep the bounds
+    they came with (sound, only looser), so one bounding call on a wide CNN does not run far
+    past the time limit."""
     m, nb = mask.shape
     union = np.flatnonzero(mask.any(1))
     if not len(union):
@@ -125,14 +127,14 @@ def _refine_units(mask: np.ndarray, lo, hi, run, width: int = 0, deadline=None):
     r_box = int(mask.sum(0).max())
     if 2 * r_box >= len(union) or nb == 1:
         for at in range(0, len(union), per):
-            if at and deadline is not None and deadline.expired():
+            if deadline is not None and deadline.expired():
                 break
             part = union[at:at + per]
             lo, hi = _tighten(lo, hi, part, run(_selector(part, m)))
         return lo, hi
     order = np.argsort(~mask, axis=0, kind="stable")[:r_box]  # [R, B]: each box's units first
     for at in range(0, r_box, per):
-        if at and deadline is not None and deadline.expired():
+        if deadline is not None and deadline.expired():
             break
         lo, hi = _refine_gathered(lo, hi, mask, order[at:at + per], run)
     return lo, hi

@@ -280,8 +280,8 @@ def _check_box(f: Network, g: Network, spec: Spec, box: Box, deadline: Deadline 
         blo, bhi, bdepth, score, coef, meas = (blo[keep], bhi[keep], bdepth[keep], jd.score[keep],
                                               jd.coef[keep], jd.measure[keep])
         packed = packed[keep]
-        if root_pending:  # the root is open: random points and climbs over the whole box
-            root_pending = False
+        if root_pending and not deadline.expired():  # the root is open: random points and
+            root_pending = False  # climbs over the whole box
             slo, shi = fals.sample
             found = fals.confirm(fals.candidates(slo[None], shi[None], None, options.root_steps,
                                                  options.root_samples))
