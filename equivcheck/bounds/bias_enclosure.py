@@ -165,14 +165,27 @@ class _Spec:
         q = self.quant[k]
         if q is None:
             return np.zeros(len(self.z_hi[k]), dtype=bool)
-        return np.array([Fraction(float(u)) > h for u, h in zip(self.z_hi[k], q.highest())])
+        return _beyond(self.z_hi[k], q.highest(), 1)
 
     def may_clip_bottom(self, k: int) -> np.ndarray:
         """Per unit: might the value of layer ``k`` (not after a ReLU) pass the bottom?"""
         q = self.quant[k]
         if q is None or (k != INPUT and self.relu[k]):
             return np.zeros(len(self.z_lo[k]), dtype=bool)
-        return np.array([Fraction(float(v)) < lo for v, lo in zip(self.z_lo[k], q.lowest())])
+        return _beyond(self.z_lo[k], q.lowest(), -1)
+
+
+def _beyond(bound: np.ndarray, limit: np.ndarray, side: int) -> np.ndarray:
+    """Per unit: ``bound > limit`` (``side`` 1) or ``bound < limit`` (-1), exactly. The limits
+    ``s (q - zp)`` are float32 scales times small integers, float64 values exactly (checked;
+    any that is not is compared as a rational)."""
+    lim = np.array([float(v) for v in limit])
+    exact = np.array([Fraction(f) == v for f, v in zip(lim, limit)])
+    out = bound > lim if side > 0 else bound < lim
+    for i in np.flatnonzero(~exact):
+        b = Fraction(float(bound[i]))
+        out[i] = b > limit[i] if side > 0 else b < limit[i]
+    return out
 
 
 class _Builder:
@@ -217,7 +230,8 @@ class _Builder:
         layer = self.s.layers[k]
         aff = layer.affine
         rows, cols, vals, exact = weight_entries(aff, self.rep)
-        bias = affine_exact(aff, self.rep.const)
+        bias = (affine_exact(aff, self.rep.const) if any(v != 0 for v in self.rep.const)
+                else aff.rational_bias().copy())  # W 0 + b
         n = layer.out_dim
         if len(twins):  # the same rows again, shifted
             pick = np.isin(rows, twins)

@@ -85,11 +85,21 @@ class Quantizer:
         return np.array([float(s) for s in self.scale], dtype=np.float64)
 
     def lowest(self) -> np.ndarray:
-        """``s * (qmin - zp)``, the smallest value ``Q`` gives, exactly (object array)."""
-        return self.scale * (self.qmin - self.zero_point).astype(object)
+        """``s * (qmin - zp)``, the smallest value ``Q`` gives, exactly (object array; computed
+        once, not to be changed)."""
+        return self._lowest
 
     def highest(self) -> np.ndarray:
-        """``s * (qmax - zp)``, the largest value ``Q`` gives, exactly (object array)."""
+        """``s * (qmax - zp)``, the largest value ``Q`` gives, exactly (object array; computed
+        once, not to be changed)."""
+        return self._highest
+
+    @cached_property
+    def _lowest(self) -> np.ndarray:
+        return self.scale * (self.qmin - self.zero_point).astype(object)
+
+    @cached_property
+    def _highest(self) -> np.ndarray:
         return self.scale * (self.qmax - self.zero_point).astype(object)
 
     def same_as(self, other: Quantizer) -> bool:
