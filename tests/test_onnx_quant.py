@@ -382,14 +382,15 @@ def test_per_axis_quantization_of_the_data():
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["qdq", "qop"])
 @pytest.mark.parametrize("name", sorted(CNNS))
-def test_cnn_sweep_20_points(tmp_path, name, fmt):
-    """The fast CNN tests above on 20 points each, QDQ and QOperator."""
+def test_cnn_sweep_10_points(tmp_path, name, fmt):
+    """The fast CNN tests above on 10 points each, QDQ and QOperator (exact evaluation of a
+    QOperator resnet takes 3.5 s a point)."""
     src = external_path(f"cnn/{name}.onnx")
     shape = CNNS[name]
     model = quantize(src, tmp_path / f"{name}_{fmt}.onnx", shape, fmt)
     net = load_network(model, quantized_ok=True)
-    xs = np.random.default_rng(11).uniform(0, 1, (20, int(np.prod(shape)))).astype(np.float32)
+    xs = np.random.default_rng(11).uniform(0, 1, (10, int(np.prod(shape)))).astype(np.float32)
     r = compare(net, model, xs, shape)
-    print(f"{name} {fmt} (20 points): {r}")
+    print(f"{name} {fmt} (10 points): {r}")
     for key in ("ort0", "ort1", "float"):
         assert r[key][0] <= ONE_STEP, (key, r)

@@ -189,7 +189,7 @@ def test_argmax_flips_where_rounding_moves_the_top_class():
 def test_proved_pairs_have_no_violating_sample(seed, eps):
     rng = np.random.default_rng(seed)
     f, g = small_quantized(rng, [2, 3, 2], [(0, 0, 31), (0, 0, 31), (0, -16, 15)])
-    r = check(f, g, "epsilon", eps, timeout=20)
+    r = check(f, g, "epsilon", eps, timeout=8)
     if r.verdict is Verdict.PROVED:
         tol = F(eps)
         for x in rng.uniform(0, 1, (300, 2)):

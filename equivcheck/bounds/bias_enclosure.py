@@ -48,7 +48,7 @@ from equivcheck.core import matrix
 from equivcheck.core.domain import Box
 from equivcheck.core.exact import affine_exact
 from equivcheck.core.network import Layer, Network
-from equivcheck.core.quantized import QuantizedNetwork, Quantizer
+from equivcheck.core.quantized import QuantizedNetwork, Quantizer, float_layers
 
 INPUT = -1  # the index that stands for the network's input (its quantizer, its box)
 
@@ -135,7 +135,7 @@ class _Spec:
     """One network's layers, quantizers and interval bounds (of the network with its rounding)."""
 
     def __init__(self, net, box: Box) -> None:
-        plain = net.network if isinstance(net, QuantizedNetwork) else net
+        plain = float_layers(net)
         self.plain = plain
         self.layers = list(plain.layers)
         n = len(self.layers)

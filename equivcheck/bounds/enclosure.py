@@ -41,7 +41,7 @@ from equivcheck.core import matrix
 from equivcheck.core.domain import Box, Domain
 from equivcheck.core.exact import affine_exact
 from equivcheck.core.network import Affine, Layer, Network
-from equivcheck.core.quantized import QuantizedNetwork, Quantizer
+from equivcheck.core.quantized import QuantizedNetwork, Quantizer, float_layers
 from equivcheck.core.rational import float_down, float_up
 
 SPARSE_ENTRIES = 2_000_000  # an enclosure layer past this many (rows x cols) is built sparse
@@ -118,7 +118,7 @@ class _Builder:
 
     def __init__(self, net, noise_offset: int, ext_lo: np.ndarray, ext_hi: np.ndarray) -> None:
         self.net = net
-        self.plain = net.network if isinstance(net, QuantizedNetwork) else net
+        self.plain = float_layers(net)
         self.width = len(ext_lo)
         self.ext_lo, self.ext_hi = ext_lo, ext_hi
         self.layers: list[Layer] = []

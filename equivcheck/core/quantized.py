@@ -253,3 +253,9 @@ class QuantizedNetwork:
 def is_quantized(net) -> bool:
     """True for a :class:`QuantizedNetwork`."""
     return isinstance(net, QuantizedNetwork)
+
+
+def float_layers(net) -> Network:
+    """The float chain of a network: a :class:`QuantizedNetwork`'s ``network`` (its layers
+    without the rounding), or a :class:`Network` itself."""
+    return net.network if isinstance(net, QuantizedNetwork) else net

@@ -17,7 +17,7 @@ from equivcheck.core.deadline import Deadline
 from equivcheck.core.domain import Box
 from equivcheck.core.exact import snap
 from equivcheck.core.network import Network
-from equivcheck.core.quantized import QuantizedNetwork
+from equivcheck.core.quantized import float_layers
 from equivcheck.core.spec import Spec, batch_margin, objective_weights
 
 _SCHEDULE = Schedule(step=0.25, scales=(1.0, 0.5, 0.1), min_step=1e-7, jitter=0.1)
@@ -65,7 +65,7 @@ def search(
     rand = lo + rng.random((n_rand, dim)) * (hi - lo)
     x = snap(np.vstack([np.atleast_2d(np.array(pts)), rand]), lo, hi)
     # evaluate in chunks so that a small budget is honoured on large networks
-    layers = tuple(_plain(a).layers) + tuple(_plain(b).layers)
+    layers = tuple(float_layers(a).layers) + tuple(float_layers(b).layers)
     chunk = max(64, int(2_000_000 // max(1, sum(layer.weight.size for layer in layers))))
     parts_a, parts_b = [], []
     for start in range(0, len(x), chunk):
@@ -105,9 +105,5 @@ def _margin_gradient(a: Network, b: Network, spec: Spec, x: np.ndarray) -> np.nd
     quantized network, the gradient of its float layers: rounding is flat almost everywhere,
     so the climb follows the map the rounding steps along)."""
     ca, cb = objective_weights(spec, a.evaluate(x), b.evaluate(x))
-    return vjp(_plain(a), x, ca) + vjp(_plain(b), x, cb)
+    return vjp(float_layers(a), x, ca) + vjp(float_layers(b), x, cb)
 
-
-def _plain(net) -> Network:
-    """The float layers of a network (of a :class:`QuantizedNetwork`, its ``network``)."""
-    return net.network if isinstance(net, QuantizedNetwork) else net

@@ -36,10 +36,9 @@ from equivcheck.bounds.bias_enclosure import bias_enclosure
 from equivcheck.bounds.enclosure import EnclosedPair, enclose_pair
 from equivcheck.core.deadline import Deadline
 from equivcheck.core.domain import Box, Domain
-from equivcheck.core.network import Network
 from equivcheck.core.options import ProverOptions, SearchOutcome
 from equivcheck.core.progress import ProgressFn
-from equivcheck.core.quantized import QuantizedNetwork
+from equivcheck.core.quantized import QuantizedNetwork, float_layers
 from equivcheck.core.result import BoxResult, Counterexample, FoundBy, ProofResult, Verdict
 from equivcheck.core.spec import Mode, Spec
 from equivcheck.engine import Outcome, PairModel, check_box
@@ -60,7 +59,7 @@ MAX_ENCLOSURE_FLOATS = 20_000_000
 def identical(a, b) -> bool:
     """True when ``a`` and ``b`` are both quantized with the same layers and quantizers (or
     both plain with the same layers): the same function, exactly."""
-    pa, pb = _plain(a), _plain(b)
+    pa, pb = float_layers(a), float_layers(b)
     if len(pa.layers) != len(pb.layers) or type(a) is not type(b):
         return False
     same_layers = all(la.relu == lb.relu and la.affine.same_as(lb.affine)
@@ -70,10 +69,6 @@ def identical(a, b) -> bool:
     qa, qb = (a.input_quant, *a.quant), (b.input_quant, *b.quant)
     return all((x is None and y is None) or (x is not None and y is not None and x.same_as(y))
                for x, y in zip(qa, qb))
-
-
-def _plain(net) -> Network:
-    return net.network if isinstance(net, QuantizedNetwork) else net
 
 
 @dataclasses.dataclass(eq=False)
@@ -125,9 +120,9 @@ class QuantRun:
         # prover on the enclosure with the rounding errors as inputs (when it is small enough)
         open_reason = "no exact search was possible"
         noise = sum(q.n for net in (a, b) if isinstance(net, QuantizedNetwork) for q in net.quantizers())
-        widest = max(la.out_dim for net in (a, b) for la in _plain(net).layers)
+        widest = max(la.out_dim for net in (a, b) for la in float_layers(net).layers)
         small = (widest + noise) * (a.in_dim + noise) <= MAX_ENCLOSURE_FLOATS
-        params = sum(_plain(n).num_parameters for n in (a, b))
+        params = sum(float_layers(n).num_parameters for n in (a, b))
         exact_may = noise <= MAX_INTEGER_VARIABLES and params <= MAX_PARAMETERS
         if spec.mode in (Mode.EPSILON, Mode.ARGMAX) and opts.engine:
             # all the time when nothing after it can run (the enclosure too large, the pair too
