@@ -93,6 +93,12 @@ class QuantRun:
     prove_plain: Callable[..., ProofResult]
     notes: list[str] = dataclasses.field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        for net in (self.a, self.b):
+            if isinstance(net, QuantizedNetwork):
+                self.notes.append(f"{net.source} is quantized: {net.quantized_units:,} values "
+                                  f"rounded by {len(net.quantizers())} quantizers")
+
     def prove_box(self, box: Box, index: int) -> tuple[BoxResult, Counterexample | None]:
         """The verdict on one box (see the module doc), and the counterexample when REFUTED."""
         t0 = time.monotonic()
