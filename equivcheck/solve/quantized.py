@@ -170,8 +170,8 @@ class QuantRun:
 
     def _bias_run(self, box: Box, index: int, share: float):
         """(verdict, reason, counterexample, nodes) from the engine on the
-        :class:`~equivcheck.bounds.enclosure.BiasEnclosure` of the pair, or None when it is not
-        available or leaves the box open (its reason is kept in the notes)."""
+        :class:`~equivcheck.bounds.bias_enclosure.BiasEnclosure` of the pair, or None when it
+        leaves the box open (its reason is kept in the notes)."""
         enc = bias_enclosure(self.a, self.b, box)
         model = PairModel.build(enc.f, enc.g, enc.radius, enc.rounding)
         res = check_box(enc.f, enc.g, self.spec, box, self.deadline.sub(share),
