@@ -38,7 +38,7 @@ import numpy as np
 from equivcheck.bounds.interval import affine_interval
 from equivcheck.bounds.symbolic import symbolic_bounds
 from equivcheck.core import matrix
-from equivcheck.core.domain import Box, Domain
+from equivcheck.core.domain import Box
 from equivcheck.core.exact import affine_exact
 from equivcheck.core.network import Affine, Layer, Network
 from equivcheck.core.quantized import QuantizedNetwork, Quantizer, float_layers
@@ -71,16 +71,12 @@ class EnclosedPair:
         return Box(box.lower + tuple(-h for h in self.noise_half), box.upper + self.noise_half,
                    box.lower_strict + (False,) * self.noise, box.upper_strict + (False,) * self.noise)
 
-    def extend_domain(self, domain: Domain) -> Domain:
-        """Every box of ``domain`` extended by the noise box."""
-        return Domain(tuple(self.extend(b) for b in domain.boxes), source=domain.source)
-
 
 def enclose_pair(a, b, lo: np.ndarray, hi: np.ndarray) -> EnclosedPair:
     """The enclosures of ``a`` and ``b`` (each a :class:`Network` or :class:`QuantizedNetwork`)
     for inputs in the float box ``[lo, hi]``, which must contain the domain (clip sides that
     cannot bind on it are left out, so the promise of the module holds for inputs in it)."""
-    na = _noise_count(a)
+    na = a.quantized_units if isinstance(a, QuantizedNetwork) else 0
     half = tuple(s / 2 for net in (a, b) for q in _quantizers(net) for s in q.scale)
     half_f = np.array([float(h) for h in half])  # exact: halves of float32 scales
     ext_lo = np.concatenate([np.asarray(lo, dtype=np.float64), -half_f])
@@ -94,10 +90,6 @@ def _quantizers(net) -> list[Quantizer]:
     return net.quantizers() if isinstance(net, QuantizedNetwork) else []
 
 
-def _noise_count(net) -> int:
-    return sum(q.n for q in _quantizers(net))
-
-
 @dataclass
 class Rep:
     """A vector of the chain as an affine function of the current enclosure layer's outputs
@@ -109,8 +101,8 @@ class Rep:
     const: np.ndarray  # object array of Fraction
 
     @classmethod
-    def identity(cls, n: int, offset: int = 0) -> Rep:
-        return cls([(np.arange(offset, offset + n), np.ones(n))], zeros(n))
+    def identity(cls, n: int) -> Rep:
+        return cls([(np.arange(n), np.ones(n))], zeros(n))
 
 
 class _Builder:

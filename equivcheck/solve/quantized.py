@@ -125,7 +125,7 @@ class QuantRun:
         # 2. the engine on the float layers with the rounding as interval biases, then the
         # prover on the enclosure with the rounding errors as inputs (when it is small enough)
         open_reason = "no exact search was possible"
-        noise = sum(q.n for net in (a, b) if isinstance(net, QuantizedNetwork) for q in net.quantizers())
+        noise = sum(net.quantized_units for net in (a, b) if isinstance(net, QuantizedNetwork))
         widest = max(la.out_dim for net in (a, b) for la in float_layers(net).layers)
         small = (widest + noise) * (a.in_dim + noise) <= MAX_ENCLOSURE_FLOATS
         params = sum(float_layers(n).num_parameters for n in (a, b))
