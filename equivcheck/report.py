@@ -123,6 +123,7 @@ BOUNDS_TITLE = {
     BoundMethod.SYMBOLIC: "symbolic bounds",
     BoundMethod.LP: "LP-tightened bounds",
     BoundMethod.EXACT: "the exact stability analysis",
+    BoundMethod.AUTO: "the default bounds",  # (a check resolves it: BoundMethod.resolve)
 }
 
 
@@ -148,7 +149,7 @@ def stability_rows(result: ProofResult) -> tuple[str, list[tuple[str, ...]], lis
     """The title and rows (cells as text, :data:`STABILITY_COLUMNS`) of the ReLU stability
     table of the boxes a person sees, and the boxes left out; no rows when no box has any."""
     shown, rest = boxes_to_show(result.boxes)
-    title = f"ReLU stability from {BOUNDS_TITLE[result.options.bound_method]}"
+    title = f"ReLU stability from {BOUNDS_TITLE[result.bounds or result.options.bound_method]}"
     rows = [
         (str(box.index), box.verdict.label, s.network, str(s.layer), str(s.width), str(s.active),
          str(s.inactive), str(s.unstable), "yes" if s.shared else "")

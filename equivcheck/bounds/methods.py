@@ -19,7 +19,7 @@ from equivcheck.bounds.stability import InputSplitter, analyze_stability
 from equivcheck.bounds.symbolic import symbolic_bounds
 from equivcheck.core.deadline import Deadline
 from equivcheck.core.domain import Box, Domain
-from equivcheck.core.network import Network
+from equivcheck.core.network import Network, same_widths
 from equivcheck.core.options import DEFAULT_TIMEOUT, BoundMethod
 
 BOUND_METHODS: tuple[BoundMethod, ...] = tuple(BoundMethod)
@@ -67,7 +67,8 @@ def sound_bounds(net: Network, lo: np.ndarray, hi: np.ndarray,
     ``method`` (a :class:`BoundMethod` or its value; anything else raises an
     :class:`~equivcheck.errors.InputError`) names how hard to work: INTERVAL (cheapest),
     SYMBOLIC (CROWN-style back-substitution, intersected with intervals), LP (symbolic, then
-    every unstable unit tightened by an LP whose bound is certified from its dual). EXACT here
+    every unstable unit tightened by an LP whose bound is certified from its dual); AUTO, for one
+network, INTERVAL (pairs: see :meth:`BoundMethod.resolve`). EXACT here
     (a box of its own, e.g. a part of the prover's box) runs no stability analysis and gives
     the LP bounds; :func:`bounds_pair` and :func:`exact_stability_bounds` run the analysis.
     ``known`` bounds (proved over a superset of the box) are intersected with the result.
@@ -75,7 +76,7 @@ def sound_bounds(net: Network, lo: np.ndarray, hi: np.ndarray,
     rigorous) bounds.
     """
     method = BoundMethod.parse(method)
-    if method is BoundMethod.INTERVAL:
+    if method in (BoundMethod.INTERVAL, BoundMethod.AUTO):  # (one network: AUTO is INTERVAL)
         out = interval_bounds(net, lo, hi)
     elif method is BoundMethod.SYMBOLIC:
         out = symbolic_bounds(net, lo, hi, deadline=deadline)
@@ -97,8 +98,9 @@ def bounds_pair(a: Network, b: Network, lo: np.ndarray, hi: np.ndarray, method: 
     parts) unless that network's bounds are ``known``. ``known_a``/``known_b`` are bounds
     already proved for ``a``/``b`` over a superset of the box, intersected with the result.
     ``splitter``: the analysis' input splitting stage (see :func:`exact_stability_bounds`).
+    AUTO is resolved by the pair's shapes (:meth:`BoundMethod.resolve`).
     """
-    method = BoundMethod.parse(method)
+    method = BoundMethod.parse(method).resolve(same_widths(a, b))
     out = []
     for net, known in ((a, known_a), (b, known_b)):
         if method is BoundMethod.EXACT:

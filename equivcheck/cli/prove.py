@@ -45,7 +45,7 @@ def prove_cmd(
     confidence: Annotated[Optional[str], typer.Option("--confidence", help="DELTA for --mode top1 (0 < DELTA < 1): wherever A's softmax confidence is at least DELTA, B picks the same class. Read exactly.", show_default=False)] = None,
     logits: Annotated[bool, typer.Option("--logits", help="Models with a Softmax/LogSoftmax head: compare the logits before it (strict and epsilon modes refuse such models otherwise).")] = False,
     timeout: Annotated[Optional[float], typer.Option("--timeout", "-t", help=f"Hard limit in seconds for the whole check (default {DEFAULT_TIMEOUT:g}, or \\[tool.equivcheck] timeout).", show_default=False)] = None,
-    bounds: Annotated[Optional[str], typer.Option("--bounds", help="Bound method that classifies ReLUs: interval (default), symbolic, lp, exact (stability analysis); all rigorous.", show_default=False)] = None,
+    bounds: Annotated[Optional[str], typer.Option("--bounds", help="Bound method that classifies ReLUs: auto (default: interval for same-shaped pairs, symbolic when units were removed or folded), interval, symbolic, lp, exact (stability analysis); all rigorous.", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout (instead of the summary).")] = False,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Also write the result as one JSON object (what --json prints) to this .json file.")] = None,
     counterexample: Annotated[Optional[Path], typer.Option("--counterexample", "--cex", help="Write the counterexample to this file: its input (.npy) or all of it (.json).")] = None,

@@ -312,3 +312,12 @@ class Network:
     def description(self) -> str:
         widths = [self.in_dim] + [layer.out_dim for layer in self.layers]
         return "-".join(str(w) for w in widths)
+
+
+def same_widths(a, b) -> bool:
+    """Whether ``a`` and ``b`` have as many layers, each of the same width (as a pruned,
+    quantized or fine-tuned copy has; removing or folding units changes them)."""
+    la, lb = getattr(a, "layers", None), getattr(b, "layers", None)
+    if la is None or lb is None:
+        return False
+    return len(la) == len(lb) and all(x.out_dim == y.out_dim for x, y in zip(la, lb))

@@ -24,7 +24,7 @@ from fractions import Fraction
 from typing import Any
 
 from equivcheck.core.domain import Domain
-from equivcheck.core.options import ProverOptions
+from equivcheck.core.options import BoundMethod, ProverOptions
 from equivcheck.core.spec import Spec
 
 MAX_EXACT_DIGITS = 100_000  # longest integer written exactly (int -> text is quadratic)
@@ -349,7 +349,9 @@ class ProofResult:
     boxes: tuple[BoxResult, ...]
     seconds: float
     notes: tuple[str, ...] = field(default_factory=tuple)
-    options: ProverOptions = field(default_factory=ProverOptions)
+    options: ProverOptions = field(default_factory=ProverOptions)  # as asked for
+    bounds: BoundMethod | None = None  # the bound method the boxes ran (AUTO resolved; None:
+    # the options')
 
     @property
     def proved(self) -> bool:
@@ -387,6 +389,7 @@ class ProofResult:
             "seconds": round(self.seconds, 4),
             "notes": list(self.notes),
             "options": self.options.to_dict(),
+            "bounds": (self.bounds or self.options.bound_method).value,
         }
 
 

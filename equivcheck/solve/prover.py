@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any
 
@@ -23,7 +23,7 @@ from equivcheck.canon import CanonResult, canonical_check
 from equivcheck.core.deadline import Deadline
 from equivcheck.core.domain import Box, Domain
 from equivcheck.core.exact import snap
-from equivcheck.core.network import Network
+from equivcheck.core.network import Network, same_widths
 from equivcheck.core.options import BoundMethod, ProverOptions, SearchOutcome
 from equivcheck.core.progress import ProgressFn
 from equivcheck.core.quantized import is_quantized
@@ -229,7 +229,7 @@ def prove_networks(
     ``progress`` gets the engine's reports.
 
     ``options.bound_method`` chooses the (always sound) bounds that classify ReLUs before
-    encoding; with EXACT each box gets an exact stability analysis of each network, unless
+    encoding (AUTO: by the pair's shapes, see :meth:`~equivcheck.core.options.BoundMethod.resolve`); with EXACT each box gets an exact stability analysis of each network, unless
     ``known_bounds`` gives that network's bounds on the whole domain (which every method
     intersects with its own). The check ends by ``deadline`` when given (a caller's budget),
     else ``options.timeout`` seconds from now; once it has passed, the boxes not examined yet are
@@ -249,6 +249,9 @@ def prove_networks(
     known = known_bounds or KnownBounds()
     if not quantized:
         known.check(a, b)
+    asked = options  # (the result keeps the options asked for; ``bounds`` says what ran)
+    if not quantized:  # AUTO becomes the method this pair runs
+        options = replace(options, bound_method=options.bound_method.resolve(same_widths(a, b)))
     box_results: list[BoxResult] = []
     cex: Counterexample | None = None
     # 0. canonical forms (exact): equal forms prove the pair; anything else searches as before
@@ -292,7 +295,8 @@ def prove_networks(
         boxes=tuple(box_results),
         seconds=time.monotonic() - start,
         notes=notes,
-        options=options,
+        options=asked,
+        bounds=options.bound_method,
     )
 
 
