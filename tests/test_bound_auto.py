@@ -75,3 +75,19 @@ def test_same_shaped_pairs_keep_interval_bounds():
     a, _ = _pair(0.5)
     res = prove_networks(a, a, Spec.make("strict"), _domain(), ProverOptions(timeout=30, canonical=False))
     assert res.proved and res.bounds is BoundMethod.INTERVAL
+
+
+def test_same_units_without_the_smt_text():
+    from equivcheck.bounds.methods import sound_bounds
+    from equivcheck.solve.encode import encode_disagreement, same_units
+
+    dom = _domain()
+    box = dom.boxes[0]
+    lo, hi = box.lower_float(), box.upper_float()
+    for gap, method, expected in ((0.5, "symbolic", True), (0.5, "interval", False),
+                                  (-0.5, "symbolic", False)):
+        a, b = _pair(gap)
+        ba, bb = sound_bounds(a, lo, hi, method), sound_bounds(b, lo, hi, method)
+        same, shared = same_units(a, b, ba, bb)
+        enc = encode_disagreement(a, b, box, ba, bb, Spec.make("strict"))
+        assert same is expected and same == enc.same_outputs and shared == enc.shared_units

@@ -61,7 +61,8 @@ Ref = "tuple[str, Fraction] | None"  # a unit's value: scale * variable, or the 
 class _Writer:
     """Writes declarations and assertions; units with proportional expressions are written once."""
 
-    def __init__(self) -> None:
+    def __init__(self, text: bool = True) -> None:
+        self.text = text  # False: only which units are shared (no SMT text is written)
         self.lines: list[str] = []
         self.unstable = 0
         self.shared = 0
@@ -137,13 +138,18 @@ class _Writer:
                 out.append(ref)
                 self.shared += 1
                 continue
-            terms = [f"(* {num(c)} {v})" for v, c in zip(names, cz)] + [num(bias)]
-            expr = terms[0] if len(terms) == 1 else "(+ " + " ".join(terms) + ")"
             entry = self._units.setdefault(key, [])
             if layer.relu and stab[i] == StabilityCode.INACTIVE:
                 entry.append((None, norm, names, cz, bias))
                 out.append(None)
                 continue
+            if not self.text:
+                ref = (f"{prefix}_{i}", Fraction(1))
+                entry.append((ref, norm, names, cz, bias))
+                out.append(ref)
+                continue
+            terms = [f"(* {num(c)} {v})" for v, c in zip(names, cz)] + [num(bias)]
+            expr = terms[0] if len(terms) == 1 else "(+ " + " ".join(terms) + ")"
             lo, hi = bounds.lower[i], bounds.upper[i]
             if not layer.relu or stab[i] == StabilityCode.ACTIVE:
                 name = f"{prefix}_{i}"
@@ -182,6 +188,23 @@ def _ref(ref) -> str:
         return "0"
     name, scale = ref
     return name if scale == 1 else f"(* {num(scale)} {name})"
+
+
+def same_units(a: Network, b: Network, bounds_a: list[LayerBounds], bounds_b: list[LayerBounds]
+               ) -> tuple[bool, int]:
+    """Whether both networks compute their outputs through the same units over the box of the
+    (sound) bounds, as :func:`encode_disagreement` finds it (``Encoding.same_outputs``), and how
+    many units of ``b`` are units of ``a``; without writing the SMT text (a model against its copy
+    with stable units removed: PROVED with no solver)."""
+    wr = _Writer(text=False)
+    ha: list = [(f"x_{i}", Fraction(1)) for i in range(a.in_dim)]
+    hb = list(ha)
+    for li, layer in enumerate(a.layers):
+        ha = wr.layer(f"a{li}", layer, ha, bounds_a[li])
+    wr.shared = 0
+    for li, layer in enumerate(b.layers):
+        hb = wr.layer(f"b{li}", layer, hb, bounds_b[li])
+    return ha == hb, wr.shared
 
 
 def encode_disagreement(

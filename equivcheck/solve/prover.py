@@ -43,9 +43,16 @@ from equivcheck.io.domains import parse_domain
 from equivcheck.io.models import load_models
 from equivcheck.io.onnx_import import ModelLike
 from equivcheck.solve import falsify
-from equivcheck.solve.encode import shared_prefix
+from equivcheck.solve.encode import same_units, shared_prefix
 from equivcheck.solve.quantized import QuantRun
-from equivcheck.solve.search import decide, difference_check, search, solver_goes_first
+from equivcheck.solve.search import (
+    SAME_UNITS,
+    Decision,
+    decide,
+    difference_check,
+    search,
+    solver_goes_first,
+)
 from equivcheck.solve.witness import OrtRunner, build_counterexample, exact_evaluation
 
 NOT_EXAMINED = "timeout: the time limit was reached before this box was examined"
@@ -384,7 +391,13 @@ class _BoxRun:
         if deadline.expired():
             return done(Verdict.UNKNOWN, "timeout: the time ran out while computing bounds")
 
-        # 2. the falsifier, when the solver comes first (no engine, or a pair the solver's
+        # 2. a model against its copy with stable units removed: the same units (no search)
+        if not same_widths(a, b):
+            same, shared = same_units(a, b, ba, bb)
+            if same:
+                return done(Verdict.PROVED, SAME_UNITS.format(shared=shared),
+                            Decision(SearchOutcome.PROVED, "", shared_units=shared))
+        # 3. the falsifier, when the solver comes first (no engine, or a pair the solver's
         # encoding suits: different shapes, few unstable ReLUs; see solve.search.search)
         engine = self.model is not None
         solver_first = not engine or solver_goes_first(self.model, stab, opts)
@@ -397,7 +410,7 @@ class _BoxRun:
                 found = self._confirmed(box, index, x, FoundBy.FALSIFIER)
                 if found is not None:
                     return done(Verdict.REFUTED, "counterexample found by sampling and local search", cex=found)
-        # 3. the branch-and-bound engine, with the solver on what it cannot close; else the
+        # 4. the branch-and-bound engine, with the solver on what it cannot close; else the
         # exact query on the whole box
         dec = None
         if engine:

@@ -218,6 +218,10 @@ def _close_residue(a: Network, b: Network, spec: Spec, box: Box, residue: list, 
                     f"{len(parts)} they could not close", parts=nodes, solver_calls=calls)
 
 
+SAME_UNITS = ("both networks compute their outputs through the same units ({shared} units of b "
+              "are units of a); no search needed")
+
+
 def decide(a: Network, b: Network, spec: Spec, box: Box, bounds_a: list[LayerBounds],
            bounds_b: list[LayerBounds], diff: list[DiffBounds] | None, deadline: Deadline
            ) -> Decision:
@@ -255,12 +259,7 @@ def decide(a: Network, b: Network, spec: Spec, box: Box, bounds_a: list[LayerBou
         info, names, out = got.info, got.names, got.outcome
     stats = {"unstable": info["unstable"], "shared_units": info["shared_units"]}
     if info["same_outputs"]:
-        return Decision(
-            SearchOutcome.PROVED,
-            f"both networks compute their outputs through the same units ({stats['shared_units']} "
-            "units of b are units of a); no search needed",
-            **stats,
-        )
+        return Decision(SearchOutcome.PROVED, SAME_UNITS.format(shared=stats["shared_units"]), **stats)
     verdict = _verdict(a, b, spec, box, names, out)
     if verdict is not None:
         status, reason, point = verdict
