@@ -15,6 +15,12 @@ maps, dequantized weights included) plus the quantizers: an optional one on the 
 optional quantizer after each layer's activation, so layer ``k`` computes
 ``h_k = Q_k(relu(W_k h_{k-1} + b_k))`` (``Q_k(W_k h + b_k)`` without a ReLU).
 
+A *dynamic* quantizer (:class:`DynamicQuantizer`, what ``onnxruntime.quantization.quantize_dynamic``
+writes as ``DynamicQuantizeLinear``) computes its one scale from the whole vector at run time:
+``s = (max(0, max v) - min(0, min v)) / (qmax - qmin)``, then rounds like ``Q`` with that scale
+and the zero point ``zp = round_half_even(clip(qmin - min(0, min v) / s, qmin, qmax))``.
+Its rounding error is at most ``s / 2`` per value (:meth:`DynamicQuantizer.apply_exact`).
+
 It is deliberately *not* a :class:`Network`: it has no ``layers`` attribute, so no code written for
 float networks can read its affine maps and silently drop the rounding. What can take one says so
 (exact and float evaluation here, the prover's quantized path, the enclosure of
@@ -32,6 +38,7 @@ import numpy as np
 
 from equivcheck.core.exact import affine_exact, relu_exact
 from equivcheck.core.network import Network
+from equivcheck.core.rational import float_up
 from equivcheck.errors import ModelValueError, ShapeMismatchError
 
 
@@ -104,7 +111,7 @@ class Quantizer:
 
     def same_as(self, other: Quantizer) -> bool:
         """True when both round every unit to the same grid and range."""
-        return (self.n == other.n and self.qmin == other.qmin and self.qmax == other.qmax
+        return (isinstance(other, Quantizer) and self.n == other.n and self.qmin == other.qmin and self.qmax == other.qmax
                 and bool(np.all(self.scale == other.scale))
                 and bool(np.array_equal(self.zero_point, other.zero_point)))
 
@@ -133,6 +140,119 @@ class Quantizer:
 
 
 @dataclass(frozen=True, eq=False)
+class DynamicQuantizer:
+    """``DynamicQuantizeLinear`` then its dequantization, on a whole vector of ``n`` values.
+
+    For ``v`` (the whole tensor), with ``lo = min(0, min v)``, ``hi = max(0, max v)``:
+    ``s = (hi - lo) / (qmax - qmin)`` (an exact Fraction here; onnxruntime computes it in
+    float32), ``zp = round_half_even(clip(qmin - lo / s, qmin, qmax))`` and
+    ``D(v)_i = s * (clip(round_half_even(v_i / s) + zp, qmin, qmax) - zp)``; ``D(0) = 0``
+    (``s = 0``: onnxruntime then stores scale 1, zero point 0 and every level 0, so its
+    output is 0 too).
+
+    Not a :class:`Quantizer` (it has no fixed ``scale``, ``zero_point``, ``lowest`` or
+    ``highest``): code written for static grids cannot take it for one.
+
+    Facts the bounds use (all exact): ``|D(v)_i - v_i| <= s / 2`` (unclipped: a rounding;
+    clipped at the top, ``qmax - zp >= v_i / s - 1/2`` because ``zp <= qmin - lo / s + 1/2``
+    and ``v_i <= hi``; the bottom likewise), ``D(v)_i`` has the sign of ``v_i`` (or is 0: the
+    zero point lies in ``[qmin, qmax]``, so ``v_i = 0`` gives exactly 0), and ``s`` is monotone
+    in the box of the vector (:meth:`scale_bound`).
+    """
+
+    n: int
+    qmin: int = 0
+    qmax: int = 255
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "n", int(self.n))
+        object.__setattr__(self, "qmin", int(self.qmin))
+        object.__setattr__(self, "qmax", int(self.qmax))
+        if self.qmin >= self.qmax or self.qmin > 0 or self.qmax < 0:
+            raise ModelValueError(f"dynamic quantizer {self.name!r}: integer range "
+                                  f"[{self.qmin}, {self.qmax}] does not hold 0 and one step")
+
+    def same_as(self, other) -> bool:
+        """True when ``other`` is the same map (a dynamic quantizer of the same width and range)."""
+        return (isinstance(other, DynamicQuantizer) and self.n == other.n
+                and self.qmin == other.qmin and self.qmax == other.qmax)
+
+    def scale_exact(self, v: Sequence) -> Fraction:
+        """The scale ``s`` of the vector ``v``, exactly (0 when ``v`` is all zeros)."""
+        vals = [Fraction(x) for x in v]
+        lo, hi = min([Fraction(0), *vals]), max([Fraction(0), *vals])
+        return (hi - lo) / (self.qmax - self.qmin)
+
+    def zero_point_exact(self, v: Sequence) -> int:
+        """The zero point of the vector ``v`` (0 when ``s`` is 0)."""
+        vals = [Fraction(x) for x in v]
+        s = self.scale_exact(vals)
+        if s == 0:
+            return 0
+        lo = min([Fraction(0), *vals])
+        return round(min(max(self.qmin - lo / s, Fraction(self.qmin)), Fraction(self.qmax)))
+
+    def levels_exact(self, v: Sequence) -> list[int]:
+        """The stored integers ``clip(round_half_even(v_i / s) + zp, qmin, qmax)``, exactly."""
+        vals = [Fraction(x) for x in v]
+        s = self.scale_exact(vals)
+        if s == 0:
+            return [0] * len(vals)
+        zp = self.zero_point_exact(vals)
+        return [min(max(round(x / s) + zp, self.qmin), self.qmax) for x in vals]
+
+    def apply_exact(self, v: Sequence) -> np.ndarray:
+        """``D(v)`` in exact rational arithmetic (an object array of Fractions)."""
+        vals = [Fraction(x) for x in v]
+        if len(vals) != self.n:
+            raise ShapeMismatchError(f"dynamic quantizer {self.name!r}: {len(vals)} values, expected {self.n}")
+        s = self.scale_exact(vals)
+        out = np.empty(self.n, dtype=object)
+        if s == 0:
+            out[:] = [Fraction(0)] * self.n
+            return out
+        zp = self.zero_point_exact(vals)
+        out[:] = [s * (q - zp) for q in self.levels_exact(vals)]
+        return out
+
+    def apply_float(self, v: np.ndarray) -> np.ndarray:
+        """``D(v)`` in float64 for values ``(..., n)``, each row its own vector (the same formula;
+        float evaluation ranks points, exact evaluation judges them)."""
+        x = np.asarray(v, dtype=np.float64)
+        lo = np.minimum(x.min(axis=-1, keepdims=True), 0.0)
+        hi = np.maximum(x.max(axis=-1, keepdims=True), 0.0)
+        s = (hi - lo) / (self.qmax - self.qmin)
+        safe = np.where(s > 0, s, 1.0)
+        zp = np.rint(np.clip(self.qmin - lo / safe, self.qmin, self.qmax))
+        q = np.clip(np.rint(x / safe) + zp, self.qmin, self.qmax)
+        return np.where(s > 0, (q - zp) * s, 0.0)
+
+    def scale_bound(self, lo: np.ndarray, hi: np.ndarray) -> float:
+        """An upper bound (rounded up) of ``s`` over every vector ``v`` with ``lo <= v <= hi``
+        (float bounds of the whole vector): ``s`` grows with ``max v`` and falls with ``min v``."""
+        top = max(0.0, float(np.max(hi))) if len(hi) else 0.0
+        bottom = min(0.0, float(np.min(lo))) if len(lo) else 0.0
+        if not (np.isfinite(top) and np.isfinite(bottom)):
+            return float("inf")
+        return float_up((Fraction(top) - Fraction(bottom)) / (self.qmax - self.qmin))
+
+    def half_bound(self, lo: np.ndarray, hi: np.ndarray) -> float:
+        """An upper bound (rounded up) of the rounding error ``|D(v)_i - v_i| <= s / 2`` over
+        every vector in ``[lo, hi]``."""
+        s = self.scale_bound(lo, hi)
+        return float(np.nextafter(s / 2, np.inf)) if np.isfinite(s) else s
+
+
+AnyQuantizer = Quantizer | DynamicQuantizer
+
+
+def is_dynamic(q) -> bool:
+    """True for a :class:`DynamicQuantizer` (a scale computed from the data at run time)."""
+    return isinstance(q, DynamicQuantizer)
+
+
+@dataclass(frozen=True, eq=False)
 class QuantizedNetwork:
     """A :class:`Network` whose input and layer outputs are quantized (see the module doc).
 
@@ -142,8 +262,8 @@ class QuantizedNetwork:
     """
 
     network: Network
-    quant: tuple[Quantizer | None, ...]
-    input_quant: Quantizer | None = None
+    quant: tuple[AnyQuantizer | None, ...]
+    input_quant: AnyQuantizer | None = None
     quant_notes: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
@@ -206,13 +326,19 @@ class QuantizedNetwork:
         """How many values are rounded (input included)."""
         return sum(q.n for q in self.quantizers())
 
-    def quantizers(self) -> list[Quantizer]:
+    def quantizers(self) -> list[AnyQuantizer]:
         """Every quantizer, input first."""
         return [q for q in (self.input_quant, *self.quant) if q is not None]
 
+    @property
+    def dynamic(self) -> bool:
+        """True when some quantizer is dynamic (its scale computed from the data)."""
+        return any(is_dynamic(q) for q in self.quantizers())
+
     @cached_property
     def description(self) -> str:
-        return f"{self.network.description} (quantized: {self.quantized_units:,} values rounded)"
+        kind = "dynamically quantized" if self.dynamic else "quantized"
+        return f"{self.network.description} ({kind}: {self.quantized_units:,} values rounded)"
 
     # -- evaluation -----------------------------------------------------------------------
     def evaluate(self, x: np.ndarray) -> np.ndarray:
