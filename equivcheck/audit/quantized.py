@@ -13,6 +13,9 @@ the parts that know the rounding:
   else from :func:`equivcheck.solve.prover.prove_networks`, which takes quantized models;
 * the **samples** (random domain points, and ``data``), as for float pairs.
 
+Dynamically quantized models (:class:`~equivcheck.core.quantized.DynamicQuantizer`) take the
+same path: their rounding enters the enclosure with a bound of their scale per node.
+
 Units are not compared: quantization moves every value a little, it removes none.
 """
 

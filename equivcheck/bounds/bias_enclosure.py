@@ -21,6 +21,11 @@ model and its quantized copy, needs that).
   ``clip(z) = c + relu(z - c) - relu(z - hi)`` with ``c = lo`` where the bottom might clip, else a
   sound lower bound of ``z`` (then ``c + relu(z - c) = z``).
 
+A dynamic quantizer (:class:`~equivcheck.core.quantized.DynamicQuantizer`) never clips (its
+range holds the vector it rounds), and its error is at most ``S/2`` with ``S`` a bound of its
+scale: per node from the node's bounds (:mod:`equivcheck.engine.rounding_noise`), or, where a
+constant radius is used (the input), from interval bounds over the box.
+
 Both networks get the same units in the same places: where one does not round or clip a value,
 its twin is read with the weight 0 and its clip unit passes the value through. Every weight is a
 stored weight, its negation, 0 or 1, and every bias is computed in exact rationals, so the layers
@@ -48,7 +53,7 @@ from equivcheck.core import matrix
 from equivcheck.core.domain import Box
 from equivcheck.core.exact import affine_exact
 from equivcheck.core.network import Layer, Network
-from equivcheck.core.quantized import QuantizedNetwork, Quantizer, float_layers
+from equivcheck.core.quantized import QuantizedNetwork, Quantizer, float_layers, is_dynamic
 
 INPUT = -1  # the index that stands for the network's input (its quantizer, its box)
 
@@ -126,7 +131,7 @@ def _shift(specs, k: int, units: np.ndarray) -> np.ndarray:
     that rounds there (the other network's twin then shifts by the same, so the two twins stay
     close and their difference small)."""
     for s in specs:
-        if s.quant[k] is not None:
+        if s.quant[k] is not None and not is_dynamic(s.quant[k]):
             return s.quant[k].highest()[units]
     return zeros(len(units))
 
@@ -146,11 +151,14 @@ class _Spec:
         self.quant[INPUT] = self.input_quant
         self.relu = [la.relu for la in self.layers]
         for k, q in enumerate(net.quant if isinstance(net, QuantizedNetwork) else ()):
-            if q is not None and not self.relu[k] and all(v == 0 for v in q.lowest()):
+            if q is not None and not is_dynamic(q) and not self.relu[k] and all(v == 0 for v in q.lowest()):
                 self.relu[k] = True  # Q(z) with lowest 0 is Q(relu(z)): a ReLU layer
         v_lo, v_hi = box.lower_float(), box.upper_float()
         self.z_lo, self.z_hi = {INPUT: v_lo}, {INPUT: v_hi}
+        # per quantizer (by identity): the bound of its rounding error over the box
+        self.halves: list[tuple[object, np.ndarray]] = []
         if self.input_quant is not None:
+            self._half(self.input_quant, v_lo, v_hi)
             v_lo, v_hi = quantized_interval(self.input_quant, v_lo, v_hi)
         for k, layer in enumerate(self.layers):
             z_lo, z_hi = affine_interval(layer.weight, layer.bias, v_lo, v_hi,
@@ -158,19 +166,33 @@ class _Spec:
             self.z_lo[k], self.z_hi[k] = z_lo, z_hi
             v_lo, v_hi = (np.maximum(z_lo, 0.0), np.maximum(z_hi, 0.0)) if self.relu[k] else (z_lo, z_hi)
             if self.quant[k] is not None:
+                self._half(self.quant[k], v_lo, v_hi)
                 v_lo, v_hi = quantized_interval(self.quant[k], v_lo, v_hi)
+
+    def _half(self, q, v_lo: np.ndarray, v_hi: np.ndarray) -> None:
+        """Record ``q``'s error bound: ``s/2`` per unit (exact), or for a dynamic quantizer
+        ``S/2`` with ``S`` a bound of its scale over the values ``[v_lo, v_hi]`` it rounds."""
+        if is_dynamic(q):
+            half = np.full(q.n, q.half_bound(v_lo, v_hi))
+        else:
+            half = q.scale_float / 2
+        self.halves.append((q, half))
+
+    def half_of(self, q) -> np.ndarray:
+        """The error bound recorded for quantizer ``q`` (see :meth:`_half`)."""
+        return next(h for p, h in self.halves if p is q)
 
     def may_clip_top(self, k: int) -> np.ndarray:
         """Per unit: might the value of layer ``k`` pass the top of its quantizer's range?"""
         q = self.quant[k]
-        if q is None:
+        if q is None or is_dynamic(q):  # a dynamic range holds the whole vector
             return np.zeros(len(self.z_hi[k]), dtype=bool)
         return _beyond(self.z_hi[k], q.highest(), 1)
 
     def may_clip_bottom(self, k: int) -> np.ndarray:
         """Per unit: might the value of layer ``k`` (not after a ReLU) pass the bottom?"""
         q = self.quant[k]
-        if q is None or (k != INPUT and self.relu[k]):
+        if q is None or is_dynamic(q) or (k != INPUT and self.relu[k]):
             return np.zeros(len(self.z_lo[k]), dtype=bool)
         return _beyond(self.z_lo[k], q.lowest(), -1)
 
@@ -220,7 +242,7 @@ class _Builder:
         q, self.noise = self.noise, None
         if q is None or self.node_noise is not None:
             return None
-        half = q.scale_float / 2  # exact
+        half = self.s.half_of(q)  # s/2 exact; a dynamic bound rounded up
         n = matrix.row_counts(layer.weight) + 2
         r = matrix.apply(matrix.absolute(layer.weight), half) * (1.0 + 2.0 * gamma(n) + 2.0**-50) + TINY
         return np.concatenate([r, r[extra_rows]])
@@ -264,7 +286,7 @@ class _Builder:
         q = self.s.quant[k]
         low = np.array([Fraction(float(v)) for v in self.s.z_lo[k]], dtype=object)
         mine_bottom = self.s.may_clip_bottom(k)
-        c = np.where(mine_bottom, q.lowest(), low) if q is not None else low
+        c = np.where(mine_bottom, q.lowest(), low) if q is not None and not is_dynamic(q) else low
         second = np.flatnonzero(top)
         r1, c1, s1, _ = rep_entries(self.rep, np.arange(n))
         r2, c2, s2, _ = rep_entries(self.rep, second)
@@ -287,7 +309,7 @@ class _Builder:
         rows, cols, signs, _ = rep_entries(self.rep, np.arange(n))
         radius, node = None, self.node_noise
         if self.noise is not None and node is None:
-            radius = self.noise.scale_float / 2 * (1.0 + 2.0**-52)
+            radius = self.s.half_of(self.noise) * (1.0 + 2.0**-52)
             self.noise = None
         self._emit(rows, cols, signs, None, self.rep.const, n, False, "output", radius)
         if node is not None:

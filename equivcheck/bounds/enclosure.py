@@ -9,6 +9,11 @@ float network ``N(x, e)`` with one extra input per rounded value and this promis
     for every input x, the quantized network's exact output equals N(x, e*) for the rounding
     errors e* of its own evaluation at x, and e* lies in the noise box.
 
+A dynamic quantizer ``D`` (one scale ``s`` for the whole vector, computed from it) is never
+clipped and moves each value by at most ``s / 2 <= S / 2``, ``S`` a bound of ``s`` over the box
+(:func:`noise_halves`): its noise inputs lie in ``[-S/2, S/2]`` and the promise below holds the
+same way.
+
 So a property that holds for ``N`` on ``box x noise box`` holds for the quantized network on the
 box: a proof on the enclosure is a proof. A violation of ``N`` at ``(x, e)`` is a counterexample
 of the quantized network only if exact evaluation at ``x`` says so (``e`` may be no rounding
@@ -36,12 +41,13 @@ from fractions import Fraction
 import numpy as np
 
 from equivcheck.bounds.interval import affine_interval
+from equivcheck.bounds.quant_interval import dynamic_interval, quantized_interval_bounds
 from equivcheck.bounds.symbolic import symbolic_bounds
 from equivcheck.core import matrix
 from equivcheck.core.domain import Box
 from equivcheck.core.exact import affine_exact
 from equivcheck.core.network import Affine, Layer, Network
-from equivcheck.core.quantized import QuantizedNetwork, Quantizer, float_layers
+from equivcheck.core.quantized import QuantizedNetwork, Quantizer, float_layers, is_dynamic
 from equivcheck.core.rational import float_down, float_up
 
 SPARSE_ENTRIES = 2_000_000  # an enclosure layer past this many (rows x cols) is built sparse
@@ -53,7 +59,8 @@ class EnclosedPair:
 
     ``a``/``b`` take ``in_dim + noise`` inputs: first the ``in_dim`` inputs of the pair, then
     the noise inputs of ``a``'s quantizers, then ``b``'s. A network that is not quantized reads
-    only the first ``in_dim``. ``noise_half`` is each noise input's half-width ``s / 2``.
+    only the first ``in_dim``. ``noise_half`` is each noise input's half-width ``s / 2`` (a
+    dynamic quantizer: ``S / 2``, see :func:`noise_halves`).
     """
 
     a: Network
@@ -77,13 +84,38 @@ def enclose_pair(a, b, lo: np.ndarray, hi: np.ndarray) -> EnclosedPair:
     for inputs in the float box ``[lo, hi]``, which must contain the domain (clip sides that
     cannot bind on it are left out, so the promise of the module holds for inputs in it)."""
     na = a.quantized_units if isinstance(a, QuantizedNetwork) else 0
-    half = tuple(s / 2 for net in (a, b) for q in _quantizers(net) for s in q.scale)
-    half_f = np.array([float(h) for h in half])  # exact: halves of float32 scales
+    halves_a, halves_b = noise_halves(a, lo, hi), noise_halves(b, lo, hi)
+    half = tuple(h for hs in halves_a + halves_b for h in hs)
+    half_f = np.array([float(h) for h in half])  # exact: halves of float32 scales, or floats
     ext_lo = np.concatenate([np.asarray(lo, dtype=np.float64), -half_f])
     ext_hi = np.concatenate([np.asarray(hi, dtype=np.float64), half_f])
-    ea, clips_a = _Builder(a, a.in_dim, ext_lo, ext_hi).build()
-    eb, clips_b = _Builder(b, a.in_dim + na, ext_lo, ext_hi).build()
+    ea, clips_a = _Builder(a, a.in_dim, ext_lo, ext_hi, halves_a).build()
+    eb, clips_b = _Builder(b, a.in_dim + na, ext_lo, ext_hi, halves_b).build()
     return EnclosedPair(ea, eb, a.in_dim, half, clips_a + clips_b)
+
+
+def noise_halves(net, lo: np.ndarray, hi: np.ndarray) -> list[np.ndarray]:
+    """Per quantizer of ``net`` (input first), the half-width of each of its noise inputs
+    (object arrays of Fractions): ``s / 2`` for a static quantizer; for a dynamic one ``S / 2``
+    with ``S`` a bound of its scale over the box ``[lo, hi]`` (from interval bounds of the
+    values it rounds), since ``|D(v)_i - v_i| <= s / 2 <= S / 2``."""
+    qs = _quantizers(net)
+    if not any(is_dynamic(q) for q in qs):
+        return [q.scale / 2 for q in qs]
+    bounds = quantized_interval_bounds(net, lo, hi)
+    values = [(np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64))] if net.input_quant is not None else []
+    for layer, q, b in zip(net.network.layers, net.quant, bounds):
+        if q is not None:
+            values.append((np.maximum(b.lower, 0.0), np.maximum(b.upper, 0.0)) if layer.relu else (b.lower, b.upper))
+    out = []
+    for q, (v_lo, v_hi) in zip(qs, values):
+        if is_dynamic(q):
+            h = np.empty(q.n, dtype=object)
+            h[:] = [Fraction(q.half_bound(v_lo, v_hi))] * q.n
+            out.append(h)
+        else:
+            out.append(q.scale / 2)
+    return out
 
 
 def _quantizers(net) -> list[Quantizer]:
@@ -108,7 +140,8 @@ class Rep:
 class _Builder:
     """Builds one network's enclosure layer by layer (see the module doc)."""
 
-    def __init__(self, net, noise_offset: int, ext_lo: np.ndarray, ext_hi: np.ndarray) -> None:
+    def __init__(self, net, noise_offset: int, ext_lo: np.ndarray, ext_hi: np.ndarray,
+                 halves: list[np.ndarray]) -> None:
         self.net = net
         self.plain = float_layers(net)
         self.width = len(ext_lo)
@@ -117,6 +150,7 @@ class _Builder:
         self.clips = 0
         # the noise blocks not used yet: (columns of y, shift) with noise = y[cols] - shift
         self.pending: list[tuple[np.ndarray, np.ndarray]] = []
+        self.halves = list(halves)  # of the pending noise blocks, in order
         offset = noise_offset
         for q in _quantizers(net):
             self.pending.append((np.arange(offset, offset + q.n), zeros(q.n)))
@@ -152,6 +186,8 @@ class _Builder:
         """The bounds of the value about to be quantized, tightened by CROWN-style bounds of
         the enclosure built so far (sound: the enclosure holds the true value) when the
         interval bounds say a clip might bind."""
+        if is_dynamic(q):
+            return v_lo, v_hi
         lo, hi = q.lowest(), q.highest()
         if all(Fraction(float(a)) >= b for a, b in zip(v_lo, lo)) and all(
                 Fraction(float(a)) <= b for a, b in zip(v_hi, hi)):
@@ -177,6 +213,10 @@ class _Builder:
     def _quantize(self, q: Quantizer, v_lo: np.ndarray, v_hi: np.ndarray) -> None:
         """``h = clip(v + e, lo, hi)`` for the current value ``v`` and the next noise block."""
         cols_e, shift = self.pending.pop(0)
+        self.halves.pop(0)
+        if is_dynamic(q):  # never clipped: the noise enters the next map
+            self.rep = Rep(self.rep.terms + [(cols_e, np.ones(q.n))], self.rep.const - shift)
+            return
         lo, hi = q.lowest(), q.highest()
         need_lo = np.array([Fraction(float(a)) < b for a, b in zip(v_lo, lo)])
         need_hi = np.array([Fraction(float(a)) > b for a, b in zip(v_hi, hi)])
@@ -213,9 +253,9 @@ class _Builder:
         one unit per pending noise value (shifted by ``s/2`` through a ReLU)."""
         extra_rows, extra_cols, extra_bias, new_pending = [], [], [], []
         at = n_out
-        for (cols_e, shift), q in zip(self.pending, self._pending_quantizers()):
+        for (cols_e, shift), half in zip(self.pending, self.halves):
             k = len(cols_e)
-            new_shift = q.scale / 2 if relu else zeros(k)
+            new_shift = half if relu else zeros(k)
             extra_rows.append(np.arange(at, at + k))
             extra_cols.append(cols_e)
             extra_bias.append(new_shift - shift)  # unit = noise + new_shift >= 0
@@ -232,10 +272,6 @@ class _Builder:
         self.layers.append(Layer(make_affine(w, ex, bias), relu, name))
         self.width = at
         self.pending = new_pending
-
-    def _pending_quantizers(self) -> list[Quantizer]:
-        qs = _quantizers(self.net)
-        return qs[len(qs) - len(self.pending):]
 
     def _is_identity(self) -> bool:
         rep = self.rep
@@ -323,7 +359,10 @@ def make_affine(w, exact_w, bias_exact: Sequence) -> Affine:
 
 def quantized_interval(q: Quantizer, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sound float bounds of ``Q(v)`` for ``v`` in ``[lo, hi]``: ``Q`` is monotone with
-    ``Q(v) in [max(v - s/2, lowest), min(v + s/2, highest)]``."""
+    ``Q(v) in [max(v - s/2, lowest), min(v + s/2, highest)]``. A dynamic quantizer ``D``: within
+    ``S/2`` of ``v`` (``S`` a bound of its scale over the box) and of the sign of ``v``."""
+    if is_dynamic(q):
+        return dynamic_interval(q, lo, hi)
     half = q.scale_float / 2  # exact: a float32 scale halved
     low = np.nextafter(lo - half, -np.inf)
     high = np.nextafter(hi + half, np.inf)

@@ -20,7 +20,7 @@ from equivcheck.bounds.interval import LayerBounds, affine_interval, interval_bo
 from equivcheck.bounds.symbolic import symbolic_bounds
 from equivcheck.core.deadline import Deadline
 from equivcheck.core.network import Network
-from equivcheck.core.quantized import QuantizedNetwork, Quantizer
+from equivcheck.core.quantized import DynamicQuantizer, QuantizedNetwork, Quantizer, is_dynamic
 from equivcheck.core.rational import float_down, float_up
 
 
@@ -36,10 +36,25 @@ def level_range(q: Quantizer, lo: np.ndarray, hi: np.ndarray) -> tuple[list[int 
     return nl, nu
 
 
-def quantize_interval(q: Quantizer, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def dynamic_interval(q: DynamicQuantizer, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sound float bounds of ``D(v)`` for every vector ``v`` in ``[lo, hi]``: within ``S/2`` of
+    ``v`` (``S`` :meth:`~equivcheck.core.quantized.DynamicQuantizer.scale_bound`, rounded up)
+    and of the sign of ``v`` unit by unit (both proved in :class:`DynamicQuantizer`)."""
+    half = q.half_bound(lo, hi)
+    low = np.nextafter(lo - half, -np.inf)
+    high = np.nextafter(hi + half, np.inf)
+    return np.where(lo >= 0, np.maximum(low, 0.0), low), np.where(hi <= 0, np.minimum(high, 0.0), high)
+
+
+def quantize_interval(q: Quantizer | DynamicQuantizer, lo: np.ndarray, hi: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray]:
     """Sound float64 bounds of ``Q(v)`` for ``v`` in ``[lo, hi]`` unit by unit: ``Q(lo)``
     rounded down and ``Q(hi)`` rounded up (both computed exactly; ``Q`` is monotone). An
-    infinite end gives the quantizer's lowest / highest value."""
+    infinite end gives the quantizer's lowest / highest value. A dynamic quantizer ``D`` (not
+    monotone unit by unit: its scale depends on the whole vector): ``v +- S/2`` with ``S`` a
+    bound of its scale over the box, and the sign of ``v``."""
+    if is_dynamic(q):
+        return dynamic_interval(q, np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64))
     nl, nu = level_range(q, lo, hi)
     out_lo = np.empty(q.n, dtype=np.float64)
     out_hi = np.empty(q.n, dtype=np.float64)
@@ -108,6 +123,11 @@ def _rounding_error(q: Quantizer | None, v_lo: np.ndarray, v_hi: np.ndarray
     n = len(v_lo)
     if q is None:
         return [Fraction(0)] * n, [Fraction(0)] * n
+    if is_dynamic(q):  # |D(v) - v| <= S/2, D(v) of the sign of v (see DynamicQuantizer)
+        half = Fraction(q.half_bound(v_lo, v_hi))
+        lows = [max(-half, -Fraction(float(h))) if lo >= 0 else -half for lo, h in zip(v_lo, v_hi)]
+        highs = [min(half, -Fraction(float(lo))) if h <= 0 else half for lo, h in zip(v_lo, v_hi)]
+        return lows, highs
     nl, nu = level_range(q, v_lo, v_hi)
     lows, highs = [], []
     for i, (s, zp) in enumerate(zip(q.scale, q.zero_point)):

@@ -21,6 +21,9 @@ quantizations of one network), sound bounds of the difference of each pair of co
 values are asserted as well (implied constraints, from
 :func:`~equivcheck.bounds.quant_interval.difference_intervals`).
 
+Dynamically quantized networks (:class:`~equivcheck.core.quantized.DynamicQuantizer`) are
+declined (:data:`DYNAMIC_DECLINED`): their rounding is nonlinear in the values.
+
 The bounds only drop cases that cannot occur, so *unsat* is a proof in exact arithmetic on the
 stored weights and scales; a *sat* model is a counterexample only once both networks, evaluated
 exactly on it, violate the spec (:func:`decide_quantized` checks that).
@@ -46,7 +49,7 @@ from equivcheck.core import matrix
 from equivcheck.core.deadline import Deadline
 from equivcheck.core.domain import Box
 from equivcheck.core.options import SearchOutcome
-from equivcheck.core.quantized import Quantizer
+from equivcheck.core.quantized import QuantizedNetwork, Quantizer
 from equivcheck.core.spec import Mode, Spec
 from equivcheck.solve.encode import Writer, negated_spec, num, ref_text
 from equivcheck.solve.search import Decision
@@ -66,6 +69,10 @@ MAX_INTEGER_VARIABLES = 1000  # quantized units whose level is not fixed by the 
 MAX_UNSTABLE_RELUS = 48
 MAX_PARAMETERS = 200_000  # weights and biases of both networks
 TOO_LARGE = "too large for the exact quantized encoding"
+# A dynamic quantizer's scale s is computed from the whole vector, and its values s * level are
+# products of two unknowns: not the linear integer arithmetic this encoding writes.
+DYNAMIC_DECLINED = ("the exact quantized encoding does not take dynamically quantized networks (the "
+                    "scale is computed from the values, so the rounding is nonlinear in them)")
 
 # Z3's default preprocessing substitutes every defined unit into the next layer (solve-eqs),
 # which multiplies out the long rational coefficients of deep chains: with it off, ACAS Xu 1_1
@@ -201,6 +208,8 @@ def encode_quantized(a, b, box: Box, bounds_a: list[LayerBounds], bounds_b: list
     ``bounds_a``/``bounds_b`` are sound pre-activation bounds over ``box`` (see
     :func:`model_bounds`). ``options``: start with :data:`SOLVER_OPTIONS`. Past the module's
     size limits, the encoding has no text and ``too_large`` says why."""
+    if _dynamic(a) or _dynamic(b):
+        return QuantEncoding("", (), 0, 0, 0, False, DYNAMIC_DECLINED)
     try:
         return _encode(a, b, box, bounds_a, bounds_b, spec, options)
     except _TooLarge as exc:
@@ -237,6 +246,10 @@ def _encode(a, b, box: Box, bounds_a: list[LayerBounds], bounds_b: list[LayerBou
                          ha == hb)
 
 
+def _dynamic(net) -> bool:
+    return isinstance(net, QuantizedNetwork) and net.dynamic
+
+
 def _params(net) -> int:
     float_net = float_parts(net)[0]
     return sum(matrix.stored_entries(layer.weight) + layer.bias.size for layer in float_net.layers)
@@ -257,6 +270,8 @@ def decide_quantized(a, b, spec: Spec, box: Box, deadline: Deadline,
     """
     if deadline.expired():
         return Decision(SearchOutcome.UNKNOWN, "timeout: no time left for the solver")
+    if _dynamic(a) or _dynamic(b):
+        return Decision(SearchOutcome.UNKNOWN, DYNAMIC_DECLINED)
     params = _params(a) + _params(b)
     if params > MAX_PARAMETERS:
         return Decision(SearchOutcome.UNKNOWN, f"{TOO_LARGE}: {params:,} weights and biases, more "

@@ -17,7 +17,9 @@ Each box goes through, in order:
    violate the spec at ``x``;
 5. the exact encoding with integer rounding variables
    (:func:`equivcheck.solve.quant_encode.decide_quantized`) for what is left, when the pair is
-   small enough for it.
+   small enough for it (it declines dynamically quantized networks, whose rounding is
+   nonlinear; steps 1-4 take them, with each dynamic rounding error bounded by ``S/2``, ``S``
+   a bound of the scale over the node or the box).
 
 Anything still open is UNKNOWN, and the reason says which step gave up and why.
 """
@@ -96,7 +98,8 @@ class QuantRun:
     def __post_init__(self) -> None:
         for net in (self.a, self.b):
             if isinstance(net, QuantizedNetwork):
-                self.notes.append(f"{net.source} is quantized: {net.quantized_units:,} values "
+                kind = "dynamically quantized" if net.dynamic else "quantized"
+                self.notes.append(f"{net.source} is {kind}: {net.quantized_units:,} values "
                                   f"rounded by {len(net.quantizers())} quantizers")
 
     def prove_box(self, box: Box, index: int) -> tuple[BoxResult, Counterexample | None]:
@@ -129,7 +132,8 @@ class QuantRun:
         widest = max(la.out_dim for net in (a, b) for la in float_layers(net).layers)
         small = (widest + noise) * (a.in_dim + noise) <= MAX_ENCLOSURE_FLOATS
         params = sum(float_layers(n).num_parameters for n in (a, b))
-        exact_may = noise <= MAX_INTEGER_VARIABLES and params <= MAX_PARAMETERS
+        dynamic = any(isinstance(n, QuantizedNetwork) and n.dynamic for n in (a, b))
+        exact_may = noise <= MAX_INTEGER_VARIABLES and params <= MAX_PARAMETERS and not dynamic
         if spec.mode in (Mode.EPSILON, Mode.ARGMAX) and opts.engine:
             # all the time when nothing after it can run (the enclosure too large, the pair too
             # large for the exact encoding)
