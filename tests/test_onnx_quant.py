@@ -240,12 +240,16 @@ def test_quantized_model_refused_without_quantized_ok(mnist_models):
         assert "node 'flat_input_QuantizeLinear' (QuantizeLinear)" in msg
 
 
-def test_dynamic_quantization_refused(mnist_models):
-    with pytest.raises(UnsupportedModelError) as exc:
-        load_network(mnist_models["dynamic"], quantized_ok=True)
-    msg = one_line(exc)
-    assert str(mnist_models["dynamic"]) in msg and "DynamicQuantizeLinear" in msg
-    assert "quantize it statically" in msg
+def test_dynamic_quantization_imports_with_dynamic_quantizers(mnist_models):
+    """quantize_dynamic's model: one DynamicQuantizer on the input and after each hidden layer
+    (tests/test_quant_dynamic.py checks its semantics against onnxruntime)."""
+    from equivcheck.core.quantized import DynamicQuantizer
+
+    qnet = load_network(mnist_models["dynamic"], quantized_ok=True)
+    assert isinstance(qnet, QuantizedNetwork) and qnet.dynamic
+    assert isinstance(qnet.input_quant, DynamicQuantizer) and qnet.input_quant.n == 784
+    assert [type(q).__name__ if q else None for q in qnet.quant] == ["DynamicQuantizer"] * 2 + [None]
+    assert "dynamically quantized" in qnet.description
 
 
 def test_integer_output_refused():

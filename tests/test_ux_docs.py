@@ -122,9 +122,6 @@ def _onnx_with(op: str, tmp_path: Path) -> Path:
 REFUSALS = {  # (operator, accepted by prove) -> what the importer says after "node 'q' (op): "
     ("QuantizeLinear", False): "a quantized model (QuantizeLinear): only `prove`, `audit` and the "
                                "pytest plugin check quantized models",
-    ("DynamicQuantizeLinear", True): "dynamic quantization: the scale is computed from the input at "
-                                     "run time, so the model is no fixed function of its weights; "
-                                     "quantize it statically (quantize_static, QDQ) to verify it",
 }
 
 

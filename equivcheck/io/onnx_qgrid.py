@@ -76,6 +76,14 @@ class QGrid:
         return Quantizer(self.scale, self.zero_point, self.qmin, self.qmax, name)
 
 
+def refuse_quantized(path, node) -> None:
+    """Without ``quantized_ok`` (a DataPath's), the first quantizing node refuses the model."""
+    if not path.quantized_ok:
+        raise UnsupportedModelError(
+            f"{path.where(node)}: a quantized model ({node.op_type}): only `prove`, `audit` "
+            "and the pytest plugin check quantized models")
+
+
 def concat_grids(grids: list[QGrid]) -> QGrid:
     """The grids of consecutive units, one after the other (one integer range)."""
     g0 = grids[0]

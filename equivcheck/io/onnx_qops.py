@@ -20,7 +20,7 @@ import numpy as np
 
 from equivcheck.errors import ShapeMismatchError, UnsupportedModelError
 from equivcheck.io.onnx_affine import DataPath
-from equivcheck.io.onnx_qgrid import fold_dequantize, grid_of
+from equivcheck.io.onnx_qgrid import fold_dequantize, grid_of, refuse_quantized
 
 
 @dataclass(frozen=True)
@@ -58,8 +58,6 @@ def _input(node, k: int) -> str | None:
 def visit_qop(path: DataPath, node) -> bool:
     """Lower ``node`` when it is a QOperator node (refused without ``quantized_ok``); returns
     False for any other node."""
-    from equivcheck.io.onnx_quant import refuse_quantized
-
     if node.op_type not in QOPS or node.domain not in ("", "ai.onnx", "com.microsoft"):
         return False
     refuse_quantized(path, node)

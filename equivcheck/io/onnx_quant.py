@@ -23,9 +23,10 @@ QuantizeLinear) is held as its real value ``s * (q - zp)`` with its grid
   quantizer then leaves them unchanged), or be read only by a QuantizeLinear still to come (a
   parallel branch: rounded in this layer with that node's grid; that node is then the identity).
 
-Refused with one line: DynamicQuantizeLinear (its scale depends on the input), MatMulInteger and
-ConvInteger (their int32 result is converted to float, which rounds past 2**24), float8 and
-4-bit types, an integer graph output, and (without ``quantized_ok``) any quantized model.
+Dynamic quantization (DynamicQuantizeLinear -> MatMulInteger/ConvInteger -> Cast -> Mul) is
+lowered by :mod:`equivcheck.io.onnx_qdyn`. Refused with one line: MatMulInteger/ConvInteger
+outside that pattern, onnxruntime's fused dynamic operators, float8 and 4-bit types, an integer
+graph output, and (without ``quantized_ok``) any quantized model.
 """
 
 from __future__ import annotations
@@ -39,23 +40,23 @@ from equivcheck.errors import ModelValueError, UnsupportedModelError
 from equivcheck.io.onnx_affine import DataPath, MapKind
 from equivcheck.io.onnx_ops import apply_op
 from equivcheck.io.onnx_ops_cnn import _str_attr
-from equivcheck.io.onnx_qgrid import QGrid, concat_grids, grid_of
+from equivcheck.io.onnx_qdyn import (
+    FUSED_OPS,
+    PRODUCT_OPS,
+    dynamic_last,
+    dynamic_quantize,
+    integer_cast,
+    integer_product,
+    refuse_fused,
+)
+from equivcheck.io.onnx_qgrid import QGrid, concat_grids, grid_of, refuse_quantized
 
 # moves that keep every value (and its flat position, so even a per-unit grid holds)
 FLAT_MOVES = frozenset({"Identity", "Dropout", "Reshape", "Flatten", "Squeeze", "Unsqueeze"})
 # moves and selections of values: a per-tensor grid holds on their output
 GRID_MOVES = FLAT_MOVES | {"Transpose", "Slice", "Gather", "Pad", "MaxPool", "GlobalMaxPool",
                            "SpaceToDepth", "DepthToSpace"}
-DYNAMIC_OPS = frozenset({"DynamicQuantizeLinear", "MatMulIntegerToFloat", "DynamicQuantizeMatMul"})
-INTEGER_OPS = frozenset({"MatMulInteger", "ConvInteger"})
-
-
-def refuse_quantized(path: DataPath, node) -> None:
-    """Without ``quantized_ok``, the first quantizing node refuses the model."""
-    if not path.quantized_ok:
-        raise UnsupportedModelError(
-            f"{path.where(node)}: a quantized model ({node.op_type}): only `prove`, `audit` "
-            "and the pytest plugin check quantized models")
+INTEGER_OPS = PRODUCT_OPS
 
 
 def quant_visit(path: DataPath, node, data_inputs: list[str]) -> bool:
@@ -65,17 +66,19 @@ def quant_visit(path: DataPath, node, data_inputs: list[str]) -> bool:
     caller applies it as usual and calls :func:`grid_after`)."""
     op = node.op_type
     where = path.where(node)
-    if op in DYNAMIC_OPS:
-        raise UnsupportedModelError(
-            f"{where}: dynamic quantization: the scale is computed from the input at run time, so "
-            "the model is no fixed function of its weights; quantize it statically "
-            "(quantize_static, QDQ) to verify it")
-    if op in INTEGER_OPS:
-        raise UnsupportedModelError(
-            f"{where}: {op} is not supported (its int32 result is converted to float, which "
-            "rounds past 2**24; quantize statically, QDQ or QOperator, to verify)")
+    if op in FUSED_OPS:
+        refuse_quantized(path, node)
+        refuse_fused(path, node)
+    if op == "DynamicQuantizeLinear" and node.domain in ("", "ai.onnx"):
+        dynamic_quantize(path, node)
+        return True
+    if op in INTEGER_OPS and node.domain in ("", "ai.onnx"):
+        integer_product(path, node)
+        return True
     if node.domain not in ("", "ai.onnx"):
         return False
+    if integer_cast(path, node):
+        return True
     if op == "QuantizeLinear":
         path.load(data_inputs[0])
         if node.input[0] != path.tensor:
@@ -282,7 +285,7 @@ def relu_on_quantized(path: DataPath, node) -> bool:
     p, last = path.pending, len(path.layers) - 1
     others = [t for t in path.live if path.last_use.get(t, -1) > path.index]
     if (path.integer or p.kind is not MapKind.IDENTITY or p.b is not None or others or last < 0
-            or last not in path.quant or path.layers[last].relu):
+            or last not in path.quant or path.layers[last].relu or dynamic_last(path)):
         return False
     path.layers[last] = dataclasses.replace(path.layers[last], relu=True)
     path.nonneg = True  # the grid holds: relu keeps values on it
