@@ -1,13 +1,15 @@
 """Benchmark float models against their int8 copies made by onnxruntime.quantization (issue 12).
 
 Run:  python benchmarks/quantized.py [--nets avgpool,maxpool,cifar,resnet,mnist]
-          [--specs 0.05,1.0,argmax] [--format qdq] [--timeout 60]
+          [--specs 0.05,1.0,argmax] [--format qdq|qoperator|dynamic] [--timeout 60]
 
 Each net of ``../shared/models/external/cnn`` (and the bundled ``models/mnist_2x50_l1.onnx`` on
 the box [0, 1] of its first 784 pixels around a digit, as ``mnist``) is quantized statically by
 ``onnxruntime.quantization.quantize_static`` (QDQ or QOperator format, per-tensor, calibrated on
 64 random points of the property box), then ``equivcheck.prove(float, int8, box, ...)`` decides
 epsilon 0.05 and 1.0 (L-inf) and argmax. The library call is timed with loading included.
+``--format dynamic`` quantizes with ``quantize_dynamic`` instead (int8 weights per tensor, the
+activations' scales computed from each input by DynamicQuantizeLinear; no calibration).
 
 A PROVED instance is checked at 2,000 random points of the box in exact arithmetic on the
 quantized network's rounding (no violation allowed); a REFUTED one says whether its
@@ -47,9 +49,19 @@ NETS = {
 
 
 def quantize(src: Path, box, out: Path, fmt: str) -> Path:
-    """``src`` quantized statically (per tensor) into ``out``, calibrated on points of ``box``."""
+    """``src`` quantized statically (per tensor) into ``out``, calibrated on points of ``box``
+    (``fmt`` "dynamic": ``quantize_dynamic``, no calibration)."""
     import onnx
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        quantize_dynamic,
+        quantize_static,
+    )
+
+    if fmt == "dynamic":
+        quantize_dynamic(str(src), str(out))
+        return out
 
     model = onnx.load(str(src))
     inp = model.graph.input[0]
@@ -130,7 +142,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--nets", default="mnist,avgpool,maxpool,cifar,resnet")
     ap.add_argument("--specs", default="0.05,1.0,argmax")
-    ap.add_argument("--format", default="qdq", choices=("qdq", "qoperator"))
+    ap.add_argument("--format", default="qdq", choices=("qdq", "qoperator", "dynamic"))
     ap.add_argument("--timeout", type=float, default=60.0)
     args = ap.parse_args()
     nets = [n for n in args.nets.split(",") if n == "mnist" or CNN.exists()]
