@@ -28,6 +28,8 @@ def compress_cmd(
 ) -> int:
     """Remove stably inactive units and fold stably active ones, losslessly on the domain.
 
+    A statically quantized (int8/uint8) model only loses its dead units (stably active ones are kept: folding would drop a rounding step); the result is written as a QDQ model.
+
     Writes the compressed ONNX model, prints a per-layer table and, unless --no-verify, proves the two models equivalent on the domain.
 
     The table and the verdict go to stdout, progress and errors to stderr.
@@ -35,6 +37,7 @@ def compress_cmd(
     Exit codes: 0 compressed and proved (or not verified), 1 the proof found a difference (a bug: please report it), 3 proof unknown, 4 bad input, 2 usage error.
     """
     from equivcheck.compress.pipeline import compress
+    from equivcheck.compress.quantized import QuantizedCompressionResult
 
     check_timeout(timeout)
     if output.suffix.lower() != ".onnx":
@@ -47,6 +50,8 @@ def compress_cmd(
                           progress=progress)
     if as_json:
         emit_json(result)
+    elif isinstance(result, QuantizedCompressionResult):
+        render_quantized(result, output)
     else:
         render(result, output)
     return 0 if result.proof is None else result.proof.exit_code
@@ -89,4 +94,44 @@ def render(result, output: Path) -> None:
     what = "strictly equal" if result.epsilon is None else f"equal within epsilon = {result.epsilon} (linf, {float(result.epsilon):.3g})"
     colour = {Verdict.PROVED: "green", Verdict.REFUTED: "red", Verdict.UNKNOWN: "yellow"}[p.verdict]
     con.print(f"  proof: [{colour}]{p.verdict.label.upper()}[/] {what} on {escape(p.domain_text)} "
+              f"({p.seconds:.2f} s): {escape(p.reason)}")
+
+
+def render_quantized(result, output: Path) -> None:
+    """The per-layer table of a quantized model's compression and its structural proof, on
+    stdout."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    con = out_console()
+    table = Table(title=f"equivcheck compress (quantized): {escape(str(result.original.source))}")
+    for col in ("layer", "units", "dead removed", "active (kept)", "units kept", "params",
+                "params kept", "saved %"):
+        table.add_column(col, justify="right")
+    last = len(result.table) - 1
+    for r, active in zip(result.table, result.active):
+        pct = 100.0 * (1 - r.params_after / r.params_before) if r.params_before else 0.0
+        table.add_row(f"{r.layer}{' out' if r.layer == last else ''}", str(r.units_before),
+                      str(r.removed_inactive), str(active), str(r.units_after), f"{r.params_before:,}",
+                      f"{r.params_after:,}", f"{pct:.1f}")
+    con.print(table)
+    con.print(f"  {escape(result.summary)}")
+    con.print(f"  dead units from {result.bounds} bounds through every quantizer ({result.seconds:.2f} s)")
+    for note in result.notes:
+        con.print(f"  note: {note}", markup=False)
+    if result.ort_max_difference is not None:
+        line = (f"  onnxruntime, original vs written file at {result.ort_points} domain points: "
+                f"max difference {result.ort_max_difference:.3g}")
+        if result.ort_differing:
+            q = result.original.quant[-1]
+            step = f", output step {float(q.scale_float.max()):.3g}" if q is not None else ""
+            line += (f" at {result.ort_differing} point(s){step} (float32 sums in another order "
+                     f"landing across a rounding boundary; exact outputs there: {result.ort_closer})")
+        con.print(line, markup=False)
+    con.print(f"  wrote {output}", markup=False)
+    if result.proof is None:
+        con.print("  [yellow]not verified[/] (--no-verify)")
+        return
+    p = result.proof
+    con.print(f"  proof: [green]{p.verdict.label.upper()}[/] strictly equal on {escape(p.domain_text)} "
               f"({p.seconds:.2f} s): {escape(p.reason)}")

@@ -44,6 +44,7 @@ from equivcheck.compress.passes import (
     to_network,
     working_layers,
 )
+from equivcheck.compress.quantized import compress_model, is_quantized_model
 from equivcheck.compress.result import CompressionResult, LayerCompression
 from equivcheck.compress.rounding import deviation_bound, round_up_decimal
 from equivcheck.core import matrix
@@ -52,6 +53,7 @@ from equivcheck.core.domain import Domain
 from equivcheck.core.network import Network
 from equivcheck.core.options import MULTI_PROOF_TIMEOUT, BoundMethod, ProverOptions
 from equivcheck.core.progress import Progress, ProgressFn, report
+from equivcheck.core.quantized import QuantizedNetwork
 from equivcheck.core.result import ProofResult
 from equivcheck.core.spec import Mode, Norm, Spec
 from equivcheck.engine.units import split_inputs
@@ -146,6 +148,12 @@ def compress(
 ) -> CompressionResult:
     """Compress ``model`` losslessly on ``domain`` and (unless ``verify`` is False) prove it.
 
+    A statically quantized model (a :class:`~equivcheck.core.quantized.QuantizedNetwork`, or an
+    ONNX model with quantization operators) goes to
+    :func:`equivcheck.compress.quantized.compress_model`: its dead units are removed with a
+    structural proof, and the result is a
+    :class:`~equivcheck.compress.quantized.QuantizedCompressionResult`.
+
     ``timeout`` (seconds, or a :class:`~equivcheck.core.deadline.Deadline` handed down) bounds the
     whole call: the stability analysis gets ``ANALYSIS_SHARE`` of the time left after loading,
     folding stops at the deadline, and the proof gets what remains (UNKNOWN when nothing does).
@@ -162,9 +170,14 @@ def compress(
     """
     start = time.monotonic()
     deadline = Deadline.of(timeout)
-    opts = options if options is not None else PROOF_OPTIONS
-    proto = None if isinstance(model, Network) else load_model(model)
+    proto = None if isinstance(model, (Network, QuantizedNetwork)) else load_model(model)
     label = None if proto is None else model_label(model)
+    if isinstance(model, QuantizedNetwork) or is_quantized_model(proto):
+        # statically quantized: only dead units go (equivcheck.compress.quantized)
+        got = compress_model(model, proto, label, domain, output, verify, deadline, options, progress)
+        if got is not None:  # (None: its quantization operators fold away; a float network)
+            return got
+    opts = options if options is not None else PROOF_OPTIONS
     net = model if proto is None else load_network(proto, name=label)
     dom = parse_domain(domain, net.in_dim)
     report(progress, Progress("stability", 0, net.num_relus, "units", seconds_left=deadline.remaining()))
