@@ -120,8 +120,8 @@ def _onnx_with(op: str, tmp_path: Path) -> Path:
 
 
 REFUSALS = {  # (operator, accepted by prove) -> what the importer says after "node 'q' (op): "
-    ("QuantizeLinear", False): "a quantized model (QuantizeLinear): only `prove`, `audit` and the "
-                               "pytest plugin check quantized models",
+    ("QuantizeLinear", False): "a quantized model (QuantizeLinear): only `prove`, `audit`, "
+                               "`compress` and the pytest plugin take quantized models",
 }
 
 

@@ -53,8 +53,8 @@ def load_for_check(model: ModelLike | Network | QuantizedNetwork, spec: Spec | N
     if isinstance(model, QuantizedNetwork):
         if not quantized_ok:
             raise UnsupportedModelError(
-                f"{model.source}: a quantized model: only `prove`, `audit` and the pytest plugin check "
-                "quantized models")
+                f"{model.source}: a quantized model: only `prove`, `audit`, `compress` and the "
+                "pytest plugin take quantized models")
         return LoadedModel(model, None)
     label = name or model_label(model)
     if is_torch_module(model) and input_shape is not None:

@@ -80,8 +80,8 @@ def refuse_quantized(path, node) -> None:
     """Without ``quantized_ok`` (a DataPath's), the first quantizing node refuses the model."""
     if not path.quantized_ok:
         raise UnsupportedModelError(
-            f"{path.where(node)}: a quantized model ({node.op_type}): only `prove`, `audit` "
-            "and the pytest plugin check quantized models")
+            f"{path.where(node)}: a quantized model ({node.op_type}): only `prove`, `audit`, "
+            "`compress` and the pytest plugin take quantized models")
 
 
 def concat_grids(grids: list[QGrid]) -> QGrid:
