@@ -46,6 +46,7 @@ from equivcheck.core.spec import Mode, Spec
 from equivcheck.engine import Outcome, PairModel, check_box
 from equivcheck.solve import falsify
 from equivcheck.solve.quant_encode import MAX_INTEGER_VARIABLES, MAX_PARAMETERS, decide_quantized
+from equivcheck.solve.quant_units import same_quantized_units
 from equivcheck.solve.search import engine_options
 from equivcheck.solve.witness import OrtRunner, build_counterexample, exact_evaluation
 
@@ -113,6 +114,12 @@ class QuantRun:
         if identical(a, b):
             return done(Verdict.PROVED, "the networks have the same layers and the same "
                         "quantizers, exactly (no search needed)")
+        same, shared, dead = same_quantized_units(a, b, box)
+        if same:  # b is a with units removed that are dead on the box (equivcheck.solve.quant_units)
+            return done(Verdict.PROVED, f"both networks compute their outputs through the same "
+                        f"units ({shared} units of b are units of a, with the same quantizers; "
+                        f"the {dead} others of a are 0 on the box after their ReLU and "
+                        "quantizer); no search needed")
         # 1. the falsifier on the networks themselves
         if opts.falsify:
             budget = deadline.sub(opts.falsify_share, seconds=opts.falsify_seconds)
