@@ -81,15 +81,22 @@ def to_onnx(net: Network, graph_name: str = "equivcheck") -> tuple["onnx.ModelPr
     out_shape_name = fresh("out_shape")
     inits.append(_tensor(proto, np.array(out_dims, dtype=np.int64), out_shape_name))
     nodes.append(_node(proto, "Reshape", [cur, out_shape_name], [net.output_name], fresh("reshape_output")))
+    return assemble(proto, graph_name, nodes, inits, (net.input_name, elem, in_shape),
+                    (net.output_name, elem, out_shape)), exact
+
+
+def assemble(proto, graph_name: str, nodes: list, inits: list, inp: tuple, out: tuple):
+    """The ModelProto (opset :data:`OPSET`) of a graph of ``nodes`` and initializers ``inits``
+    with one input and one output, each given as ``(name, element type, shape)``."""
     model = proto.ModelProto(ir_version=IR_VERSION, producer_name="equivcheck")
     model.opset_import.add(domain="", version=OPSET)
     graph = model.graph
     graph.name = graph_name
     graph.node.extend(nodes)
     graph.initializer.extend(inits)
-    _value_info(graph.input.add(), net.input_name, elem, in_shape)
-    _value_info(graph.output.add(), net.output_name, elem, out_shape)
-    return model, exact
+    _value_info(graph.input.add(), *inp)
+    _value_info(graph.output.add(), *out)
+    return model
 
 
 def _sparse_nodes(proto, weight, values: np.ndarray, cur: str, b_name: str, out: str, k: int, fresh,

@@ -39,10 +39,9 @@ import numpy as np
 from equivcheck.core.network import MAX_WIDTH, Layer
 from equivcheck.core.quantized import QuantizedNetwork, Quantizer, is_dynamic
 from equivcheck.errors import UnsupportedModelError
-from equivcheck.io.onnx_export import IR_VERSION, _NameAllocator, _node, _value_info
+from equivcheck.io.onnx_export import _NameAllocator, _node, assemble
 from equivcheck.io.onnx_proto import pb2
 
-OPSET = 17
 MAX_SCALE_DIVISOR = 1 << 12  # how far a gcd is divided to find a float32 scale
 INT8, INT32 = (-128, 127), (-(1 << 31), (1 << 31) - 1)
 # TensorProto element types
@@ -328,16 +327,10 @@ def to_qonnx(net: QuantizedNetwork, graph_name: str = "equivcheck_quantized"):
     out_dims = [d if d > 0 else 1 for d in net.output_shape] or [1, net.out_dim]
     nodes.append(_node(proto, "Reshape", [cur, const(np.array(out_dims, np.int64), "out_shape")],
                        [net.output_name], fresh("reshape_output")))
-    model = proto.ModelProto(ir_version=IR_VERSION, producer_name="equivcheck")
-    model.opset_import.add(domain="", version=OPSET)
-    graph = model.graph
-    graph.name = graph_name
-    graph.node.extend(nodes)
-    graph.initializer.extend(inits)
     in_shape = [d if d > 0 else "N" for d in net.input_shape] or [1, net.in_dim]
     out_shape = [d if d > 0 else "N" for d in net.output_shape] or [1, net.out_dim]
-    _value_info(graph.input.add(), net.input_name, 1, in_shape)
-    _value_info(graph.output.add(), net.output_name, 1, out_shape)
+    model = assemble(proto, graph_name, nodes, inits, (net.input_name, 1, in_shape),
+                     (net.output_name, 1, out_shape))
     return model
 
 
