@@ -5,7 +5,9 @@ box: compress (stability analysis + transformations + proof), run original and c
 onnxruntime on 10,000 random float32 points of the domain and report the largest difference,
 and (``--idempotence``) compress the compressed model again and count what it removes.
 
-Per network: seconds (the library call), hidden units decided by the stability analysis, folds
+Per network: seconds (the library call, wall and CPU; the stability analysis and its stages;
+the machine may be shared, CPU seconds and the input splitting's sub-boxes are the steadier
+figures), hidden units decided by the stability analysis, folds
 kept (and proved: the proof's mode is then epsilon) or dropped, the proof's verdict and how it
 was found. Then per family: mean and max seconds, networks with every unit decided, folds kept.
 
@@ -60,16 +62,22 @@ def main(argv=None) -> int:
     jobs += [(f"acasxu/{p.name}", "acasxu/prop_1.vnnlib") for p in acas]
     tmp = Path(tempfile.mkdtemp(prefix="equivcheck_compress_"))
     print(f"{'model':<34} {'before':>22} {'after':>22} {'units%':>6} {'decided':>9} {'folds':>9} "
-          f"{'proof':>8} {'mode':>10} {'secs':>6} {'ort max|diff|':>13} {'f64 max|diff|':>13} {'again':>5}",
+          f"{'proof':>8} {'mode':>10} {'secs':>6} {'cpu':>6} {'stab':>5} {'ort max|diff|':>13} {'f64 max|diff|':>13} {'again':>5}",
           flush=True)
     rng = np.random.default_rng(0)
     stats: dict[str, list] = {}
     for model, dom_rel in jobs:
         src, dom_path = EXTERNAL / model, EXTERNAL / dom_rel
         out = tmp / (Path(model).stem + ".small.onnx")
-        t0 = time.perf_counter()
-        res = compress(src, domain=str(dom_path), output=out, timeout=args.timeout)
-        secs = time.perf_counter() - t0
+        boxes = {"n": 0}
+
+        def progress(p, boxes=boxes):  # the input splitting's count of sub-boxes bounded
+            if p.stage == "stability" and "sub-boxes bounded" in p.detail:
+                boxes["n"] = int(p.detail.split()[0])
+
+        t0, c0 = time.perf_counter(), time.process_time()
+        res = compress(src, domain=str(dom_path), output=out, timeout=args.timeout, progress=progress)
+        secs, cpu = time.perf_counter() - t0, time.process_time() - c0
         dom = parse_domain(str(dom_path), res.original.in_dim)
         box = dom.boxes[0]
         lo, hi = box.float32_box()
@@ -92,11 +100,14 @@ def main(argv=None) -> int:
         folds = "dropped" if dropped else (f"{kept} kept" if kept else "-")
         print(f"{model.split('/')[-1][:34]:<34} {res.original.description[:22]:>22} "
               f"{res.compressed.description[:22]:>22} {res.unit_compression:6.1f} "
-              f"{decided:4d}/{units:<4d} {folds:>9} {verdict:>8} {mode:>10} {secs:6.1f} {diff:13.3g} {diff64:13.3g} "
+              f"{decided:4d}/{units:<4d} {folds:>9} {verdict:>8} {mode:>10} {secs:6.1f} {cpu:6.1f} {res.stability.seconds:5.1f} {diff:13.3g} {diff64:13.3g} "
               f"{again:>5}", flush=True)
         family = model.split("/")[0]
         stats.setdefault(family, []).append((secs, decided == units, kept, dropped,
-                                             res.proof is not None and res.proof.proved))
+                                             res.proof is not None and res.proof.proved, cpu,
+                                             model.split("/")[-1], boxes["n"]))
+        stages = " ".join(f"{k} {v:.2f}" for k, v in res.stability.stage_seconds.items())
+        print(f"    stability stages (s): {stages}; sub-boxes bounded {boxes['n']}", flush=True)
         for note in res.notes:
             print(f"    note: {note}", flush=True)
     for family, rows in stats.items():
@@ -105,7 +116,11 @@ def main(argv=None) -> int:
               f"max {secs.max():.2f}; every unit decided on {sum(r[1] for r in rows)}/{len(rows)}; "
               f"folds kept and proved on {sum(1 for r in rows if r[2] and r[4])} nets "
               f"({sum(r[2] for r in rows)} folds), dropped on {sum(r[3] for r in rows)}; "
-              f"proved {sum(r[4] for r in rows)}/{len(rows)}")
+              f"proved {sum(r[4] for r in rows)}/{len(rows)}; cpu mean {np.mean([r[5] for r in rows]):.2f}")
+        print(f"  sub-boxes bounded: total {sum(r[7] for r in rows)}, max {max(r[7] for r in rows)}")
+        slow = sorted(rows, key=lambda r: -r[5])[:5]
+        print("  slowest (cpu s): " + ", ".join(f"{r[6].replace('ACASXU_run2a_', '')} {r[5]:.1f}"
+                                               for r in slow))
     return 0
 
 

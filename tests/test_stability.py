@@ -332,14 +332,21 @@ def test_split_coefficients_are_the_gradient_where_every_earlier_unit_is_stable(
     b.bounds(2, last, lo, hi, prior)
     q_layer, q_unit = np.array([2, 2, 1]), np.array([3, 7, 0])
     q_sign = np.array([1.0, -1.0, 1.0])
-    got = b.coefficients(2, last, q_layer, q_unit, q_sign, np.array([True]),
+    got, lines = b.lines(2, last, q_layer, q_unit, q_sign, np.array([True]),
                          np.ones((1, 3), dtype=bool), lo, hi)
+    assert sorted(lines.qs[0][lines.valid[0]]) == [0, 1, 2]  # a line for every open question
     for j in range(2):
         c = np.zeros((1, 10))
         c[0, q_unit[j]] = 1.0
         want = np.abs(vjp(net, x[None, :], c, layer=2))[0]
         assert np.allclose(got[0, j], want, rtol=1e-9, atol=1e-12)
     assert not got[0, 2].any()  # a question of an earlier layer has no coefficients here
+    # its line is its own linear map too (the unit's index in its full layer, its sign)
+    r = int(np.flatnonzero(lines.qs[0] == 2)[0])
+    c = np.zeros((1, 10))
+    c[0, 0] = 1.0
+    want = vjp(net, x[None, :], c, layer=1)[0]
+    assert np.allclose(np.asarray(lines.part.nu)[0, r], want, rtol=1e-9, atol=1e-12)
 
 
 def test_wide_networks_hold_a_bounded_number_of_witness_candidates(monkeypatch):

@@ -40,6 +40,27 @@ sub-boxes than the current budget (``SPLIT_BUDGETS``) is parked: its sub-boxes w
 sub-box has an unparked question, then the next budget applies, so easy questions are settled
 before the hard ones use up the time, and no work is redone.
 
+A sub-box's back-substituted bound of an open question is a line ``nu . x + c`` valid on the
+whole sub-box (:class:`~equivcheck.engine.unit_lines.Lines`, one per question open there), so
+it is reused on parts of the sub-box for free: before a sub-box is split, the slab at either
+end of each input where the lines of every open question are ``<= 0`` is cut off (``SHAVE``:
+the slab estimated from the line's peak and ``|nu_d|``, then proved by concretising the lines
+over it); a sub-box shaved below ``SHAVE_UNSPLIT`` of its volume is bounded again unsplit;
+after the split, a half drops the questions its parent's lines close over it, and is shaved
+again by them (a half's lines peak lower). The corner where a line peaks is a witness
+candidate (``WITNESS_PEAKS``), and questions open on more than the first budget's sub-boxes
+get short climbs inside those sub-boxes from there (``PEAK_CLIMB``: unstable units positive
+on a sliver). Measured on ACAS Xu over prop_1 (sub-boxes to decide every unit; CPU seconds of
+the analysis, on a shared machine, so +-20%): N2,8 26,643 -> 8,663 (18.5 -> 9.7 s) with the
+deepest layer's lines; N4,9 47,257 -> 31,332 (38 -> 27 s), with every layer's lines 29,373;
+N1,6 5,017 -> 2,381, N2,6 5,593 -> 3,115 with the halves shaved too (2,516, 3,261 without);
+N4,6 21,143 -> 17,602 with the peaks, 14,884 with the climbs (which took 7% of the time),
+where 7 unstable units had cost 21,260 sub-box questions before their witnesses, then 6,768.
+To decide every unit: N4,6 47,151 -> 14,884 sub-boxes (CPU 36 -> 18 s), N3,6 30,622 -> 15,835
+(22 -> 17 s), N2,9 34,552 -> 15,179 (25 -> 17 s), N5,9 51,898 -> 22,775 (27 -> 17 s). compress
+on all 45 nets (``benchmarks/compress_external.py --timeout 60``, with ``BATCH`` 128): every
+unit decided on 45/45, mean 5.6 s (CPU 5.2), max 21.7 s, 264,279 sub-boxes in all.
+
 Why here and injected (not in :mod:`equivcheck.bounds.stability`): the batched bounds are the
 engine's, and ``bounds/`` may not import ``engine/``. :func:`~equivcheck.bounds.stability.\
 analyze_stability` therefore takes the exact stage for few inputs as a parameter (``splitter``);
@@ -59,16 +80,31 @@ from equivcheck.core.network import Affine, Layer, Network
 from equivcheck.core.options import UnitStability
 from equivcheck.core.progress import Progress, ProgressFn, report
 from equivcheck.engine import Boxes, PairModel, pair_bounds
-from equivcheck.engine.backward import History, back_network  # ``prior``'s type; coefficients
+from equivcheck.engine.backward import (  # ``prior``'s type; the questions' linear bounds
+    History,
+    Partial,
+    back_factor,
+    back_network,
+    underflow_allowance,
+)
 from equivcheck.engine.forward import bisect
+from equivcheck.engine.unit_lines import Lines, climb_peaks, unanswered
 
 SPLIT_BUDGETS = (64, 1024, 16384, 262144)  # sub-boxes a question may stay open on, level by level
-BATCH = 512  # sub-boxes bounded per call ...
+BATCH = 128  # sub-boxes bounded per call (ACAS Xu N4,9, N2,7, N3,8: 10-25% less CPU than 512 ...
+# for as many sub-boxes: the arrays stay in cache) ...
 BATCH_FLOATS = 6_000_000  # and few enough that [units, inputs, boxes] arrays stay this small
 SPLIT = "coef"  # how the split input is chosen (see the module doc): "coef" or "smear"
 CLIMBS = ((4, 30), (16, 60))  # multi-start climbs (starts, rounds) as budgets 1, 2 begin ...
 CLIMB_TIME = (0.0, 2.0 / 3.0)  # ... or when only this share of the time is left
 WITNESS_SAMPLES = 2  # random points per open sub-box offered as witnesses (with its centre)
+WITNESS_PEAKS = True  # and the corners where its questions' lines peak
+PEAK_CLIMB = 2048  # climbs inside open sub-boxes per round (0: none; see climb_peaks) ...
+PEAK_ROUNDS = 8  # ... of this many annealed moves
+SHAVE = True  # cut off the slabs of a sub-box that its questions' linear bounds close
+LINES_ALL_LAYERS = True  # lines of every open question (else of the deepest layer's only)
+SHAVE_HALVES = True  # shave the halves too, with their parent's lines
+SHAVE_UNSPLIT = 0.5  # a sub-box shaved to less than this share of its volume is bounded again unsplit
 
 
 class _Bounder:
@@ -97,33 +133,51 @@ class _Bounder:
             self.models[key] = PairModel.build(head, zero)
         return self.models[key]
 
-    def coefficients(self, upto: int, last: np.ndarray, q_layer, q_unit, q_sign,
-                     keep: np.ndarray, open_q: np.ndarray, lo: np.ndarray,
-                     hi: np.ndarray) -> np.ndarray:
-        """``[B, Q, n]``: for the boxes ``keep`` of the last :meth:`bounds` call (``lo``, ``hi``
-        their bounds), ``|nu|``, the input coefficients of the back-substituted upper bound of
+    def lines(self, upto: int, last: np.ndarray, q_layer, q_unit, q_sign, keep: np.ndarray,
+              open_q: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, Lines | None]:
+        """For the boxes ``keep`` of the last :meth:`bounds` call (``lo``, ``hi`` their bounds):
+        ``[B, Q, n]`` ``|nu|``, the input coefficients of the back-substituted upper bound of
         ``sign * z`` of each question of layer ``upto`` open there (``open_q`` ``[B, Q]``), from
-        that call's bounds of the earlier layers; 0 for the other questions."""
+        that call's bounds of the earlier layers, 0 for the other questions; and the linear
+        bounds of every open question of layer ``upto`` and (``LINES_ALL_LAYERS``) of the
+        earlier layers (:class:`Lines`, None when there are none)."""
         model, hist = self.last
         b, n = lo.shape
         out = np.zeros((b, len(q_unit), n))
-        qsel = np.flatnonzero((q_layer == upto) & np.isin(q_unit, last))
-        om = open_q[:, qsel]
-        r = int(om.sum(axis=1).max()) if len(qsel) else 0
-        if r == 0:
-            return out
-        order = np.argsort(~om, axis=1, kind="stable")[:, :r]  # [B, R]: each box's open first
-        valid = np.take_along_axis(om, order, 1)
-        qs = qsel[order]
-        c = np.zeros((b, r, len(last)))
-        bi = np.broadcast_to(np.arange(b)[:, None], qs.shape)
-        c[bi, np.arange(r)[None, :], np.searchsorted(last, q_unit[qs])] = q_sign[qs] * valid
         cols = [h[:, keep] for h in hist.f_lo[:upto]], [h[:, keep] for h in hist.f_hi[:upto]]
         pm = [h[:, keep] for h in hist.f_pm[:upto]]
-        p = back_network(self.model(upto, last).f, cols[0], cols[1], pm, upto, c,
-                         Boxes(lo, hi, model.width).xmax, b)
-        out[bi, qs] = np.where(valid[:, :, None], np.abs(np.asarray(p.nu)), 0.0)
-        return out
+        boxes = Boxes(lo, hi, model.width)
+        layers = self.model(upto, last).f
+        parts, all_qs, all_valid = [], [], []
+        for k in sorted(set(q_layer[open_q.any(axis=0)].tolist()), reverse=True):
+            if k != upto and not LINES_ALL_LAYERS:
+                continue
+            qsel = np.flatnonzero((q_layer == k) & (np.isin(q_unit, last) if k == upto else True))
+            om = open_q[:, qsel]
+            r = int(om.sum(axis=1).max()) if len(qsel) else 0
+            if r == 0:
+                continue
+            order = np.argsort(~om, axis=1, kind="stable")[:, :r]  # [B, R]: each box's open first
+            valid = np.take_along_axis(om, order, 1)
+            qs = qsel[order]
+            units = np.searchsorted(last, q_unit[qs]) if k == upto else q_unit[qs]
+            c = np.zeros((b, r, len(last) if k == upto else self.net.layers[k].out_dim))
+            bi = np.broadcast_to(np.arange(b)[:, None], qs.shape)
+            c[bi, np.arange(r)[None, :], units] = q_sign[qs] * valid
+            p = back_network(layers, cols[0], cols[1], pm, k, c, boxes.xmax, b)
+            if k == upto:
+                out[bi, qs] = np.where(valid[:, :, None], np.abs(np.asarray(p.nu)), 0.0)
+            parts.append(p)
+            all_qs.append(qs)
+            all_valid.append(valid)
+        if not parts:
+            return out, None
+        p = Partial(*(np.concatenate([getattr(q, f) if f != "nu" else np.asarray(q.nu) for q in parts], axis=1)
+                      for f in ("val", "mag", "slack", "nu")))
+        # the allowance for underflow of these products (as pair_bounds' own, from the same bounds)
+        tiny = underflow_allowance(History(f_pm=pm), boxes.xmax)
+        return out, Lines(p, np.concatenate(all_qs, axis=1), np.concatenate(all_valid, axis=1), tiny,
+                           back_factor(model), model.width)
 
     def pack(self, bounds) -> np.ndarray:
         """Layer bounds (one :class:`LayerBounds` per layer) as one row ``[2 * units]``."""
@@ -170,15 +224,6 @@ def _open_questions(st: AnalysisState) -> list[tuple[int, int, int]]:
     for k, (pos, neg) in st.needs().items():
         out.extend((k, int(i), 1) for i in np.flatnonzero(pos))
         out.extend((k, int(i), -1) for i in np.flatnonzero(neg))
-    return out
-
-
-def _live(st: AnalysisState, questions) -> np.ndarray:
-    """Which questions still lack their answer (no witness of that sign, unit undecided)."""
-    out = np.zeros(len(questions), dtype=bool)
-    for j, (k, i, sign) in enumerate(questions):
-        have = st.w_pos[k][i] if sign > 0 else st.w_neg[k][i]
-        out[j] = st.status[k][i] is UnitStability.UNDECIDED and have is None
     return out
 
 
@@ -239,7 +284,7 @@ def _split(st: AnalysisState, bounder: _Bounder, progress: ProgressFn | None) ->
     unsettled = np.zeros(nq, dtype=bool)  # cannot be proved (too small to split, or time)
     level = 0
     rng = np.random.default_rng(0)
-    live = _live(st, questions)
+    live = unanswered(st, questions)
     nodes = 0
     climbs = 0  # multi-start climbs done
     climb_at = [CLIMB_TIME[j] * st.time_left() for j in range(len(CLIMBS))]
@@ -250,7 +295,7 @@ def _split(st: AnalysisState, bounder: _Bounder, progress: ProgressFn | None) ->
         if climbs < len(CLIMBS) and (level > climbs or st.time_left() < climb_at[climbs]):
             # the questions left are harder (parked, or the time goes): climb for witnesses
             multi_start_search(st, rng, starts=CLIMBS[climbs][0], rounds=CLIMBS[climbs][1])
-            live = _live(st, questions)
+            live = unanswered(st, questions)
             climbs += 1
         active = live & ~unsettled
         eligible = active & (count <= SPLIT_BUDGETS[level])
@@ -286,18 +331,31 @@ def _split(st: AnalysisState, bounder: _Bounder, progress: ProgressFn | None) ->
         blo, bhi, bmask, bprior = blo[keep], bhi[keep], bmask[keep], bprior[keep]
         if not len(blo):
             continue
-        if SPLIT == "coef":  # before the boxes are filtered again: the bounds' rows are per box
-            coef = bounder.coefficients(upto, last, q_layer, q_unit, q_sign, keep, bmask, blo, bhi)
+        lines = None
+        if SPLIT == "coef" or SHAVE:  # before the boxes are filtered again: rows are per box
+            coef, lines = bounder.lines(upto, last, q_layer, q_unit, q_sign, keep, bmask, blo, bhi)
         pts = [0.5 * blo + 0.5 * bhi]
         pts += [blo + rng.random(blo.shape) * (bhi - blo) for _ in range(WITNESS_SAMPLES)]
+        if lines is not None and WITNESS_PEAKS:  # where each open question's line peaks
+            pts.append(lines.peaks(blo, bhi))
         st.try_witnesses(np.vstack(pts))
-        live = _live(st, questions)
+        live = unanswered(st, questions)
+        if lines is not None and PEAK_CLIMB:
+            live = climb_peaks(st, questions, lines, blo, bhi, live, count, SPLIT_BUDGETS[0],
+                               PEAK_CLIMB, PEAK_ROUNDS)
         bmask &= live[None, :]
         count += bmask.sum(axis=0)
         keep = bmask.any(axis=1)
         blo, bhi, bmask, bprior = blo[keep], bhi[keep], bmask[keep], bprior[keep]
-        if SPLIT == "coef":
-            coef = coef[keep]
+        if lines is not None:
+            coef, lines = coef[keep], lines.take(keep)
+        if lines is not None and SHAVE:  # cut off what the lines prove; small enough: again
+            blo, bhi, gone, share = lines.shave(bmask, blo, bhi)
+            again = ~gone & (share < SHAVE_UNSPLIT)
+            lo, hi = np.concatenate([lo, blo[again]]), np.concatenate([hi, bhi[again]])
+            mask, prior = np.concatenate([mask, bmask[again]]), np.concatenate([prior, bprior[again]])
+            go = ~(gone | again)
+            blo, bhi, bmask, bprior, coef, lines = blo[go], bhi[go], bmask[go], bprior[go], coef[go], lines.take(go)
         if not len(blo):
             continue
         wid = bhi - blo
@@ -305,7 +363,7 @@ def _split(st: AnalysisState, bounder: _Bounder, progress: ProgressFn | None) ->
         weight = np.where(elig.any(axis=1, keepdims=True), elig, bmask).astype(np.float64)
         upper = [bprior[:, size + off[k]:size + off[k + 1]] for k in range(upto + 1)]
         smear = _smear(net, rows, weight, upper) * wid
-        if SPLIT == "coef":
+        if SPLIT == "coef" and lines is not None:
             smear = _coef(coef, weight, wid, smear)
         mid = 0.5 * blo + 0.5 * bhi
         splittable = (mid > blo) & (mid < bhi)
@@ -318,25 +376,42 @@ def _split(st: AnalysisState, bounder: _Bounder, progress: ProgressFn | None) ->
         if not ok.all():  # too small to split: its questions cannot be settled here
             unsettled |= bmask[~ok].any(axis=0)
             blo, bhi, bmask, bprior, dim, mid = blo[ok], bhi[ok], bmask[ok], bprior[ok], dim[ok], mid[ok]
+            if lines is not None:
+                lines = lines.take(ok)
         clo, chi = bisect(blo, bhi, dim, mid)
+        cmask = np.concatenate([bmask, bmask])
+        cprior = np.concatenate([bprior, bprior])
+        if lines is not None:  # a half its parent's lines close for every question: not bounded
+            parent = np.tile(np.arange(len(blo)), 2)
+            cmask = lines.close(cmask, clo, chi, parent)
+            if SHAVE and SHAVE_HALVES:  # a half's lines peak lower: they may cut off more of it
+                clo, chi, gone, _ = lines.take(parent).shave(cmask, clo, chi)
+                cmask[gone] = False
+            open_c = cmask.any(axis=1)
+            clo, chi, cmask, cprior = clo[open_c], chi[open_c], cmask[open_c], cprior[open_c]
         lo, hi = np.concatenate([lo, clo]), np.concatenate([hi, chi])
-        mask = np.concatenate([mask, bmask, bmask])
-        prior = np.concatenate([prior, bprior, bprior])
+        mask = np.concatenate([mask, cmask])
+        prior = np.concatenate([prior, cprior])
         if progress is not None:
             open_units = st.open_units()
             report(progress, Progress("stability", st.net.num_relus - open_units, open_units, "units",
                                       seconds_left=st.time_left(),
                                       detail=f"{nodes} sub-boxes bounded, {len(lo)} open"))
-    live = _live(st, questions)
+    live = unanswered(st, questions)
     for j in np.flatnonzero(live & ~unsettled):
         k, i, sign = questions[j]
         if st.status[k][i] is UnitStability.UNDECIDED:
             st.proved_stable(k, i, sign)
+    if progress is not None:  # the final count (the last batches may have closed every box)
+        open_units = st.open_units()
+        report(progress, Progress("stability", st.net.num_relus - open_units, open_units, "units",
+                                  seconds_left=st.time_left(),
+                                  detail=f"{nodes} sub-boxes bounded, {len(lo)} open"))
 
 
 def _coef(coef: np.ndarray, weight: np.ndarray, wid: np.ndarray, smear: np.ndarray) -> np.ndarray:
     """``[B, n]`` split scores: from the back-substituted bounds of the open questions
-    (``coef`` ``[B, Q, n]``, see :meth:`_Bounder.coefficients`), ``|nu| * width`` per question
+    (``coef`` ``[B, Q, n]``, see :meth:`_Bounder.lines`), ``|nu| * width`` per question
     scaled to peak at 1 and summed over the questions ``weight`` selects, plus ``smear``
     (``[B, n]``), each scaled to peak at 1 per box (all-zero rows stay 0)."""
     c = coef * wid[:, None, :]
