@@ -34,6 +34,7 @@ import numpy as np  # noqa: E402
 
 import equivcheck  # noqa: E402
 from equivcheck.core.spec import Spec  # noqa: E402
+from equivcheck.errors import InputError  # noqa: E402
 from equivcheck.io.domains import parse_domain  # noqa: E402
 from equivcheck.io.onnx_import import load_network  # noqa: E402
 
@@ -115,7 +116,13 @@ def run(nets, specs, fmt, timeout):
             t0 = time.monotonic()
             q = quantize(path, dom.boxes[0], Path(tmp) / f"{key}_int8.onnx", fmt)
             made = time.monotonic() - t0
-            g = load_network(q, quantized_ok=True)
+            try:
+                g = load_network(q, quantized_ok=True)
+            except InputError as err:  # a refusal is a result too (one line, as the CLI says)
+                print(f"{key}: the {fmt} copy is refused: {err}", flush=True)
+                rows.extend(dict(net=key, spec=text, verdict="refused", seconds=0.0, check="",
+                                 reason=str(err)) for text in specs)
+                continue
             print(f"{key}: {f.description} vs {g.description}, quantized in {made:.1f} s", flush=True)
             for text in specs:
                 mode, tol = ("argmax", None) if text == "argmax" else ("epsilon", text)
@@ -151,7 +158,7 @@ def main() -> None:
     print(f"{'net':8s} {'spec':>6s} {'verdict':8s} {'seconds':>8s}  check")
     for r in rows:
         print(f"{r['net']:8s} {r['spec']:>6s} {r['verdict']:8s} {r['seconds']:8.2f}  {r['check']}")
-    decided = sum(r["verdict"] != "unknown" for r in rows)
+    decided = sum(r["verdict"] in ("proved", "refuted") for r in rows)
     print(f"decided {decided}/{len(rows)}; peak memory "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MB")
 
