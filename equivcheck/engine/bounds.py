@@ -269,7 +269,8 @@ def pair_bounds(model: PairModel, boxes: Boxes, refine: str = "all",
             lin, flo, fhi = affine_step(model.f[k], hf, boxes, pre)
             flo, fhi = meet(flo, fhi, "f", k)
             last = k == nf - 1
-            if ref is not None and k > 0 and (refine == "all" or last) and not (last and same):
+            if (ref is not None and k > 0 and (refine == "all" or last) and not (last and same)
+                    and not model.f[k].zero):  # (a zero map's forward bounds are exact)
                 flo, fhi = ref.network("f", k, flo, fhi, last)
             f_lin = lin
             hist.f_lo.append(flo)
@@ -279,7 +280,8 @@ def pair_bounds(model: PairModel, boxes: Boxes, refine: str = "all",
             lin, glo, ghi = affine_step(model.g[k], hg, boxes, pre)
             glo, ghi = meet(glo, ghi, "g", k)
             last = k == ng - 1
-            if ref is not None and k > 0 and (refine == "all" or last) and not same:
+            if (ref is not None and k > 0 and (refine == "all" or last) and not same
+                    and not model.g[k].zero):
                 glo, ghi = ref.network("g", k, glo, ghi, last)
             g_lin = lin
         if same:
@@ -330,8 +332,8 @@ def pair_bounds(model: PairModel, boxes: Boxes, refine: str = "all",
         d_lo, d_hi = boxes.lower(d_lin.al, d_lin.cl), boxes.upper(d_lin.au, d_lin.cu)
     d_lo = np.maximum(d_lo, sub_down(hf.lo, hg.hi))
     d_hi = np.minimum(d_hi, sub_up(hf.hi, hg.lo))
-    if ref is not None and not same:
-        d_lo, d_hi = ref.outputs(d_lo, d_hi)
+    if ref is not None and not same and not (model.f[-1].zero and model.g[-1].zero):
+        d_lo, d_hi = ref.outputs(d_lo, d_hi)  # (two zero maps: f - g = b_f - b_g, exactly bounded)
     return PairBounds(
         real, hf.lo.T, hf.hi.T, hg.lo.T, hg.hi.T, d_lo.T, d_hi.T, hf.lin, hg.lin, d_lin,
         hf.mag, hg.mag, d_mag, unstable, model, hist, None if ref is None else ref.out_nu,

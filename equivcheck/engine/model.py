@@ -51,6 +51,7 @@ class LayerArrays:
     wt: object = None  # sparse ``w`` only: ``W.T`` as a csr_array (back-substitution products)
     br: np.ndarray | None = None  # bias radius: z is within ``W h + b +- br`` (None: exactly W h + b)
     rounding: Rounding | None = None  # the first inputs were rounded (engine.rounding_noise)
+    zero: bool = False  # no nonzero weight: z = b (+- br) exactly, nothing to back-substitute
 
     @property
     def out_dim(self) -> int:
@@ -166,6 +167,7 @@ def _layer_arrays(layer, length: int, radius: np.ndarray | None = None,
         b, np.abs(b), bool(layer.relu), exact, fac, matrix.transpose(w) if matrix.is_sparse(w) else None,
         None if radius is None else np.asarray(radius, dtype=np.float64),
         None if rounding is None else make_rounding(rounding[0], rounding[1], w),
+        not bool(np.any(matrix.values(w))),
     )
 
 
