@@ -59,7 +59,8 @@ where 7 unstable units had cost 21,260 sub-box questions before their witnesses,
 To decide every unit: N4,6 47,151 -> 14,884 sub-boxes (CPU 36 -> 18 s), N3,6 30,622 -> 15,835
 (22 -> 17 s), N2,9 34,552 -> 15,179 (25 -> 17 s), N5,9 51,898 -> 22,775 (27 -> 17 s). compress
 on all 45 nets (``benchmarks/compress_external.py --timeout 60``, with ``BATCH`` 128): every
-unit decided on 45/45, mean 5.6 s (CPU 5.2), max 21.7 s, 264,279 sub-boxes in all.
+unit decided on 45/45, mean 4.8 s (CPU 4.8; 5.6 s on a loaded machine), max 17.2 s, 264,279
+sub-boxes in all (zero maps not back-substituted: see engine.model.LayerArrays.zero).
 
 Why here and injected (not in :mod:`equivcheck.bounds.stability`): the batched bounds are the
 engine's, and ``bounds/`` may not import ``engine/``. :func:`~equivcheck.bounds.stability.\
