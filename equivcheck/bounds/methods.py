@@ -68,8 +68,8 @@ def sound_bounds(net: Network, lo: np.ndarray, hi: np.ndarray,
     :class:`~equivcheck.errors.InputError`) names how hard to work: INTERVAL (cheapest),
     SYMBOLIC (CROWN-style back-substitution, intersected with intervals), LP (symbolic, then
     every unstable unit tightened by an LP whose bound is certified from its dual); AUTO, for one
-network, INTERVAL (pairs: see :meth:`BoundMethod.resolve`). EXACT here
-    (a box of its own, e.g. a part of the prover's box) runs no stability analysis and gives
+    network, INTERVAL (pairs: see :meth:`BoundMethod.resolve`). EXACT here (a box of its own,
+    e.g. a part of the prover's box) runs no stability analysis and gives
     the LP bounds; :func:`bounds_pair` and :func:`exact_stability_bounds` run the analysis.
     ``known`` bounds (proved over a superset of the box) are intersected with the result.
     ``deadline`` stops the costly methods early: past it they finish with cheaper (still

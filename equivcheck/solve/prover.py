@@ -236,7 +236,9 @@ def prove_networks(
     ``progress`` gets the engine's reports.
 
     ``options.bound_method`` chooses the (always sound) bounds that classify ReLUs before
-    encoding (AUTO: by the pair's shapes, see :meth:`~equivcheck.core.options.BoundMethod.resolve`); with EXACT each box gets an exact stability analysis of each network, unless
+    encoding (AUTO: by the pair's shapes, see
+    :meth:`~equivcheck.core.options.BoundMethod.resolve`); with EXACT each box gets an exact
+    stability analysis of each network, unless
     ``known_bounds`` gives that network's bounds on the whole domain (which every method
     intersects with its own). The check ends by ``deadline`` when given (a caller's budget),
     else ``options.timeout`` seconds from now; once it has passed, the boxes not examined yet are
@@ -254,10 +256,9 @@ def prove_networks(
     if quantized and known_bounds is not None:
         raise InputError("known bounds are not taken for quantized networks")
     known = known_bounds or KnownBounds()
-    if not quantized:
-        known.check(a, b)
     asked = options  # (the result keeps the options asked for; ``bounds`` says what ran)
-    if not quantized:  # AUTO becomes the method this pair runs
+    if not quantized:
+        known.check(a, b)  # and AUTO becomes the method this pair runs
         options = replace(options, bound_method=options.bound_method.resolve(same_widths(a, b)))
     box_results: list[BoxResult] = []
     cex: Counterexample | None = None

@@ -27,7 +27,7 @@ from equivcheck.core.quantized import QuantizedNetwork, Quantizer, float_layers
 def same_quantized_units(a, b, box: Box) -> tuple[bool, int, int]:
     """``(same, shared, dead)``: whether ``b`` is ``a`` with units removed that are dead on
     ``box`` (see the module doc), how many units of ``b`` are units of ``a``, and how many of
-    ``a``'s were found dead. Any doubt (a dynamic quantizer, inexact weights, a mismatch) is
+    ``a``'s were found dead. Any doubt (a dynamic quantizer, a mismatch) is
     ``(False, 0, 0)``."""
     if not (isinstance(a, QuantizedNetwork) and isinstance(b, QuantizedNetwork)):
         return False, 0, 0
