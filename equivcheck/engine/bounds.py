@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from equivcheck.engine.allocator import tune
 from equivcheck.engine.alpha import optimise_rows
 from equivcheck.engine.backward import (
     History,
@@ -240,6 +241,7 @@ def pair_bounds(model: PairModel, boxes: Boxes, refine: str = "all",
     lower slopes optimised by that many gradient steps (:mod:`equivcheck.engine.alpha`; any
     slopes give rigorous bounds, the best of the steps is kept). ``deadline``: past it, hidden
     units not yet back-substituted keep their forward bounds (see :func:`_refine_units`)."""
+    tune()  # (once per process: the temporaries below stay off mmap, see engine.allocator)
     real = boxes
     if not symbolic and refine != "none":
         boxes = IntervalView(real)
