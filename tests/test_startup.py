@@ -67,8 +67,8 @@ def test_cli_proof_of_identical_pair_loads_no_solver_no_onnx_no_rich(small_pair)
         f"sys.argv = ['equivcheck', 'prove', {str(a)!r}, {str(b)!r}, '--domain', '-1:1']\n"
         "from equivcheck.cli import app\n"
         "try:\n    app()\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
-        + loaded(HEAVY + ("onnx", "ml_dtypes", "rich"))  # stderr is a pipe: plain text, no rich
-    )
+        + loaded(HEAVY + ("onnx", "ml_dtypes", "rich", "pydantic"))  # stderr is a pipe: plain
+    )  # text, no rich; pydantic: typer >= 0.29 coerces every parameter through it (pyproject.toml)
     assert json.loads(fresh_python(code)) == []
 
 
