@@ -392,6 +392,27 @@ def test_progress_heartbeat_shows_a_silent_stage():
     assert not wait_for(lambda: out.getvalue() != closed, 0.3)  # closed: the thread stopped
 
 
+
+def test_progress_a_report_from_the_first_second_is_what_the_heartbeat_shows():
+    """A search that reports in its first (quiet) second and then not again for a while shows
+    that report at one second, not ``working (no progress report yet)``."""
+    import io
+    import time
+
+    from equivcheck.cli.progress import ProgressLine
+    from equivcheck.core.progress import Progress
+
+    clock, out = FakeClock(), io.StringIO()
+    with ProgressLine(tty=False, stream=out, clock=clock, heartbeat=0.01) as line:
+        clock.now += 0.4
+        line(Progress("search", done=123, open=92, bound=20.9, seconds_left=59.0))
+        clock.now += 0.8
+        end = time.monotonic() + 10.0
+        while not out.getvalue() and time.monotonic() < end:
+            time.sleep(0.01)
+    first = out.getvalue().splitlines()[0]
+    assert first == "equivcheck: [1 s] search: 123 nodes done, 92 open, best bound 20.9, 58 s left", first
+
 # ---- plain output off a terminal -----------------------------------------------------------------
 
 

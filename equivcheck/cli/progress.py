@@ -76,12 +76,12 @@ class ProgressLine:
         if self.quiet:
             return
         now = self.clock()
-        if now - self.started < QUIET_SECONDS:
-            return
         with self._lock:
             if self.quiet:  # closed meanwhile
                 return
             self._event, self._event_time = event, now  # rich's thread redraws it at its pace
+            if now - self.started < QUIET_SECONDS:  # kept (the heartbeat's first line shows it)
+                return
             if self._last_shown is not None and now - self._last_shown < (
                     TTY_INTERVAL if self.tty else PLAIN_INTERVAL):
                 return
