@@ -65,6 +65,7 @@ PARTS_PER_WORKER = 1  # parts per worker: more balance the load better, but ever
 GRACE = 0.25  # seconds after the deadline before the workers are killed
 LOOKAHEAD_INPUTS = 16  # above this many inputs, parts are cut by width (2 n bounds per cut)
 TICK = 0.25  # seconds between progress reports while waiting for the workers
+RELAY = 0.5  # seconds between two of a worker's search reports sent to the parent
 
 
 def default_workers() -> int:
@@ -180,6 +181,7 @@ def split_box(box: Box, count: int) -> tuple[list[Box], int]:
 
 _JOB: tuple | None = None  # what every worker needs (its process's arguments)
 _LIMITS = None  # the worker's BLAS limit (kept alive for the worker's life)
+_OUT: list = [None]  # the worker's queue to the parent (its search reports go there too)
 _CHECK_ARGS: frozenset | None = None  # the keyword arguments check_box accepts
 
 
@@ -204,6 +206,7 @@ def _worker(job: tuple, tasks, out) -> None:
         _LIMITS = threadpool_limits(1)
     except ImportError:  # pragma: no cover - threadpoolctl is a dependency
         pass
+    _OUT[0] = out
     while (i := tasks.get()) is not None:
         try:
             out.put(_work(i))
@@ -211,13 +214,30 @@ def _worker(job: tuple, tasks, out) -> None:
             out.put((i, exc, 0.0))
 
 
+class _Relay:
+    """A worker's progress callback: part ``i``'s latest search report to the parent's queue,
+    at most every :data:`RELAY` seconds (the parent tells them from results by their first
+    item, the string ``"progress"``)."""
+
+    def __init__(self, i: int, out) -> None:
+        self.i, self.out, self.last = i, out, -math.inf
+
+    def __call__(self, event: Progress) -> None:
+        now = time.monotonic()
+        if now - self.last >= RELAY:
+            self.last = now
+            self.out.put(("progress", self.i, event))
+
+
 def _work(i: int) -> tuple[int, EngineResult, float]:
-    """Part ``i``'s result and the CPU seconds the worker spent on it."""
+    """Part ``i``'s result and the CPU seconds the worker spent on it (its search reports go
+    to the parent's queue as they come)."""
     f, g, spec, deadline, options, model, parts = _JOB
     if deadline.expired():  # a part taken after the deadline: no work (the parent counts it open)
         return i, _not_run(parts[i]), 0.0
     cpu = time.process_time()
-    res = _check(f, g, spec, parts[i], deadline, options, model, None)
+    relay = _Relay(i, _OUT[0]) if _OUT[0] is not None else None
+    res = _check(f, g, spec, parts[i], deadline, options, model, relay)
     return i, res, time.process_time() - cpu
 
 
@@ -254,6 +274,7 @@ def _run_pool(f, g, spec, parts, deadline, options, model, n, progress
     procs = [ctx.Process(target=_worker, args=(job, tasks, out), daemon=True) for _ in range(count)]
     results: dict[int, EngineResult] = {}
     cpu: dict[int, float] = {}
+    live: dict[int, Progress] = {}  # the latest search report of each part being searched
     try:
         for p in procs:
             p.start()
@@ -267,12 +288,15 @@ def _run_pool(f, g, spec, parts, deadline, options, model, n, progress
                 if not any(p.is_alive() for p in procs) and out.empty():
                     break  # every worker ended (killed from outside): what is missing is open
             else:
+                if i == "progress":  # (i, res, secs) = ("progress", part, its report)
+                    if res not in results:
+                        live[res] = secs
+                    continue
                 if isinstance(res, BaseException):
                     raise res
                 results[i], cpu[i] = res, secs
-            bound = max((r.stats.best_bound for r in results.values()), default=None)
-            report(progress, Progress("search", len(results), len(parts) - len(results), "parts",
-                                      bound, deadline.remaining(), f"{n} workers"))
+                live.pop(i, None)
+            report(progress, _pool_progress(results, live, len(parts), n, deadline))
             if any(r.outcome is Outcome.REFUTED for r in results.values()):
                 break
     finally:
@@ -286,6 +310,18 @@ def _run_pool(f, g, spec, parts, deadline, options, model, n, progress
         out.cancel_join_thread()
         tasks.close()
     return results, cpu
+
+
+def _pool_progress(results: dict, live: dict, parts: int, n: int, deadline: Deadline) -> Progress:
+    """The pool's report: nodes bounded in the parts done and in the workers' latest reports,
+    nodes open in the parts being searched, and the worst bound known so far (a part not yet
+    started, or not yet through its first round, has none)."""
+    done = sum(r.stats.nodes for r in results.values()) + sum(e.done for e in live.values())
+    bounds = [r.stats.best_bound for r in results.values()]
+    bounds += [e.bound for e in live.values() if e.bound is not None and math.isfinite(e.bound)]
+    return Progress("search", done, sum(e.open for e in live.values()), "nodes",
+                    max(bounds, default=None), deadline.remaining(),
+                    f"{n} workers, {len(results)} of {parts} parts done")
 
 
 # ---- merging ------------------------------------------------------------------------------------
