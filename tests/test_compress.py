@@ -250,3 +250,28 @@ def test_padded_network_computes_the_stored_function_exactly():
     assert [lay.weight.shape for lay in pad.layers] == [lay.weight.shape for lay in orig.layers]
     assert res.compressed.description == cand.stored.description
     assert_exact_agree(cand.stored, pad, box_points(np.random.default_rng(5), np.zeros(4), np.ones(4), 100))
+
+
+def test_a_removal_whose_weights_the_file_rounds_is_proved_by_the_engine(monkeypatch):
+    """Units removed, none folded, but the written file cannot store the original weights (here
+    float64 thirds in a float32 file; composed convolutions and residual sums in practice, e.g.
+    VNN-COMP's resnet_2b): the epsilon of the rounding is proved by the engine on the padded,
+    same-shaped pair, not left to the prover (whose separate bounds time out on a CNN)."""
+    from equivcheck.core.network import Affine, Layer, Network
+
+    def no_prover(*args, **kwargs):
+        raise AssertionError("the prover was asked; the engine's epsilon proof should have done it")
+
+    rng = np.random.default_rng(4)
+    w1 = rng.normal(size=(8, 3)) / 3.0  # not float32 numbers
+    b1 = np.r_[np.full(4, -9.0), rng.normal(size=4) / 3.0]  # units 0-3 dead on [0, 1]^3
+    w2, b2 = rng.normal(size=(2, 8)) / 3.0, rng.normal(size=2) / 3.0
+    net = Network((Layer(Affine(w1, b1), True, "l0"), Layer(Affine(w2, b2), False, "l1")),
+                  input_shape=(1, 3), output_shape=(1, 2))
+    monkeypatch.setattr(pipeline, "prove_networks", no_prover)
+    res = compress(net, domain="0:1", timeout=60)
+    assert res.table[0].removed_inactive >= 4 and res.table[0].folded_active == 0
+    assert not res.exact and res.epsilon is not None and 0 < res.epsilon < Fraction(1, 10**5)
+    assert res.proof.verdict is Verdict.PROVED and res.proof.spec.mode is Mode.EPSILON
+    assert "engine" in res.proof.reason
+    assert_exact_agree(net, res.compressed, grid(3), tol=res.epsilon)

@@ -184,7 +184,8 @@ def compress(
     dom = parse_domain(domain, net.in_dim)
     report(progress, Progress("stability", 0, net.num_relus, "units", seconds_left=deadline.remaining()))
     stability = analyze_stability(net, dom, timeout=deadline.sub(ANALYSIS_SHARE), samples=samples,
-                                  seed=opts.seed, splitter=lambda st: split_inputs(st, progress))
+                                  seed=opts.seed, splitter=lambda st: split_inputs(st, progress),
+                                  progress=progress)
     undecided = len(stability.undecided)
     report(progress, Progress("stability", net.num_relus - undecided, undecided, "units",
                               seconds_left=deadline.remaining(), detail="done"))
@@ -205,10 +206,11 @@ def compress(
             )
 
         report(progress, Progress("proof", 0, 1, "proofs", seconds_left=deadline.remaining(),
-                                  detail="strict" if cand.exact or not cand.folds else "epsilon"))
-        if cand.exact or not cand.folds:
+                                  detail="strict" if cand.exact else "epsilon"))
+        if cand.exact:
             proof = run(cand, deadline)
-        else:
+        else:  # recomputed (folded) weights, or ones the file cannot store exactly (an export
+            # of composed convolutions and residual sums, say): the epsilon proof
             scale = max(1.0, float(np.max(np.abs(np.concatenate([bounds[-1].lower, bounds[-1].upper])))))
             if cand.epsilon is not None and cand.epsilon > FOLD_MAX_RELATIVE_EPSILON * scale:
                 why = (f"the rigorous bound on the rounding of the folded weights is {float(cand.epsilon):.3g}, "
@@ -223,7 +225,11 @@ def compress(
                     proof = run(cand, deadline.sub(FOLD_PROOF_SHARE, seconds=FOLD_PROOF_SECONDS))
                     why = (f"the epsilon proof ({cand.epsilon}) came back {proof.verdict.label} "
                            f"({proof.reason}; {why})")
-            if proof is None or not proof.proved:
+            if (proof is None or not proof.proved) and not cand.folds:
+                if proof is None:  # (nothing else to fall back to: no fold to drop)
+                    proof = run(cand, deadline)
+                notes.append(f"the stored weights round the original ones; {why}")
+            elif proof is None or not proof.proved:
                 fallback = _build(net, stability, bounds, dom, fold=False, notes=[], name=name)
                 notes.append(
                     f"folding {cand.folds} stably active unit(s)/layer(s) changed weights; {why}; so the "
