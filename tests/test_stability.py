@@ -382,3 +382,23 @@ def test_wide_networks_hold_a_bounded_number_of_witness_candidates(monkeypatch):
                 assert zs[k][:, i].min() >= 0
             elif s is UnitStability.INACTIVE:
                 assert zs[k][:, i].max() <= 0
+
+
+def test_progress_reports_each_stage_and_the_same_verdicts():
+    """``progress`` hears of every stage (units decided and open, adding up to every unit, the
+    decided count never falling), and reporting changes no verdict."""
+    from equivcheck.core.progress import Progress
+
+    net = random_net(np.random.default_rng(11), [6, 20, 20, 20, 2])
+    dom = box_domain([-1] * 6, [1] * 6)
+    events: list[Progress] = []
+    quiet = analyze_stability(net, dom, timeout=30, exact="branch-and-bound")
+    told = analyze_stability(net, dom, timeout=30, exact="branch-and-bound", progress=events.append)
+    assert [lay.status for lay in told.layers] == [lay.status for lay in quiet.layers]
+    assert events and all(e.stage == "stability" and e.unit == "units" for e in events)
+    assert all(e.done + e.open == net.num_relus for e in events)
+    done = [e.done for e in events]
+    assert done == sorted(done)
+    details = " | ".join(e.detail for e in events)
+    for stage in ("interval bounds", "symbolic bounds, layer 1", "witness points"):
+        assert stage in details, details

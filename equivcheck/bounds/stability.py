@@ -46,6 +46,7 @@ from equivcheck.core.domain import Box, Domain
 from equivcheck.core.matrix import csr, is_sparse
 from equivcheck.core.network import Network
 from equivcheck.core.options import DEFAULT_TIMEOUT, UnitStability
+from equivcheck.core.progress import Progress, ProgressFn, report
 from equivcheck.errors import InputError
 from equivcheck.io.domains import parse_domain
 
@@ -98,6 +99,7 @@ def analyze_stability(
     use_lp: bool = True,
     exact: ExactSearch | bool | str = ExactSearch.AUTO,
     splitter: InputSplitter | None = None,
+    progress: ProgressFn | None = None,
 ) -> StabilityReport:
     """Classify every ReLU unit of ``net`` over ``domain`` (default ``[0, 1]`` on every input).
 
@@ -110,6 +112,8 @@ def analyze_stability(
     witness candidates, e.g. training images (points outside the domain are ignored). ``use_lp``
     runs the certified LP stage; ``exact`` chooses the exact stage (see :class:`ExactSearch`);
     ``splitter`` is the input-splitting stage (:data:`InputSplitter`; none: no input splitting).
+    ``progress`` gets a "stability" report (units decided and open) after each stage and after
+    each layer of the symbolic one (on a CNN the stages before the splitting take a minute).
     For a domain of several boxes a unit is stable only if it is stable with the same phase on
     every box, and unstable if some box shows it unstable (or it is active on one box and
     inactive on another, with witnesses from both). One-box domains also report the sound bounds
@@ -125,7 +129,7 @@ def analyze_stability(
     stage_seconds: dict[str, float] = {}
     for box in dom.boxes:
         per_box.append(_analyze_box(net, box, deadline, samples, seed, use_lp, exact, splitter,
-                                    stage_seconds))
+                                    stage_seconds, progress))
     if len(per_box) == 1:
         verdicts: UnitVerdicts = per_box[0]
         bounds = tuple(per_box[0].bounds) if per_box[0].bounds is not None else None
@@ -139,13 +143,21 @@ def analyze_stability(
 
 def _analyze_box(net: Network, box: Box, deadline: Deadline, samples, seed: int, use_lp: bool,
                  exact: ExactSearch, splitter: InputSplitter | None,
-                 stage_seconds: dict[str, float]) -> AnalysisState:
+                 stage_seconds: dict[str, float], progress: ProgressFn | None = None
+                 ) -> AnalysisState:
     """Run the stages on one box; time per stage is added to ``stage_seconds``."""
     split = splitter is not None and (exact is ExactSearch.INPUT_SPLIT
                                       or exact is ExactSearch.AUTO and net.in_dim <= SPLIT_MAX_INPUTS)
     st = AnalysisState(net, box, deadline)
     lo, hi = st.lo, st.hi
     clock = time.monotonic()
+    total = net.num_relus
+
+    def tell(detail: str) -> None:
+        if progress is not None:
+            left = st.open_units()
+            report(progress, Progress("stability", total - left, left, "units",
+                                      seconds_left=deadline.remaining(), detail=detail))
 
     def lap(name):
         nonlocal clock
@@ -157,6 +169,7 @@ def _analyze_box(net: Network, box: Box, deadline: Deadline, samples, seed: int,
     st.bounds = bounds = interval_bounds(net, lo, hi)  # the analysis' own list
     st.record_bounds(Stage.INTERVAL)
     lap("interval")
+    tell("interval bounds")
     # 2. symbolic bounds (layer by layer, each from the tightened earlier layers)
     vertices = []
     for k in range(1, len(net.layers)):
@@ -165,10 +178,14 @@ def _analyze_box(net: Network, box: Box, deadline: Deadline, samples, seed: int,
         bounds[k] = intersect(bounds[k], symbolic_layer(net, k, bounds, lo, hi, st.deadline))
         if k + 1 < len(net.layers):
             bounds[k + 1] = intersect(bounds[k + 1], interval_step(net, k + 1, bounds, lo, hi))
+        if progress is not None:
+            st.record_bounds(Stage.SYMBOLIC)
+            tell(f"symbolic bounds, layer {k} of {len(net.layers) - 1}")
     st.record_bounds(Stage.SYMBOLIC)
     lap("symbolic")
     # 3. witnesses: vertices chosen by the linear bounds, random points, training samples
     if st.open_units() and st.time_left() > 0:
+        tell("witness points: bound vertices, random points, local search")
         vlo = st.plo if st.plo is not None else lo
         vhi = st.phi if st.phi is not None else hi
         for k in st.relu_layers:
@@ -205,6 +222,7 @@ def _analyze_box(net: Network, box: Box, deadline: Deadline, samples, seed: int,
         st.try_witnesses(cand)
         _local_search(st, cand, rng)
     lap("witness")
+    tell("witness points done")
     # 4. first hidden layer: exact vertex evaluation decides every unit
     if st.relu_layers and st.relu_layers[0] == 0:
         first_layer_exact(st)
@@ -214,6 +232,7 @@ def _analyze_box(net: Network, box: Box, deadline: Deadline, samples, seed: int,
         for k in st.relu_layers:
             if k == 0 or st.time_left() <= 0:
                 continue
+            tell(f"LP bounds, layer {k}")
             bounds[k] = intersect(bounds[k], symbolic_layer(net, k, bounds, lo, hi, st.deadline))
             st.record_bounds(Stage.LP)
             if st.time_left() <= 0:
@@ -236,6 +255,8 @@ def _analyze_box(net: Network, box: Box, deadline: Deadline, samples, seed: int,
         lap("exact")
     if exact is ExactSearch.BRANCH_AND_BOUND or exact is ExactSearch.AUTO and not split:
         for k in st.relu_layers:
+            if st.time_left() > 0:
+                tell(f"branch and bound, layer {k}")
             for i in range(net.layers[k].out_dim):
                 if st.status[k][i] is not UnitStability.UNDECIDED or st.time_left() <= 0:
                     continue
