@@ -15,7 +15,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from equivcheck.bounds.interval import LayerBounds
+from equivcheck.bounds.interval import LayerBounds, interval_bounds
 from equivcheck.bounds.stability_report import LayerStabilityReport, Stage
 from equivcheck.core.ascent import ANNEALED, ascend, preactivation_objective
 from equivcheck.core.deadline import Deadline
@@ -23,6 +23,7 @@ from equivcheck.core.domain import Box, Domain
 from equivcheck.core.exact import pre_activations_exact, snap
 from equivcheck.core.network import Network
 from equivcheck.core.options import UnitStability
+from equivcheck.core.rational import float_down, float_up
 
 
 class UnitVerdicts:
@@ -165,18 +166,47 @@ class AnalysisState(UnitVerdicts):
             tried[best] = True
             self._verify(pts[best], stage)
 
+    def _inside(self, x: np.ndarray) -> bool:
+        """Exactly whether the float point ``x`` lies in the box: against the smallest floats
+        inside its lower bounds and the largest inside its upper ones (computed once)."""
+        if not hasattr(self, "_float_inside"):
+            b = self.box
+            lo = np.array([float_up(q) for q in b.lower])
+            hi = np.array([float_down(q) for q in b.upper])
+            strict_lo = np.array([ls and float(v) == q for v, q, ls in zip(lo, b.lower, b.lower_strict)])
+            strict_hi = np.array([us and float(v) == q for v, q, us in zip(hi, b.upper, b.upper_strict)])
+            lo = np.where(strict_lo, np.nextafter(lo, np.inf), lo)  # (a float equal to a strict
+            hi = np.where(strict_hi, np.nextafter(hi, -np.inf), hi)  # bound is outside)
+            self._float_inside = (lo, hi)
+        lo, hi = self._float_inside
+        x = np.asarray(x, dtype=np.float64)
+        return x.shape == lo.shape and bool(np.all((x >= lo) & (x <= hi)))
+
+    def _signs(self, x: np.ndarray) -> dict[int, np.ndarray]:
+        """Per ReLU layer, the sign of every pre-activation at the float point ``x``: +1 or -1
+        where rigorous interval bounds of the point (outward-rounded float arithmetic, valid for
+        the exact weights) exclude 0, else 0 (no witness from this point: a value within
+        rounding of 0, such as a residual pass-through unit carrying a ReLU's exact 0). On a CNN
+        this is what makes a witness cheap: resnet_2b's 9,316 units took 0.3 s per point in
+        rational arithmetic."""
+        pt = np.asarray(x, dtype=np.float64)
+        bounds = interval_bounds(self.net, pt, pt)
+        return {k: np.where(bounds[k].lower > 0, 1, np.where(bounds[k].upper < 0, -1, 0))
+                for k in self.relu_layers}
+
     def _verify(self, x: np.ndarray, stage: Stage) -> bool:
-        """Check ``x`` exactly; record it as a witness of every undecided unit it helps."""
-        if not self.box.contains(x):
+        """Check ``x`` rigorously (:meth:`_signs`); record it as a witness of every undecided
+        unit it helps."""
+        if not self._inside(x):
             return False
-        exact = pre_activations_exact(self.net.layers, [Fraction(float(v)) for v in x])
+        needs = self.needs()
+        signs = self._signs(x)
         index = None
         gained = False
         for k in self.relu_layers:
-            z = exact[k]
-            for i in range(len(z)):
-                if self.status[k][i] is not UnitStability.UNDECIDED:
-                    continue
+            z = signs[k]
+            pos, neg = needs[k]
+            for i in np.flatnonzero((pos & (z > 0)) | (neg & (z < 0))):
                 if self.w_pos[k][i] is None and z[i] > 0 or self.w_neg[k][i] is None and z[i] < 0:
                     if index is None:
                         index = len(self.witnesses)
