@@ -402,3 +402,33 @@ def test_progress_reports_each_stage_and_the_same_verdicts():
     details = " | ".join(e.detail for e in events)
     for stage in ("interval bounds", "symbolic bounds, layer 1", "witness points"):
         assert stage in details, details
+
+
+def test_witness_membership_and_signs_are_those_of_exact_arithmetic():
+    """The witness check's float shortcuts agree with rational arithmetic: membership of float
+    points in a box with a strict bound and a bound no float equals, and the sign of every
+    pre-activation the interval bounds of the point decide."""
+    import time as _time
+
+    from equivcheck.bounds.stability_state import AnalysisState
+    from equivcheck.core.domain import Box
+    from equivcheck.core.rational import float_down, float_up
+
+    third = Fraction(1, 3)
+    box = Box((Fraction(0), Fraction(-1)), (third, Fraction(1)), lower_strict=(True, False),
+              upper_strict=(False, True))
+    net = random_net(np.random.default_rng(5), [2, 30, 30, 2])
+    st = AnalysisState(net, box, _time.monotonic() + 60)
+    tiny = float(np.nextafter(0.0, 1.0))
+    for x in ([0.0, 0.0], [tiny, 0.0], [float_down(third), -1.0], [float_up(third), 0.0],
+              [0.1, 1.0], [0.1, float(np.nextafter(1.0, 0.0))], [0.2, -1.5]):
+        assert st._inside(np.array(x)) == box.contains(x), x
+    rng = np.random.default_rng(6)
+    for x in rng.uniform([0, -1], [float_down(third), 1], size=(20, 2)):
+        signs = st._signs(x)
+        exact = pre_activations_exact(net.layers, [Fraction(float(v)) for v in x])
+        for k in st.relu_layers:
+            truth = np.array([(v > 0) - (v < 0) for v in exact[k]])
+            decided = signs[k] != 0
+            assert np.array_equal(signs[k][decided], truth[decided])
+            assert decided.mean() > 0.9  # a point's interval bounds decide nearly every unit
