@@ -112,6 +112,15 @@ class AnalysisState(UnitVerdicts):
         f32 = box.float32_box()
         self.lo, self.hi = box.lower_float(), box.upper_float()
         self.plo, self.phi = f32 if f32 is not None else (None, None)
+        # the smallest floats inside the box's lower bounds and the largest inside its upper ones
+        # (a float equal to a strict bound is outside): a float point is in the box exactly when
+        # it lies between them
+        ilo = np.array([float_up(q) for q in box.lower])
+        ihi = np.array([float_down(q) for q in box.upper])
+        on_lo = np.array([s and float(v) == q for v, q, s in zip(ilo, box.lower, box.lower_strict)], bool)
+        on_hi = np.array([s and float(v) == q for v, q, s in zip(ihi, box.upper, box.upper_strict)], bool)
+        self._inner = (np.where(on_lo, np.nextafter(ilo, np.inf), ilo),
+                       np.where(on_hi, np.nextafter(ihi, -np.inf), ihi))
 
     def time_left(self) -> float:
         """Seconds to the deadline (<= 0 once it has passed)."""
@@ -167,18 +176,8 @@ class AnalysisState(UnitVerdicts):
             self._verify(pts[best], stage)
 
     def _inside(self, x: np.ndarray) -> bool:
-        """Exactly whether the float point ``x`` lies in the box: against the smallest floats
-        inside its lower bounds and the largest inside its upper ones (computed once)."""
-        if not hasattr(self, "_float_inside"):
-            b = self.box
-            lo = np.array([float_up(q) for q in b.lower])
-            hi = np.array([float_down(q) for q in b.upper])
-            strict_lo = np.array([ls and float(v) == q for v, q, ls in zip(lo, b.lower, b.lower_strict)])
-            strict_hi = np.array([us and float(v) == q for v, q, us in zip(hi, b.upper, b.upper_strict)])
-            lo = np.where(strict_lo, np.nextafter(lo, np.inf), lo)  # (a float equal to a strict
-            hi = np.where(strict_hi, np.nextafter(hi, -np.inf), hi)  # bound is outside)
-            self._float_inside = (lo, hi)
-        lo, hi = self._float_inside
+        """Exactly whether the float point ``x`` lies in the box (:attr:`_inner`)."""
+        lo, hi = self._inner
         x = np.asarray(x, dtype=np.float64)
         return x.shape == lo.shape and bool(np.all((x >= lo) & (x <= hi)))
 

@@ -213,7 +213,7 @@ def compress(
             # of composed convolutions and residual sums, say): the epsilon proof
             scale = max(1.0, float(np.max(np.abs(np.concatenate([bounds[-1].lower, bounds[-1].upper])))))
             if cand.epsilon is not None and cand.epsilon > FOLD_MAX_RELATIVE_EPSILON * scale:
-                why = (f"the rigorous bound on the rounding of the folded weights is {float(cand.epsilon):.3g}, "
+                why = (f"the rigorous bound on the rounding of the stored weights is {float(cand.epsilon):.3g}, "
                        f"above {FOLD_MAX_RELATIVE_EPSILON:g} x the output scale {scale:.3g}")
                 proof = None
             else:
