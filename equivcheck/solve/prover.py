@@ -13,6 +13,7 @@ import dataclasses
 import time
 from dataclasses import dataclass, replace
 from fractions import Fraction
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -36,7 +37,7 @@ from equivcheck.core.result import (
     Verdict,
 )
 from equivcheck.core.spec import Mode, Spec, batch_margin
-from equivcheck.engine import PairModel
+from equivcheck.engine import Outcome, PairModel, check_box
 from equivcheck.engine.units import split_inputs
 from equivcheck.errors import InputError, ShapeMismatchError
 from equivcheck.io.domains import parse_domain
@@ -44,6 +45,7 @@ from equivcheck.io.models import load_models
 from equivcheck.io.onnx_import import ModelLike
 from equivcheck.solve import falsify
 from equivcheck.solve.encode import same_units, shared_prefix
+from equivcheck.solve.padding import pad_to
 from equivcheck.solve.quantized import QuantRun
 from equivcheck.solve.search import (
     SAME_UNITS,
@@ -321,6 +323,11 @@ def _summary(box_results: list[BoxResult], n_boxes: int) -> tuple[Verdict, str]:
     return verdict, reason
 
 
+PADDED_SHARE = 0.5  # of the time left: the engine on b padded to a's shape (solve.padding)
+PADDED = ("b is a with units removed and the kept weights rounded: the engine bounds a - b with b "
+          "padded to a's shape by zero units ({nodes} node(s), ||f - g|| <= {bound:.6g})")
+
+
 @dataclass(frozen=True, eq=False)
 class _BoxRun:
     """What every box of one check shares: the networks, the spec, the options, the known
@@ -337,6 +344,14 @@ class _BoxRun:
     runner: OrtRunner | None  # onnxruntime sessions of both protos (None: not both given)
     model: PairModel | None  # the engine's arrays of the pair (None: no engine)
     progress: ProgressFn | None
+
+    @cached_property
+    def padded_b(self) -> Network | None:
+        """``b`` laid out in ``a``'s shape (:func:`equivcheck.solve.padding.pad_to`: the same
+        function), for a pair of different widths the engine bounds; None otherwise."""
+        if self.model is None or same_widths(self.a, self.b):
+            return None
+        return pad_to(self.a, self.b)
 
     # -- bounds
     def box_bounds(self, box: Box) -> tuple[list[LayerBounds], list[LayerBounds]]:
@@ -398,6 +413,19 @@ class _BoxRun:
             if same:
                 return done(Verdict.PROVED, SAME_UNITS.format(shared=shared),
                             Decision(SearchOutcome.PROVED, "", shared_units=shared))
+            # ... or with its kept weights rounded (a file that cannot store them): the engine
+            # on b padded to a's shape, a same-shaped pair, with part of the time
+            padded = self.padded_b
+            if padded is not None and not deadline.expired():
+                res = check_box(a, padded, spec, box, deadline.sub(PADDED_SHARE), progress=self.progress)
+                if res.outcome is Outcome.PROVED:
+                    return done(Verdict.PROVED, PADDED.format(nodes=res.stats.nodes,
+                                                              bound=res.stats.best_bound))
+                if res.outcome is Outcome.REFUTED and res.point is not None:
+                    found = self._confirmed(box, index, np.array(res.point), FoundBy.FALSIFIER)
+                    if found is not None:
+                        return done(Verdict.REFUTED, "counterexample found by the branch and bound "
+                                    "(b padded to a's shape)", cex=found)
         # 3. the falsifier, when the solver comes first (no engine, or a pair the solver's
         # encoding suits: different shapes, few unstable ReLUs; see solve.search.search)
         engine = self.model is not None
