@@ -30,15 +30,13 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import scipy.sparse as sp
 
 from equivcheck.bounds.interval import LayerBounds
 from equivcheck.compress.passes import WorkingLayer
 from equivcheck.compress.rounding import round_up_decimal
-from equivcheck.core import matrix
 from equivcheck.core.deadline import Deadline
 from equivcheck.core.domain import Domain
-from equivcheck.core.network import Affine, Layer, Network
+from equivcheck.core.network import Network
 from equivcheck.core.options import ProverOptions
 from equivcheck.core.progress import Progress, ProgressFn, report
 from equivcheck.core.rational import float_down
@@ -46,6 +44,7 @@ from equivcheck.core.result import BoxResult, ProofResult, Verdict
 from equivcheck.core.spec import Mode, Norm, Spec
 from equivcheck.engine import Boxes, Outcome, PairModel, check_box, pair_bounds
 from equivcheck.engine.backward import History  # the type of pair_bounds' ``prior``
+from equivcheck.solve.padding import place_units
 
 
 def padded(original: Network, stored: Network, layers: list[WorkingLayer]) -> Network | None:
@@ -55,27 +54,10 @@ def padded(original: Network, stored: Network, layers: list[WorkingLayer]) -> Ne
     outgoing weights are zero."""
     if len(layers) != len(original.layers) or len(stored.layers) != len(layers):
         return None
-    out = []
-    prev = list(range(original.in_dim))
-    for k, (lay, st, orig) in enumerate(zip(layers, stored.layers, original.layers)):
-        if lay.origin != k or lay.relu != orig.relu:
-            return None
-        b = np.zeros(orig.out_dim)
-        b[lay.units] = st.bias
-        if matrix.is_sparse(st.weight) or matrix.is_sparse(orig.weight):
-            # the stored entries moved to their original rows and columns (memory linear in them)
-            sw = matrix.as_csr(st.weight).tocoo()
-            rows = np.asarray(lay.units, dtype=np.int64)[sw.row]
-            cols = np.asarray(prev, dtype=np.int64)[sw.col]
-            w = sp.csr_array((sw.data, (rows, cols)), shape=orig.weight.shape)
-            if not st.affine.is_exact_float:
-                return None  # (exact values would have to move too: not padded)
-        else:
-            w = np.zeros_like(orig.weight, dtype=np.float64)
-            w[np.ix_(lay.units, prev)] = st.weight
-        out.append(Layer(Affine(w, b), st.relu, st.name))
-        prev = lay.units
-    return stored.with_layers(out)
+    if any(lay.origin != k or lay.relu != orig.relu
+           for k, (lay, orig) in enumerate(zip(layers, original.layers))):
+        return None
+    return place_units(original, stored, [lay.units for lay in layers])
 
 
 def _padded_bounds(layers: list[WorkingLayer], stored_bounds: list[LayerBounds],

@@ -17,6 +17,8 @@ the same claim for ``(a, b)``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from equivcheck.core import matrix
@@ -37,30 +39,49 @@ def pad_to(a: Network, b: Network) -> Network | None:
                    for lb in b.layers)):
         return None
     prev = np.arange(a.in_dim)  # where each input of b's layer sits among a's
-    layers = []
+    places = []
     last = len(a.layers) - 1
     for k, (la, lb) in enumerate(zip(a.layers, b.layers)):
-        try:
-            wa = matrix.dense(la.weight)[:, prev]
-            wb = matrix.dense(lb.weight)
-        except UnsupportedModelError:  # too large to compare densely
-            return None
         if k == last:
             place = np.arange(lb.out_dim)  # outputs are not permuted
         else:
+            try:
+                wa = matrix.dense(la.weight)[:, prev]
+                wb = matrix.dense(lb.weight)
+            except UnsupportedModelError:  # too large to compare densely
+                return None
             place = _match(wa, la.bias, wb, lb.bias)
             if place is None:
                 return None
-        w = np.zeros((la.out_dim, la.weight.shape[1]))
-        w[np.ix_(place, prev)] = wb
-        bias = np.zeros(la.out_dim)
-        bias[place] = lb.bias
-        affine = Affine(w, bias)
-        if lb.affine.is_sparse:
-            affine = Affine(matrix.as_csr(w), bias)
-        layers.append(Layer(affine, lb.relu, lb.name))
+        places.append(place)
         prev = place
-    return b.with_layers(tuple(layers), note=f"padded to the shape of {a.source or 'a'}")
+    return place_units(a, b, places)
+
+
+def place_units(shape: Network, stored: Network, places: Sequence[Sequence[int]]) -> Network | None:
+    """``stored`` in the shape of ``shape``: its units of layer ``k`` at the positions
+    ``places[k]`` of ``shape``'s layer ``k``, zero units (zero weights and bias, zero outgoing
+    weights) everywhere else; the same function as ``stored``, exactly. Sparse layers stay
+    sparse (their stored entries move to their new rows and columns: memory linear in them).
+    None when a sparse layer of ``stored`` holds weights that are not its floats (their exact
+    values would have to move too)."""
+    out = []
+    prev = np.arange(shape.in_dim, dtype=np.int64)
+    for units, st, orig in zip(places, stored.layers, shape.layers):
+        units = np.asarray(units, dtype=np.int64)
+        b = np.zeros(orig.out_dim)
+        b[units] = st.bias
+        if matrix.is_sparse(st.weight) or matrix.is_sparse(orig.weight):
+            if not st.affine.is_exact_float:
+                return None
+            sw = matrix.as_csr(st.weight).tocoo()
+            w = matrix.csr((sw.data, (units[sw.row], prev[sw.col])), shape=orig.weight.shape)
+        else:
+            w = np.zeros_like(orig.weight, dtype=np.float64)
+            w[np.ix_(units, prev)] = st.weight
+        out.append(Layer(Affine(w, b), st.relu, st.name))
+        prev = units
+    return stored.with_layers(out)
 
 
 def _match(wa: np.ndarray, ba: np.ndarray, wb: np.ndarray, bb: np.ndarray) -> np.ndarray | None:

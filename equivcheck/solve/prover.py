@@ -324,7 +324,7 @@ def _summary(box_results: list[BoxResult], n_boxes: int) -> tuple[Verdict, str]:
 
 
 PADDED_SHARE = 0.5  # of the time left: the engine on b padded to a's shape (solve.padding)
-PADDED = ("b is a with units removed and the kept weights rounded: the engine bounds a - b with b "
+PADDED = ("b's units are units of a, their weights equal or rounded: the engine bounds a - b with b "
           "padded to a's shape by zero units ({nodes} node(s), ||f - g|| <= {bound:.6g})")
 
 
