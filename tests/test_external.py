@@ -103,3 +103,30 @@ def test_mnist_one_weight_changed_refuted(tmp_path):
     r = equivcheck.prove(src, out, domain=prop, timeout=60)
     assert r.verdict is Verdict.REFUTED
     assert r.counterexample.exact.violated and r.counterexample.reproduces
+
+
+def test_engine_finds_a_violation_in_a_sliver_of_the_box():
+    """ACAS Xu N4,6 against a copy with the 5% smallest-magnitude weights of each layer zeroed
+    deviates by more than 0.05 over prop_1's box only on a sliver (about 1e-5 of the box:
+    theta within 0.01 of 0, v_int within 0.015 of its lower bound), which no box the bounds
+    find worst holds: the search must try points in every open box to refute it."""
+    from equivcheck.core.deadline import Deadline
+    from equivcheck.core.network import Affine, Layer
+    from equivcheck.core.spec import Spec
+    from equivcheck.engine import EngineOptions, Outcome, check_box
+
+    f = load_network(external_path("acasxu/ACASXU_run2a_4_6_batch_2000.onnx"))
+    layers = []
+    for lay in f.layers:
+        w = lay.weight.copy()
+        w.ravel()[np.argsort(np.abs(w).ravel(), kind="stable")[:int(round(0.05 * w.size))]] = 0.0
+        layers.append(Layer(Affine(w, lay.bias.copy()), lay.relu, lay.name))
+    g = f.with_layers(layers, note="5% smallest weights zeroed")
+    box = equivcheck.parse_domain(str(external_path("acasxu/prop_1.vnnlib")), 5).boxes[0]
+    spec = Spec.make("epsilon", "0.05")
+    res = check_box(f, g, spec, box, Deadline.start(600.0), EngineOptions(max_nodes=1500))
+    assert res.outcome is Outcome.REFUTED, res.reason
+    q = [Fraction(v) for v in res.point]
+    assert box.contains(q)
+    assert not spec.holds(f.evaluate_exact(q), g.evaluate_exact(q))
+    assert res.exact_margin > 0
