@@ -21,8 +21,7 @@ from equivcheck.core.domain import Box
 from equivcheck.core.spec import Spec
 from equivcheck.engine import EngineOptions, Outcome, PairModel, check_box
 from equivcheck.engine.branch import Layout
-from equivcheck.engine.frontier import count, phase_rows, phases_of, relu_columns, take
-from equivcheck.engine.search import _no_prior
+from equivcheck.engine.frontier import count, no_prior, phase_rows, phases_of, relu_columns, take
 from tests.test_engine import assert_sound, random_pair, sample_points, sampled_deviation
 
 HALF_WIDTH = 0.02
@@ -137,11 +136,11 @@ def test_phase_bits_round_trip_and_need_relu_splitting(case):
     lo_c, hi_c = relu_columns(layout)
     assert len(lo_c) == 2 * (32 + 32)  # the hidden units of f and of g
     rng = np.random.default_rng(4)
-    rows = _no_prior(5, PairModel.build(f, g))
+    rows = no_prior(5, PairModel.build(f, g))
     rows[:, lo_c] = rng.normal(size=(5, len(lo_c)))
     rows[:, hi_c] = rows[:, lo_c] + rng.random((5, len(lo_c)))
     bits = phases_of(rows, 5, layout)
-    rebuilt = phase_rows(bits, _no_prior(5, PairModel.build(f, g)), layout)
+    rebuilt = phase_rows(bits, no_prior(5, PairModel.build(f, g)), layout)
     assert np.array_equal(phases_of(rebuilt, 5, layout), bits)
     assert np.array_equal(rebuilt[:, lo_c] == 0.0, rows[:, lo_c] >= 0.0)
     assert not phases_of(None, 3, layout).any()

@@ -21,7 +21,7 @@ from equivcheck.core.progress import Progress
 from equivcheck.core.spec import Spec
 from equivcheck.engine import Boxes, EngineOptions, Outcome, PairModel, check_box, pair_bounds
 from equivcheck.engine.branch import Layout, empty_nodes, relu_children
-from equivcheck.engine.search import _no_prior, _pack, _unpack
+from equivcheck.engine.frontier import no_prior, pack, unpack
 from tests.test_engine import (
     assert_sound,
     exact_out,
@@ -45,7 +45,7 @@ def _pre_activations(net, x):
 def _random_phases(rng, f, g, model, layout, box, count):
     """A packed prior row per node fixing the phases of three hidden units of f or g: mostly
     the phases at a random anchor point of the box (so most nodes have points), else random."""
-    rows = _no_prior(count, model)
+    rows = no_prior(count, model)
     fixed = []
     anchors = sample_points(rng, box, count)[:count]
     units = [(net, k, i) for net, layers in (("f", model.f), ("g", model.g))
@@ -89,8 +89,8 @@ def test_bounds_with_fixed_phases_enclose_exact_outputs_where_the_phases_hold(ki
     pts = sample_points(rng, box, 2000)
     checked = empties = 0
     for symbolic in (True, False):
-        pb = pair_bounds(model, Boxes(lo, hi, model.width), "all", _unpack(rows, model), True, symbolic)
-        empty = empty_nodes(_pack(pb.hist, model.same_shape), layout)
+        pb = pair_bounds(model, Boxes(lo, hi, model.width), "all", unpack(rows, model), True, symbolic)
+        empty = empty_nodes(pack(pb.hist, model.same_shape), layout)
         for r in range(nodes):
             inside = pts[_satisfies(f, g, pts, fixed[r])]
             if empty[r]:
@@ -116,7 +116,7 @@ def test_children_cover_the_parent():
     layout = Layout(model)
     box = random_box(rng, 2)
     pb = pair_bounds(model, Boxes(box.lower_float()[None], box.upper_float()[None], model.width), "all")
-    packed = _pack(pb.hist, True)
+    packed = pack(pb.hist, True)
     ok, parent, kids = relu_children(packed, layout)
     assert ok.all() and len(kids) >= 2 and np.all(parent == 0)
     pts = sample_points(rng, box, 2000)

@@ -7,7 +7,7 @@ Fixing the phase of one unstable ReLU of f (or of g when the shapes differ) inst
 triangle relaxation from every later bound.
 
 A phase is fixed through the frontier's inherited bounds (the packed rows of
-:func:`equivcheck.engine.search._pack`, intersected with the new bounds before they are used by
+:func:`equivcheck.engine.frontier.pack`, intersected with the new bounds before they are used by
 :func:`~equivcheck.engine.bounds.pair_bounds`): "active" sets the unit's lower pre-activation
 bound to 0, "inactive" its upper bound to 0. Every bound the engine then computes for the child
 is a rigorous bound over the points of the box where the fixed phases hold (by induction over
@@ -34,7 +34,7 @@ PRIOR_KEYS = ("f_lo", "f_hi", "g_lo", "g_hi", "dz_lo", "dz_hi")
 
 
 class Layout:
-    """Where each layer's bounds sit in a packed row (``[K, Q]``, see ``search._pack``)."""
+    """Where each layer's bounds sit in a packed row (``[K, Q]``, see ``frontier.pack``)."""
 
     def __init__(self, model: PairModel):
         self.model = model

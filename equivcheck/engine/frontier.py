@@ -33,7 +33,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from equivcheck.engine.branch import Layout
+from equivcheck.engine.backward import History
+from equivcheck.engine.branch import PRIOR_KEYS, Layout
+from equivcheck.engine.model import PairModel
 
 
 def relu_columns(layout: Layout) -> tuple[np.ndarray, np.ndarray]:
@@ -89,3 +91,46 @@ def count(frontier) -> int:
 def take(frontier, rows) -> tuple:
     """The nodes ``rows`` (indices or a slice) of a handed-back frontier, in the same form."""
     return tuple(np.asarray(a)[rows] for a in frontier)
+
+
+def pack(hist: History, same: bool) -> np.ndarray:
+    """Every layer's bounds of a batch as rows ``[B, Q]`` (children inherit them)."""
+    keys = PRIOR_KEYS if same else PRIOR_KEYS[:4]
+    return np.concatenate([np.concatenate(getattr(hist, key), axis=0) for key in keys], axis=0).T
+
+
+def unpack(rows: np.ndarray, model: PairModel) -> History:
+    """The inverse of :func:`pack` for the networks' layer widths."""
+    hist = History()
+    keys = PRIOR_KEYS if model.same_shape else PRIOR_KEYS[:4]
+    cols = rows.T
+    at = 0
+    for key in keys:
+        layers = model.g if key.startswith("g") else model.f
+        out = getattr(hist, key)
+        for lay in layers:
+            out.append(cols[at:at + lay.out_dim])
+            at += lay.out_dim
+    return hist
+
+
+def no_prior(count: int, model: PairModel) -> np.ndarray:
+    """Rows that constrain nothing: -inf for every lower bound, +inf for every upper one."""
+    hist = History()
+    keys = PRIOR_KEYS if model.same_shape else PRIOR_KEYS[:4]
+    for key in keys:
+        layers = model.g if key.startswith("g") else model.f
+        val = -np.inf if key.endswith("lo") else np.inf
+        getattr(hist, key).extend(np.full((lay.out_dim, count), val) for lay in layers)
+    return pack(hist, model.same_shape)
+
+
+def handed(lo: np.ndarray, hi: np.ndarray, prior: np.ndarray | None, relu: bool,
+           layout: Layout) -> tuple:
+    """Nodes in the form :func:`~equivcheck.engine.search.check_box` takes as ``start``: their
+    float boxes, and under ReLU splitting their phases and inherited bound rows (``prior``,
+    ``[F, Q]``; None: nothing inherited, no phase fixed)."""
+    if not relu:
+        return lo, hi
+    rows = no_prior(len(lo), layout.model) if prior is None else prior
+    return lo, hi, phases_of(rows, len(lo), layout), rows

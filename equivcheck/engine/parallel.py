@@ -1,10 +1,12 @@
 """The engine on several worker processes: :func:`check_box_parallel`.
 
-The exact box is cut into ``PARTS_PER_WORKER`` parts per worker (:meth:`Box.halves`: exact
-rational halves that keep the box's strict faces, so the parts' union is exactly the box), and a
-pool of processes pulls the parts from a queue, hardest first, each running
-:func:`~equivcheck.engine.check_box` on its part with the caller's deadline. Verdicts combine
-as for any cover of the box:
+The work is dealt out as parts, each a box and the nodes of it to search: the nodes the
+in-process slice (below) left open, dealt out in turn, or else the exact box cut into
+``PARTS_PER_WORKER`` parts per worker (:meth:`Box.halves`: exact rational halves that keep the
+box's strict faces, so the parts' union is exactly the box). A pool of processes pulls the
+parts from a queue, hardest first, each running :func:`~equivcheck.engine.check_box` on its part
+with the caller's deadline, and a worker left idle is given nodes by a busy one (below). The
+parts cover the box, so verdicts combine as for any cover:
 
 * the first REFUTED part stops every worker at once; its point lies in the part, hence in the
   box (checked exactly before it is returned);
@@ -18,12 +20,24 @@ How the box is cut (:func:`cut_box`): best-first, the part with the worst forwar
 need 254, 256 and 256 nodes in all; halving the relatively widest input instead, 462 nodes for 2
 parts and 892 for 16. Few parts per worker, because each part pays the engine's per-round cost
 again (13 rounds for the whole box; 24, 41 and 61 for 2, 4 and 8 parts), and a round on a small
-frontier costs nearly as much as on a full one. The price: no load balancing beyond the cut
-(a worker whose part is done idles while another's runs); the frontier itself is not shared.
+frontier costs nearly as much as on a full one. A worker whose part is done does not idle while
+another's runs: it says so (a shared count of idle workers), and one searching worker gives half
+of its open nodes away at its next round (``check_box``'s ``share``), which go to the queue as a
+new part (same box, those nodes as its start). The part that gave is then PROVED on the nodes it
+kept, the new part on the nodes given: together they still cover it.
 
 Small instances do not pay for processes: the engine first runs in this process for a short
-slice of the time, and only an instance still open when the slice ends goes to the workers (the
-slice's work is then redone by them; it is at most ``FIRST_SHARE`` of the time).
+slice of the time, and only an instance still open when the slice ends goes to the workers,
+which go on from the nodes the slice left open (``check_box``'s ``hand_back``), dealt out in
+turn; only when the slice left fewer open nodes than there are workers (a root whose first round
+outlasted the slice) is the box cut into parts as above, and the slice's work done again.
+
+Measured (``benchmarks/engine_parallel.py``: 8 ACAS Xu instances of prop_1 at epsilon 0.05
+that one worker proves in 1.9-13.4 s, vs float16 and 5%-pruned copies; 2 workers on this
+2-core machine): wall-time ratio one worker / two, median 1.44 with the parts fixed at the cut
+(min 1.26, max 1.61; 8-17% more nodes than one worker, the slice's done again), 1.55 with the
+workers going on from the slice's nodes and sharing them (min 1.46, max 1.89, nodes within 7%
+of one worker's).
 
 The deadline is hard: workers check it between rounds like the one-process engine, and are
 killed ``GRACE`` seconds after it, so no worker outlives it by more. On Linux the workers
@@ -51,6 +65,7 @@ from equivcheck.core.domain import Box
 from equivcheck.core.network import Network
 from equivcheck.core.progress import Progress, ProgressFn, report
 from equivcheck.core.spec import Norm, Spec
+from equivcheck.engine import frontier
 from equivcheck.engine.bounds import Boxes, pair_bounds
 from equivcheck.engine.model import PairModel
 from equivcheck.engine.search import EngineOptions, EngineResult, EngineStats, Outcome, check_box
@@ -104,19 +119,31 @@ def check_box_parallel(f: Network, g: Network, spec: Spec, box: Box,
         share = min(FIRST_SECONDS, FIRST_SHARE * deadline.remaining()) if first_seconds is None \
             else first_seconds
         sub = deadline.sub(seconds=share)
-        first = _check(f, g, spec, box, sub, options, model, progress)
+        first = _check(f, g, spec, box, sub, options, model, progress, hand_back=True)
         timed_out = sub.expired() or first.reason.startswith("timeout")  # (or no time left
         # for another round: the slice ran out before its deadline passed)
         if first.outcome is not Outcome.UNKNOWN or not timed_out:
-            return first  # decided, or open for a reason more time would not change
+            # decided, or open for a reason more time would not change
+            return replace(first, extra={k: v for k, v in first.extra.items()
+                                         if k not in ("frontier", "closed_bound")})
     if deadline.remaining() < MIN_PARALLEL:
         return _check(f, g, spec, box, deadline, options, model, progress)
-    parts, levels = cut_box(box, n * PARTS_PER_WORKER, model, spec)
-    if len(parts) < 2:
-        return _check(f, g, spec, box, deadline, options, model, progress)
-    results, cpu = _run_pool(f, g, spec, parts, deadline, options, model, n, progress)
-    res = _merge(box, parts, levels, results, first, n, time.monotonic() - t0)
-    res.extra["parallel"]["part_cpu"] = [round(cpu.get(i, 0.0), 3) for i in range(len(parts))]
+    front = None if first is None else first.extra.get("frontier")
+    continued = front is not None and frontier.count(front) >= n
+    if continued:
+        # the slice's open nodes, dealt out in turn (its work is not done again)
+        parts, levels = [box], first.stats.max_depth
+        starts = [(0, frontier.take(front, slice(k, None, n))) for k in range(n)]
+    else:
+        parts, levels = cut_box(box, n * PARTS_PER_WORKER, model, spec)
+        if len(parts) < 2:
+            return _check(f, g, spec, box, deadline, options, model, progress)
+        starts = [(i, None) for i in range(len(parts))]
+    results, cpu, tasks = _run_pool(f, g, spec, parts, starts, deadline, options, model, n,
+                                    progress)
+    res = _merge(box, parts, tasks, len(tasks) - len(starts), levels, results, first,
+                 continued, n, time.monotonic() - t0)
+    res.extra["parallel"]["part_cpu"] = [round(cpu.get(i, 0.0), 3) for i in range(len(tasks))]
     return res
 
 
@@ -185,20 +212,47 @@ _OUT: list = [None]  # the worker's queue to the parent (its search reports go t
 _CHECK_ARGS: frozenset | None = None  # the keyword arguments check_box accepts
 
 
-def _check(f, g, spec, box, deadline, options, model, progress) -> EngineResult:
-    """:func:`check_box`, with ``progress`` passed only if it takes one."""
+def _check(f, g, spec, box, deadline, options, model, progress, start=None,
+           share=None, hand_back=False) -> EngineResult:
+    """:func:`check_box`, with ``progress``, ``start``, ``share`` and ``hand_back`` passed only
+    when given (and taken: tests stand in simpler engines)."""
     global _CHECK_ARGS
     if _CHECK_ARGS is None:
         _CHECK_ARGS = frozenset(inspect.signature(check_box).parameters)
-    extra = {"progress": progress} if progress is not None and "progress" in _CHECK_ARGS else {}
+    extra = {key: val for key, val in (("progress", progress), ("share", share),
+                                       ("start", start), ("hand_back", hand_back or None))
+             if val is not None and key in _CHECK_ARGS}
     return check_box(f, g, spec, box, deadline, options, model, **extra)
 
 
-def _worker(job: tuple, tasks, out) -> None:
-    """A worker process: parts' indices from ``tasks`` (None: stop), ``(i, result, cpu)`` to
-    ``out`` (an exception instead of the result if the engine raised one)."""
+class _Share:
+    """A worker's ``share`` for :func:`check_box`: nodes are wanted while some worker idles
+    (``hungry``: idle workers less parts already on their way to them); the nodes given go to
+    the parent as ``("share", part, nodes)``, which queues them as a new task."""
+
+    def __init__(self, hungry, part: int, out) -> None:
+        self.hungry, self.part, self.out = hungry, part, out
+
+    def wanted(self) -> bool:
+        if self.hungry.value <= 0:  # (a read without the lock: the usual answer, cheaply)
+            return False
+        with self.hungry.get_lock():
+            if self.hungry.value <= 0:
+                return False
+            self.hungry.value -= 1  # this worker feeds one idle worker
+            return True
+
+    def give(self, nodes: tuple) -> None:
+        self.out.put(("share", self.part, nodes))
+
+
+def _worker(job: tuple, tasks, out, hungry=None) -> None:
+    """A worker process: tasks from ``tasks`` (a part's index, or ``(task, part, start
+    nodes)``; None: stop), ``(task, result, cpu)`` to ``out`` (an exception instead of the
+    result if the engine raised one). Before waiting for a task it counts itself in
+    ``hungry``."""
     global _JOB, _LIMITS
-    _JOB = job
+    _JOB = job + (hungry,)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # whatever handlers a forked parent had,
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # ^C is the parent's to handle
     try:
@@ -207,11 +261,16 @@ def _worker(job: tuple, tasks, out) -> None:
     except ImportError:  # pragma: no cover - threadpoolctl is a dependency
         pass
     _OUT[0] = out
-    while (i := tasks.get()) is not None:
+    while True:
+        if hungry is not None:
+            with hungry.get_lock():
+                hungry.value += 1
+        if (i := tasks.get()) is None:
+            break
         try:
             out.put(_work(i))
         except BaseException as exc:  # handed to the parent, which raises it
-            out.put((i, exc, 0.0))
+            out.put((i[0] if isinstance(i, tuple) else i, exc, 0.0))
 
 
 class _Relay:
@@ -229,23 +288,32 @@ class _Relay:
             self.out.put(("progress", self.i, event))
 
 
-def _work(i: int) -> tuple[int, EngineResult, float]:
-    """Part ``i``'s result and the CPU seconds the worker spent on it (its search reports go
-    to the parent's queue as they come)."""
-    f, g, spec, deadline, options, model, parts = _JOB
-    if deadline.expired():  # a part taken after the deadline: no work (the parent counts it open)
-        return i, _not_run(parts[i]), 0.0
+def _work(task) -> tuple[int, EngineResult, float]:
+    """A task's result and the CPU seconds the worker spent on it (its search reports go to
+    the parent's queue as they come). ``task``: a part's index (the whole part), or ``(task,
+    part, start)``, nodes of a part that another worker gave away."""
+    f, g, spec, deadline, options, model, parts, hungry = _JOB
+    i, part, start = task if isinstance(task, tuple) else (task, task, None)
+    if deadline.expired():  # a task taken after the deadline: no work (the parent counts it open)
+        return i, _not_run(parts[part], start), 0.0
     cpu = time.process_time()
-    relay = _Relay(i, _OUT[0]) if _OUT[0] is not None else None
-    res = _check(f, g, spec, parts[i], deadline, options, model, relay)
+    out = _OUT[0]
+    relay = _Relay(i, out) if out is not None else None
+    share = _Share(hungry, part, out) if hungry is not None and out is not None else None
+    res = _check(f, g, spec, parts[part], deadline, options, model, relay, start, share)
     return i, res, time.process_time() - cpu
 
 
-def _not_run(part: Box) -> EngineResult:
-    """A part no worker examined: open, its whole float enclosure left as its residue."""
-    stats = EngineStats(0, 0, 0, 1, math.inf, -math.inf, 0.0, 0)
+def _not_run(part: Box, start: tuple | None = None) -> EngineResult:
+    """A task no worker examined: open, its whole float enclosure (or its start nodes' boxes:
+    one, the part's, under ReLU splitting) left as its residue."""
+    if start is None or len(start) > 2:
+        boxes = [(part.lower_float(), part.upper_float(), math.inf)]
+    else:
+        boxes = [(lo, hi, math.inf) for lo, hi in zip(start[0], start[1])]
+    stats = EngineStats(0, 0, 0, len(boxes), math.inf, -math.inf, 0.0, 0)
     return EngineResult(Outcome.UNKNOWN, "timeout: the time limit was reached", stats,
-                        extra={"residue": [(part.lower_float(), part.upper_float(), math.inf)]})
+                        extra={"residue": boxes})
 
 
 def _context():
@@ -253,32 +321,38 @@ def _context():
     return multiprocessing.get_context("fork" if fork else "spawn")
 
 
-def _run_pool(f, g, spec, parts, deadline, options, model, n, progress
-              ) -> tuple[dict[int, EngineResult], dict[int, float]]:
-    """Every part's result that arrived by the deadline (plus ``GRACE``), and its CPU seconds;
-    stops at the first REFUTED. Every worker is killed and reaped before this returns.
+def _run_pool(f, g, spec, parts, starts, deadline, options, model, n, progress
+              ) -> tuple[dict[int, EngineResult], dict[int, float], list]:
+    """Every task's result that arrived by the deadline (plus ``GRACE``), its CPU seconds,
+    and the tasks (``(part, start nodes or None)``: ``starts``, then one per share of nodes a
+    worker gave away); stops at the first REFUTED. Every worker is killed and reaped
+    before this returns.
 
     Plain processes and queues rather than ``multiprocessing.Pool``: ``Pool.terminate`` can
     hang for ever when it kills a worker that holds the result queue's lock (seen here, a
     worker killed while handing back its part after another part was refuted). The parent
-    only writes ``tasks`` (small indices, before any worker is killed) and only reads ``out``,
-    so no lock a killed worker held can block it."""
+    only writes ``tasks`` (through the queue's feeder thread, which is not waited for: a put
+    never blocks it, not even one of megabytes of nodes no worker reads) and only reads
+    ``out``, so no lock a killed worker held can block it. (``hungry`` is a shared count under
+    its own lock, which a worker holds only for an increment or a decrement.)"""
     ctx = _context()
-    tasks, out = ctx.SimpleQueue(), ctx.Queue()
-    for i in range(len(parts)):
-        tasks.put(i)
-    count = min(n, len(parts))
-    for _ in range(count):
-        tasks.put(None)
+    task_q, out = ctx.Queue(), ctx.Queue()  # (puts never block the parent: a feeder thread
+    # writes them; a part's start nodes can be megabytes, more than a pipe holds)
+    tasks: list = list(starts)
+    for i, (part, start) in enumerate(tasks):
+        task_q.put(i if start is None and part == i else (i, part, start))
+    count = min(n, len(tasks))
+    hungry = ctx.Value("i", -len(tasks))  # idle workers less tasks queued for them
     job = (f, g, spec, deadline, options, model, parts)
-    procs = [ctx.Process(target=_worker, args=(job, tasks, out), daemon=True) for _ in range(count)]
+    procs = [ctx.Process(target=_worker, args=(job, task_q, out, hungry), daemon=True)
+             for _ in range(count)]
     results: dict[int, EngineResult] = {}
     cpu: dict[int, float] = {}
-    live: dict[int, Progress] = {}  # the latest search report of each part being searched
+    live: dict[int, Progress] = {}  # the latest search report of each task being searched
     try:
         for p in procs:
             p.start()
-        while len(results) < len(parts):
+        while len(results) < len(tasks):
             wait = deadline.end + GRACE - time.monotonic()
             if wait <= 0:
                 break
@@ -288,15 +362,19 @@ def _run_pool(f, g, spec, parts, deadline, options, model, n, progress
                 if not any(p.is_alive() for p in procs) and out.empty():
                     break  # every worker ended (killed from outside): what is missing is open
             else:
-                if i == "progress":  # (i, res, secs) = ("progress", part, its report)
+                if i == "progress":  # (i, res, secs) = ("progress", task, its report)
                     if res not in results:
                         live[res] = secs
+                    continue
+                if i == "share":  # (i, res, secs) = ("share", part, the nodes given away)
+                    tasks.append((res, secs))
+                    task_q.put((len(tasks) - 1, res, secs))
                     continue
                 if isinstance(res, BaseException):
                     raise res
                 results[i], cpu[i] = res, secs
                 live.pop(i, None)
-            report(progress, _pool_progress(results, live, len(parts), n, deadline))
+            report(progress, _pool_progress(results, live, len(tasks), n, deadline))
             if any(r.outcome is Outcome.REFUTED for r in results.values()):
                 break
     finally:
@@ -306,10 +384,10 @@ def _run_pool(f, g, spec, parts, deadline, options, model, n, progress
         for p in procs:
             if p.pid is not None:
                 p.join()
-        out.close()
-        out.cancel_join_thread()
-        tasks.close()
-    return results, cpu
+        for q in (out, task_q):
+            q.close()
+            q.cancel_join_thread()
+    return results, cpu, tasks
 
 
 def _pool_progress(results: dict, live: dict, parts: int, n: int, deadline: Deadline) -> Progress:
@@ -327,17 +405,26 @@ def _pool_progress(results: dict, live: dict, parts: int, n: int, deadline: Dead
 # ---- merging ------------------------------------------------------------------------------------
 
 
-def _merge(box: Box, parts: list[Box], levels: int, results: dict[int, EngineResult],
-           first: EngineResult | None, n: int, seconds: float) -> EngineResult:
-    done = [results.get(i) or _not_run(p) for i, p in enumerate(parts)]
+def _merge(box: Box, parts: list[Box], tasks: list, shares: int, levels: int,
+           results: dict[int, EngineResult], first: EngineResult | None, continued: bool,
+           n: int, seconds: float) -> EngineResult:
+    """One result for the box from its tasks' (``tasks``: ``(part, start)``, the last
+    ``shares`` of them nodes a worker gave away; a task with no result is open, see
+    :func:`_not_run`). ``continued``: the tasks searched the nodes the in-process slice
+    ``first`` left open (its closed nodes count), else they cover the box."""
+    done = [results.get(i) or _not_run(parts[p], start) for i, (p, start) in enumerate(tasks)]
     refuted = next((r for r in done if r.outcome is Outcome.REFUTED), None)
     fs = first.stats if first is not None else None
     nodes = sum(r.stats.nodes for r in done) + (fs.nodes if fs else 0)
-    parallel = {"workers": n, "parts": len(parts), "parts_done": len(results),
+    initial = len(tasks) - shares
+    parallel = {"workers": n, "parts": initial, "shares": shares, "continued": continued,
+                "parts_done": sum(i in results for i in range(initial)),
                 "first_nodes": fs.nodes if fs else 0,
                 "part_seconds": [round(r.stats.seconds, 3) for r in done]}
     bound = max(r.stats.best_bound for r in done)
-    if fs is not None:
+    if fs is not None and continued:  # the slice's closed nodes, the tasks the others
+        bound = max(bound, first.extra.get("closed_bound", np.inf))
+    elif fs is not None:
         bound = min(bound, fs.best_bound)  # both bound the measure over the whole box
     stats = EngineStats(
         nodes=nodes, rounds=sum(r.stats.rounds for r in done) + (fs.rounds if fs else 0),
@@ -353,13 +440,13 @@ def _merge(box: Box, parts: list[Box], levels: int, results: dict[int, EngineRes
         return replace(refuted, stats=stats, extra={**refuted.extra, "parallel": parallel})
     unknown = [r for r in done if r.outcome is Outcome.UNKNOWN]
     if not unknown:
-        return EngineResult(Outcome.PROVED, f"proved by bounds on {nodes} node(s) in {len(parts)} "
+        return EngineResult(Outcome.PROVED, f"proved by bounds on {nodes} node(s) in {len(done)} "
                             f"parts on {n} workers", stats, extra={"parallel": parallel})
     residue = [entry for r in unknown for entry in r.extra.get("residue") or []]
     complete = all(r.stats.open_nodes == len(r.extra.get("residue") or []) for r in unknown)
     timed = [r for r in unknown if r.reason.startswith("timeout")]
     why = timed[0].reason if timed else unknown[0].reason
-    reason = f"{why} ({len(unknown)} of {len(parts)} parts open)"
+    reason = f"{why} ({len(unknown)} of {len(done)} parts open)"
     return EngineResult(Outcome.UNKNOWN, reason, stats,
                         extra={"residue": residue, "residue_complete": complete,
                                "parallel": parallel})

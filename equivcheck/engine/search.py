@@ -44,12 +44,11 @@ from equivcheck.core.domain import Box
 from equivcheck.core.network import Network
 from equivcheck.core.progress import Progress, ProgressFn, report
 from equivcheck.core.spec import Spec
-from equivcheck.engine.backward import History
 from equivcheck.engine.bounds import Boxes, pair_bounds
-from equivcheck.engine.branch import PRIOR_KEYS, Layout, empty_nodes, relu_children
+from equivcheck.engine.branch import Layout, empty_nodes, relu_children
 from equivcheck.engine.falsify import Falsifier
 from equivcheck.engine.forward import bisect
-from equivcheck.engine.frontier import phase_rows, phases_of
+from equivcheck.engine.frontier import handed, no_prior, pack, phase_rows, unpack
 from equivcheck.engine.model import PairModel
 from equivcheck.engine.objective import Judgement, judge, tolerance_down
 
@@ -146,7 +145,7 @@ class EngineResult:
 def check_box(f: Network, g: Network, spec: Spec, box: Box, deadline: Deadline | None = None,
               options: EngineOptions = EngineOptions(), model: PairModel | None = None,
               progress: ProgressFn | None = None, *,
-              start: tuple | None = None, hand_back: bool = False) -> EngineResult:
+              start: tuple | None = None, hand_back: bool = False, share=None) -> EngineResult:
     """Decide ``spec`` for ``f`` and ``g`` on ``box`` by branch and bound (see the module doc).
 
     ``progress`` is called about once per round (stage "search", unit "nodes"). BLAS runs on
@@ -160,14 +159,24 @@ def check_box(f: Network, g: Network, spec: Spec, box: Box, deadline: Deadline |
     ``hand_back``, an UNKNOWN for time or nodes carries ``extra["frontier"]``: every open node
     (and the residue's boxes) in that form, whose union with the nodes proved covers what was
     searched, so a later call with them as ``start`` goes on where this one stopped (asked
-    for, as ReLU-split nodes carry their inherited bounds: 25-50 kB a node on MNIST)."""
+    for, as ReLU-split nodes carry their inherited bounds: 25-50 kB a node on MNIST), and
+    ``extra["closed_bound"]``, the worst bound of a node proved (-inf: none), which with the
+    later calls' bounds bounds the measure over everything searched.
+
+    ``share`` (another worker's search may want nodes: :mod:`equivcheck.engine.parallel`): an
+    object whose ``wanted()`` says, before each round, whether to give nodes away now, and whose
+    ``give(nodes)`` takes them in ``start``'s form. Every other open node (by priority) is
+    given and no longer searched here: PROVED then holds on the nodes kept, and the caller must
+    have the given ones searched (a REFUTED point still lies in ``box``)."""
     with threadpool_limits(limits=1, user_api="blas"):
-        return _check_box(f, g, spec, box, deadline, options, model, progress, start, hand_back)
+        return _check_box(f, g, spec, box, deadline, options, model, progress, start, hand_back,
+                          share)
 
 
 def _check_box(f: Network, g: Network, spec: Spec, box: Box, deadline: Deadline | None,
                options: EngineOptions, model: PairModel | None,
-               progress: ProgressFn | None, start=None, hand_back=False) -> EngineResult:
+               progress: ProgressFn | None, start=None, hand_back=False, share=None
+               ) -> EngineResult:
     t0 = time.monotonic()
     deadline = deadline or Deadline.start(3600.0)
     model = model or PairModel.build(f, g)
@@ -189,7 +198,7 @@ def _check_box(f: Network, g: Network, spec: Spec, box: Box, deadline: Deadline 
         if len(start) > 2:  # nodes with ReLU phases: the phases go into their bound rows
             if not relu:
                 raise ValueError("check_box: start nodes with ReLU phases need ReLU splitting")
-            rows = start[3] if len(start) > 3 else _no_prior(len(lo), model)
+            rows = start[3] if len(start) > 3 else no_prior(len(lo), model)
             prior = phase_rows(start[2], np.array(rows, dtype=np.float64), layout)
     depth = np.zeros(len(lo), dtype=np.int64)
     prio = np.full(len(lo), np.inf)
@@ -221,13 +230,11 @@ def _check_box(f: Network, g: Network, spec: Spec, box: Box, deadline: Deadline 
             return EngineResult(Outcome.UNKNOWN, reason, stats())
         rlo = np.array([r[0] for r in residue]).reshape(-1, lo.shape[1])
         rhi = np.array([r[1] for r in residue]).reshape(-1, lo.shape[1])
-        front = (np.concatenate([lo, rlo]), np.concatenate([hi, rhi]))
-        if relu:  # (residue boxes, if any, with no phase: the whole box, a sound superset)
-            rows = _no_prior(len(lo), model) if prior is None else prior
-            front += (np.concatenate([phases_of(rows, len(lo), layout),
-                                      phases_of(None, len(rlo), layout)]),
-                      np.concatenate([rows, _no_prior(len(rlo), model)]))
-        return EngineResult(Outcome.UNKNOWN, reason, stats(), extra={"frontier": front})
+        # (residue boxes, if any, with no phase under ReLU splitting: a sound superset)
+        front = tuple(np.concatenate(pair) for pair in zip(
+            handed(lo, hi, prior, relu, layout), handed(rlo, rhi, None, relu, layout)))
+        return EngineResult(Outcome.UNKNOWN, reason, stats(),
+                            extra={"frontier": front, "closed_bound": closed_measure})
 
     def refuted(found) -> EngineResult:
         p, m, em = found
@@ -247,6 +254,15 @@ def _check_box(f: Network, g: Network, spec: Spec, box: Box, deadline: Deadline 
             return stopped(f"node limit: {nodes} nodes bounded")
         report(progress, Progress("search", nodes, len(lo), "nodes", stats().best_bound,
                                   deadline.remaining()))
+        if share is not None and len(lo) >= 2 and (
+                per_node is None or deadline.remaining() > 3 * per_node * min(len(lo), batch)
+        ) and share.wanted():  # (not when the time left is a round or two: pointless)
+            give = np.zeros(len(lo), bool)  # every other node by priority: an even share
+            give[np.argsort(-prio, kind="stable")[1::2]] = True
+            share.give(handed(lo[give], hi[give], None if prior is None else prior[give], relu,
+                              layout))
+            lo, hi, depth, prio, fmeas = lo[~give], hi[~give], depth[~give], prio[~give], fmeas[~give]
+            prior = None if prior is None else prior[~give]
         k = min(len(lo), batch)
         if per_node is not None:  # no round that the time left cannot pay for (hard deadline)
             fit = int(deadline.remaining() / per_node)
@@ -313,7 +329,7 @@ def _check_box(f: Network, g: Network, spec: Spec, box: Box, deadline: Deadline 
                 return EngineResult(Outcome.UNKNOWN, residue_reason(), stats(float(meas.max())),
                                     extra={"residue": residue})
             if prior is None:
-                prior = _no_prior(len(lo), model)
+                prior = no_prior(len(lo), model)
             if (len(lo) + len(children)) * children.shape[1] > MAX_PRIOR_FLOATS:
                 return EngineResult(Outcome.UNKNOWN, "memory: the frontier of ReLU phases is full",
                                     stats(float(meas.max())))
@@ -371,7 +387,7 @@ def _split_inputs(model: PairModel, spec: Spec, box: Box, options: EngineOptions
     fmeas = np.concatenate([fmeas, meas, meas])
     if options.inherit and (len(lo) * packed.shape[1] <= MAX_PRIOR_FLOATS):
         if prior is None:  # boxes already in the frontier have nothing to inherit
-            prior = _no_prior(len(lo) - 2 * len(packed), model)
+            prior = no_prior(len(lo) - 2 * len(packed), model)
         prior = np.concatenate([prior, packed, packed])
     else:
         prior = None
@@ -386,38 +402,6 @@ ALPHA_REACH = 4.0  # optimised slopes on nodes whose plain bound is at most this
 RESIDUAL = 1e-11  # a bound above the tolerance by less than this (relative) is rounding only
 
 MAX_PRIOR_FLOATS = 40_000_000  # frontier memory for inherited bounds (320 MB), then none
-
-
-def _pack(hist: History, same: bool) -> np.ndarray:
-    """Every layer's bounds of a batch as rows ``[B, Q]`` (children inherit them)."""
-    keys = PRIOR_KEYS if same else PRIOR_KEYS[:4]
-    return np.concatenate([np.concatenate(getattr(hist, key), axis=0) for key in keys], axis=0).T
-
-
-def _unpack(rows: np.ndarray, model: PairModel) -> History:
-    """The inverse of :func:`_pack` for the networks' layer widths."""
-    hist = History()
-    keys = PRIOR_KEYS if model.same_shape else PRIOR_KEYS[:4]
-    cols = rows.T
-    at = 0
-    for key in keys:
-        layers = model.g if key.startswith("g") else model.f
-        out = getattr(hist, key)
-        for lay in layers:
-            out.append(cols[at:at + lay.out_dim])
-            at += lay.out_dim
-    return hist
-
-
-def _no_prior(count: int, model: PairModel) -> np.ndarray:
-    """Rows that constrain nothing: -inf for every lower bound, +inf for every upper one."""
-    hist = History()
-    keys = PRIOR_KEYS if model.same_shape else PRIOR_KEYS[:4]
-    for key in keys:
-        layers = model.g if key.startswith("g") else model.f
-        val = -np.inf if key.endswith("lo") else np.inf
-        getattr(hist, key).extend(np.full((lay.out_dim, count), val) for lay in layers)
-    return _pack(hist, model.same_shape)
 
 
 def _lookahead(model: PairModel, spec: Spec, lo, hi, mid, eps_down: float) -> np.ndarray:
@@ -474,23 +458,23 @@ def _bound(model: PairModel, spec: Spec, lo, hi, eps_down: float, options: Engin
             todo = todo[measure[todo] <= ALPHA_REACH * eps_down]
             if not len(todo):
                 break
-            sub = _unpack(packed[todo], model)
+            sub = unpack(packed[todo], model)
             pb = pair_bounds(model, Boxes(lo[todo], hi[todo], model.width), "all", sub, hidden,
                              sym or refine.startswith("cascade"), options.alpha_steps, deadline)
         else:
-            sub = None if prior is None else _unpack(prior[todo], model)
+            sub = None if prior is None else unpack(prior[todo], model)
             pb = pair_bounds(model, Boxes(lo[todo], hi[todo], model.width), stage, sub, hidden,
                              sym or refine.startswith("cascade"), deadline=deadline)
         jd = judge(spec, pb, eps_down)
         if closed is None:
             closed, score, measure, coef = jd.closed, jd.score, jd.measure, jd.coef
-            packed = _pack(pb.hist, model.same_shape)
+            packed = pack(pb.hist, model.same_shape)
         else:
             closed[todo] = jd.closed
             score[todo] = np.minimum(jd.score, score[todo])
             measure[todo] = np.minimum(jd.measure, measure[todo])
             coef[todo] = jd.coef
-            packed[todo] = _pack(pb.hist, model.same_shape)
+            packed[todo] = pack(pb.hist, model.same_shape)
         if stage == "none":
             state["cheap_rate"] = float(jd.closed.mean())
         todo = todo[~jd.closed]
