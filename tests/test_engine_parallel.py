@@ -293,11 +293,14 @@ def test_an_idle_worker_gets_nodes_from_a_busy_one(monkeypatch):
 def test_the_workers_go_on_from_the_nodes_the_first_slice_left_open():
     f, g, spec, box = _slow_pair()
     one = check_box(f, g, spec, box, Deadline.start(60.0))
+    events = []
     two = check_box_parallel(f, g, spec, box, Deadline.start(60.0), workers=2,
-                             first_seconds=0.3)
+                             first_seconds=0.3, progress=events.append)
     assert one.outcome is two.outcome is Outcome.PROVED
     par = two.extra["parallel"]
     assert par["continued"] and par["first_nodes"] > 0 and par["parts"] == 2
+    pool = [e for e in events if "workers" in e.detail]  # they count the slice's nodes too
+    assert pool and all(e.done >= par["first_nodes"] for e in pool)
     # the slice's work is not done again (the old cut into halves redid it: 8-17% more nodes
     # on ACAS Xu); nodes handed on lose their inherited bounds, hence the slack
     assert two.stats.nodes <= 1.05 * one.stats.nodes

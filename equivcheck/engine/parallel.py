@@ -140,7 +140,7 @@ def check_box_parallel(f: Network, g: Network, spec: Spec, box: Box,
             return _check(f, g, spec, box, deadline, options, model, progress)
         starts = [(i, None) for i in range(len(parts))]
     results, cpu, tasks = _run_pool(f, g, spec, parts, starts, deadline, options, model, n,
-                                    progress)
+                                    progress, first.stats.nodes if continued else 0)
     res = _merge(box, parts, tasks, len(tasks) - len(starts), levels, results, first,
                  continued, n, time.monotonic() - t0)
     res.extra["parallel"]["part_cpu"] = [round(cpu.get(i, 0.0), 3) for i in range(len(tasks))]
@@ -321,11 +321,12 @@ def _context():
     return multiprocessing.get_context("fork" if fork else "spawn")
 
 
-def _run_pool(f, g, spec, parts, starts, deadline, options, model, n, progress
+def _run_pool(f, g, spec, parts, starts, deadline, options, model, n, progress, before: int = 0
               ) -> tuple[dict[int, EngineResult], dict[int, float], list]:
     """Every task's result that arrived by the deadline (plus ``GRACE``), its CPU seconds,
     and the tasks (``(part, start nodes or None)``: ``starts``, then one per share of nodes a
-    worker gave away); stops at the first REFUTED. Every worker is killed and reaped
+    worker gave away); stops at the first REFUTED. (``before``: nodes bounded before, for the
+    progress reports.) Every worker is killed and reaped
     before this returns.
 
     Plain processes and queues rather than ``multiprocessing.Pool``: ``Pool.terminate`` can
@@ -374,7 +375,7 @@ def _run_pool(f, g, spec, parts, starts, deadline, options, model, n, progress
                     raise res
                 results[i], cpu[i] = res, secs
                 live.pop(i, None)
-            report(progress, _pool_progress(results, live, len(tasks), n, deadline))
+            report(progress, _pool_progress(results, live, len(tasks), n, deadline, before))
             if any(r.outcome is Outcome.REFUTED for r in results.values()):
                 break
     finally:
@@ -390,11 +391,14 @@ def _run_pool(f, g, spec, parts, starts, deadline, options, model, n, progress
     return results, cpu, tasks
 
 
-def _pool_progress(results: dict, live: dict, parts: int, n: int, deadline: Deadline) -> Progress:
-    """The pool's report: nodes bounded in the parts done and in the workers' latest reports,
+def _pool_progress(results: dict, live: dict, parts: int, n: int, deadline: Deadline,
+                   before: int = 0) -> Progress:
+    """The pool's report: nodes bounded before the pool (``before``: the first slice's, when
+    the workers go on from its nodes), in the parts done and in the workers' latest reports,
     nodes open in the parts being searched, and the worst bound known so far (a part not yet
     started, or not yet through its first round, has none)."""
-    done = sum(r.stats.nodes for r in results.values()) + sum(e.done for e in live.values())
+    done = before + sum(r.stats.nodes for r in results.values()) + sum(
+        e.done for e in live.values())
     bounds = [r.stats.best_bound for r in results.values()]
     bounds += [e.bound for e in live.values() if e.bound is not None and math.isfinite(e.bound)]
     return Progress("search", done, sum(e.open for e in live.values()), "nodes",
