@@ -513,3 +513,21 @@ def test_ascend_with_a_goal_keeps_the_first_point_past_it():
     _, best = ascend(objective, x0, lambda p: np.clip(p, -1, 1), np.full(3, 2.0),
                      Deadline.start(10), ANNEALED, start_value=np.full(4, -np.inf))
     assert np.all(best >= v)
+
+
+def test_top1_disagreement_at_a_sampled_point_refutes_argmax_at_once():
+    """When the random domain points already show the two picking different classes, the
+    argmax verdict is that refutation (exact, with a reproducing counterexample), not an
+    UNKNOWN beside a report of less than 100% top-1 agreement."""
+    f = random_net(3, (3, 8, 8, 3))
+    g = magnitude_prune(f, 0.4)
+    r = audit(f, g, "-1:1", timeout=1.5, samples=500)
+    assert r.samples.top1_agreement < 100.0
+    c = r.check("argmax")
+    assert c.verdict is Verdict.REFUTED and c.method.value == "witness", c.reason
+    cex = c.counterexample  # (networks given as objects: no onnxruntime run)
+    assert cex is not None and cex.exact.violated and cex.float64.violated
+    x = [Fraction(v) for v in cex.input]
+    assert Box((Fraction(-1),) * 3, (Fraction(1),) * 3).contains(x)
+    ya, yb = f.evaluate_exact(x), g.evaluate_exact(x)
+    assert max(range(3), key=lambda i: (ya[i], -i)) != max(range(3), key=lambda i: (yb[i], -i))

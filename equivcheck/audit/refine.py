@@ -29,7 +29,7 @@ from equivcheck.core.options import ProverOptions
 from equivcheck.core.progress import Progress, ProgressFn, report
 from equivcheck.core.rational import float_down, float_up
 from equivcheck.core.result import Counterexample, FoundBy, ProofResult, Verdict
-from equivcheck.core.spec import Mode, Spec
+from equivcheck.core.spec import Mode, Spec, batch_margin
 from equivcheck.engine import EngineOptions, Outcome, PairModel, check_box
 from equivcheck.errors import ModelValueError
 from equivcheck.solve.prover import LoadedPair, prove_networks
@@ -38,6 +38,7 @@ from equivcheck.solve.witness import OrtRunner, build_counterexample
 MIN_CALL_SECONDS = 1.0
 CALL_SHARE = 1 / 8  # each prover call gets at most this share of the audit's time (or 1 s)
 WITNESS_SHARE = 1 / 20  # the witness search gets this share (at least 0.5 s, a quarter of what is left)
+ARGMAX_CHECKS = 8  # sampled points whose top-1 disagreement is checked in exact arithmetic
 TARGET_SLACK = 0.98  # the engine is asked for a bound within 98% of the gap (float rounding room)
 
 
@@ -361,17 +362,63 @@ class Auditor:
         return CheckVerdict("strict", Mode.STRICT, None, res.verdict, res.reason, DecidedBy.PROVER,
                             res.counterexample, time.monotonic() - t0)
 
-    def check_argmax(self, strict: CheckVerdict) -> CheckVerdict:
+    def check_argmax(self, strict: CheckVerdict, found: CheckVerdict | None = None
+                     ) -> CheckVerdict:
+        """The top-1 verdict: PROVED if strict equivalence was; ``found`` (a refutation at
+        sampled points, :meth:`argmax_witness`, checked before the refinement took the time);
+        REFUTED at a witness of the deviation where the two pick different classes; else the
+        prover's."""
         t0 = time.monotonic()
         if strict.verdict is Verdict.PROVED:
             return CheckVerdict("argmax", Mode.ARGMAX, None, Verdict.PROVED,
                                 "implied by strict equivalence", DecidedBy.PROVER)
+        found = found or self.argmax_witness(None)
+        if found is not None:
+            return dataclasses.replace(found, seconds=found.seconds + time.monotonic() - t0)
         if self.out_of_time():
             return CheckVerdict("argmax", Mode.ARGMAX, None, Verdict.UNKNOWN,
                                 "timeout: no time left", DecidedBy.PROVER)
         res = self.prove(Mode.ARGMAX, None)
         return CheckVerdict("argmax", Mode.ARGMAX, None, res.verdict, res.reason, DecidedBy.PROVER,
                             res.counterexample, time.monotonic() - t0)
+
+    def argmax_witness(self, points: np.ndarray | None) -> CheckVerdict | None:
+        """REFUTED (top-1) at the first of the points where f and g pick different classes in
+        float64 that does so in exact arithmetic and lies in the domain, largest float margin
+        first (at most ``ARGMAX_CHECKS`` exact evaluations, one once the time is up, when the
+        float64 / onnxruntime re-check is skipped as in :meth:`witness_refutation`); None if
+        there is none."""
+        rows = [np.array([[float(v) for v in w]]) for w in self.witness if w is not None]
+        if points is not None and len(points):
+            rows.append(np.asarray(points, dtype=np.float64))
+        if not rows:
+            return None
+        x = np.concatenate(rows)
+        spec = Spec.make(Mode.ARGMAX)
+        margin = batch_margin(spec, self.f.evaluate(x), self.g.evaluate(x))
+        t0, tried, late = time.monotonic(), 0, self.deadline.expired()
+        for i in np.argsort(-margin, kind="stable"):
+            if margin[i] < 0 or tried >= (1 if late else ARGMAX_CHECKS):
+                break
+            q = [Fraction(float(v)) for v in x[i]]
+            bi = next((k for k, b in enumerate(self.domain.boxes) if b.contains(q)), None)
+            if bi is None:
+                continue
+            tried += 1
+            if spec.holds(self.f.evaluate_exact(q), self.g.evaluate_exact(q)):
+                continue
+            reason = ("the two pick different classes at a sampled input of the domain "
+                      "(exact arithmetic)")
+            cex = None
+            if late:
+                reason += "; the float64 / onnxruntime re-check was skipped (time limit)"
+            else:
+                cex = build_counterexample(self.f, self.g, spec, tuple(float(v) for v in x[i]),
+                                           bi, FoundBy.AUDIT, self.runner, self.pa, self.pb,
+                                           box=self.domain.boxes[bi])
+            return CheckVerdict("argmax", Mode.ARGMAX, None, Verdict.REFUTED, reason,
+                                DecidedBy.WITNESS, cex, time.monotonic() - t0)
+        return None
 
     def per_output(self) -> tuple[DeviationBound, ...]:
         return tuple(
