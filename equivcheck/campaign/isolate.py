@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 
 from equivcheck.campaign.instances import Instance
 from equivcheck.campaign.malloc import tune_malloc
+from equivcheck.core.children import die_with_parent
 
 GRACE = 3.0  # seconds after an instance's timeout before its child is killed
-_PR_SET_PDEATHSIG = 1
 EXIT_CRASH = 5  # the exit code of a record for a child that died without one
 
 
@@ -176,7 +176,7 @@ def _child(inst: Instance, fd: int, parent: int) -> None:
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        _die_with(parent)
+        die_with_parent(parent, EXIT_CRASH)
         _allow_children()
         tune_malloc()  # a Dask worker's MALLOC_TRIM_THRESHOLD_ made instances 1.7-1.9x slower
         from threadpoolctl import threadpool_limits
@@ -198,17 +198,6 @@ def _child(inst: Instance, fd: int, parent: int) -> None:
             sys.stdout.flush()
             sys.stderr.flush()
         os._exit(code)
-
-
-def _die_with(parent: int) -> None:
-    """Be killed when the parent dies; leave at once if it already has."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            import ctypes
-
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-    if os.getppid() != parent:
-        os._exit(EXIT_CRASH)
 
 
 def _allow_children() -> None:

@@ -60,6 +60,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from equivcheck.core.children import die_with_parent
 from equivcheck.core.deadline import Deadline
 from equivcheck.core.domain import Box
 from equivcheck.core.network import Network
@@ -246,15 +247,17 @@ class _Share:
         self.out.put(("share", self.part, nodes))
 
 
-def _worker(job: tuple, tasks, out, hungry=None) -> None:
+def _worker(job: tuple, tasks, out, hungry=None, parent: int | None = None) -> None:
     """A worker process: tasks from ``tasks`` (a part's index, or ``(task, part, start
     nodes)``; None: stop), ``(task, result, cpu)`` to ``out`` (an exception instead of the
     result if the engine raised one). Before waiting for a task it counts itself in
-    ``hungry``."""
+    ``hungry``. It dies with the ``parent`` process (killed by a signal the parent got, say)."""
     global _JOB, _LIMITS
     _JOB = job + (hungry,)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # whatever handlers a forked parent had,
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # ^C is the parent's to handle
+    if parent is not None:
+        die_with_parent(parent)
     try:
         from threadpoolctl import threadpool_limits
         _LIMITS = threadpool_limits(1)
@@ -345,8 +348,8 @@ def _run_pool(f, g, spec, parts, starts, deadline, options, model, n, progress, 
     count = min(n, len(tasks))
     hungry = ctx.Value("i", -len(tasks))  # idle workers less tasks queued for them
     job = (f, g, spec, deadline, options, model, parts)
-    procs = [ctx.Process(target=_worker, args=(job, task_q, out, hungry), daemon=True)
-             for _ in range(count)]
+    procs = [ctx.Process(target=_worker, args=(job, task_q, out, hungry, os.getpid()),
+                         daemon=True) for _ in range(count)]
     results: dict[int, EngineResult] = {}
     cpu: dict[int, float] = {}
     live: dict[int, Progress] = {}  # the latest search report of each task being searched

@@ -141,7 +141,8 @@ def search(a: Network, b: Network, spec: Spec, box: Box, bounds_a: list[LayerBou
             return dec
     alone = engine_alone(spec, box, options)
     budget = deadline if alone else deadline.sub(options.engine_share)
-    if options.workers != 1 and alone:
+    if options.workers != 1:  # (with ReLU splitting too: the workers share the first
+        # slice's ReLU-phase nodes; MNIST 256x4 vs float16 over prop_0, 0.05: 1.9 s -> 1.3 s)
         res = check_box_parallel(a, b, spec, box, budget, engine_options(options), model,
                                  options.workers or None, progress)
     else:

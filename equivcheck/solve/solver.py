@@ -16,20 +16,19 @@ import contextlib
 import enum
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 
+from equivcheck.core.children import die_with_parent
 from equivcheck.core.deadline import Deadline
 from equivcheck.errors import SolverError
 
 GRACE_SECONDS = 0.5  # child start-up and parsing, beyond the solver's own timeout
 POLL_SECONDS = 3600.0  # longest single wait on the child (the loop waits again)
 MAX_SOFT_MS = 2**31 - 1  # z3's own timeout is an unsigned int of milliseconds (the kill is ours)
-_PR_SET_PDEATHSIG = 1
 _FORWARDED_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 # A query builder runs in the child and returns (info, text, names): ``info`` is a small
@@ -73,16 +72,7 @@ def _die_with_parent(parent_pid: int) -> None:
     """In the child: be killed when the parent dies, and leave at once if it already has."""
     for sig in _FORWARDED_SIGNALS:  # the parent's handler (below) is inherited: drop it
         signal.signal(sig, signal.SIG_DFL)
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-        except (OSError, AttributeError):  # pragma: no cover - no prctl: the parent still kills us
-            pass
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os._exit(1)
+    die_with_parent(parent_pid)
 
 
 def _child(conn, parent_pid: int, query, soft_end: float) -> None:
