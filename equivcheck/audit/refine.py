@@ -385,9 +385,9 @@ class Auditor:
     def argmax_witness(self, points: np.ndarray | None) -> CheckVerdict | None:
         """REFUTED (top-1) at the first of the points where f and g pick different classes in
         float64 that does so in exact arithmetic and lies in the domain, largest float margin
-        first (at most ``ARGMAX_CHECKS`` exact evaluations, one once the time is up, when the
-        float64 / onnxruntime re-check is skipped as in :meth:`witness_refutation`); None if
-        there is none."""
+        first (at most ``ARGMAX_CHECKS`` exact evaluations, and no new one past ``WITNESS_SHARE``
+        of the audit's time; one once the time is up, when the float64 / onnxruntime re-check
+        is skipped as in :meth:`witness_refutation`); None if there is none."""
         rows = [np.array([[float(v) for v in w]]) for w in self.witness if w is not None]
         if points is not None and len(points):
             rows.append(np.asarray(points, dtype=np.float64))
@@ -398,8 +398,9 @@ class Auditor:
         margin = batch_margin(spec, self.f.evaluate(x), self.g.evaluate(x))
         t0, tried, late = time.monotonic(), 0, self.deadline.expired()
         for i in np.argsort(-margin, kind="stable"):
-            if margin[i] < 0 or tried >= (1 if late else ARGMAX_CHECKS):
-                break
+            if margin[i] < 0 or tried >= (1 if late else ARGMAX_CHECKS) or (
+                    tried and time.monotonic() - t0 > WITNESS_SHARE * self.timeout):
+                break  # (exact evaluations of a large network take seconds each)
             q = [Fraction(float(v)) for v in x[i]]
             bi = next((k for k, b in enumerate(self.domain.boxes) if b.contains(q)), None)
             if bi is None:
