@@ -186,60 +186,55 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _sigterm_survivors(args: list[str], count: int, settle: float = 0.0) -> tuple[list, list]:
+    """Run ``equivcheck args``, wait for ``count`` children, let them work ``settle`` s, send
+    SIGTERM to the CLI: the children seen and those still alive 2 s after it ended."""
+    proc = subprocess.Popen([*CLI, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        children: list[int] = []
+        stop = time.monotonic() + 30
+        while len(children) < count and time.monotonic() < stop and proc.poll() is None:
+            time.sleep(0.05)
+            children = _children(proc.pid)
+        if len(children) < count:
+            return children, []
+        time.sleep(settle)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+        stop = time.monotonic() + 2.0
+        while any(_alive(c) for c in children) and time.monotonic() < stop:
+            time.sleep(0.05)
+        return children, [c for c in children if _alive(c)]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for c in _children(proc.pid):
+            os.kill(c, signal.SIGKILL)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_sigterm_to_the_cli_kills_the_solver_child(tmp_path):
     """Before: the z3 child kept running ~55 s after SIGTERM to ``equivcheck``."""
     a, b = hard_pair(tmp_path, n_in=40)  # 40 inputs: the solver gets the time the engine leaves
-    proc = subprocess.Popen([*CLI, "prove", str(a), str(b), "--domain=-1:1", "--mode", "epsilon",
-                             "--tolerance", "0.1", "--timeout", "20", "--workers", "1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:  # (one worker: the first child is the solver's, not the engine's)
-        children: list[int] = []
-        stop = time.monotonic() + 30
-        while not children and time.monotonic() < stop and proc.poll() is None:
-            time.sleep(0.05)
-            children = _children(proc.pid)
-        assert children, "the solver child never started"
-        time.sleep(0.3)  # let it get to work
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=10)
-        stop = time.monotonic() + 2.0
-        while any(_alive(c) for c in children) and time.monotonic() < stop:
-            time.sleep(0.05)
-        assert not any(_alive(c) for c in children), "the solver child outlived its parent"
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        for c in _children(proc.pid):
-            os.kill(c, signal.SIGKILL)
+    # (one worker: the first child is the solver's, not the engine's)
+    children, alive = _sigterm_survivors(
+        ["prove", str(a), str(b), "--domain=-1:1", "--mode", "epsilon", "--tolerance", "0.1",
+         "--timeout", "20", "--workers", "1"], 1, settle=0.3)
+    assert children, "the solver child never started"
+    assert not alive, "the solver child outlived its parent"
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_sigterm_to_the_cli_kills_the_engine_workers(tmp_path):
     """Before: the branch and bound's worker processes ran on (to their deadline) after SIGTERM
     to ``equivcheck`` (they die with their parent now: ``core.children``)."""
     a, b = hard_pair(tmp_path, n_in=5)
-    proc = subprocess.Popen([*CLI, "prove", str(a), str(b), "--domain=-1:1", "--mode", "epsilon",
-                             "--tolerance", "0.1", "--timeout", "30", "--workers", "2"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        children: list[int] = []
-        stop = time.monotonic() + 30
-        while len(children) < 2 and time.monotonic() < stop and proc.poll() is None:
-            time.sleep(0.05)
-            children = _children(proc.pid)
-        assert len(children) == 2, "the engine's workers never started"
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=10)
-        stop = time.monotonic() + 2.0
-        while any(_alive(c) for c in children) and time.monotonic() < stop:
-            time.sleep(0.05)
-        assert not any(_alive(c) for c in children), "a worker outlived its parent"
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        for c in _children(proc.pid):
-            os.kill(c, signal.SIGKILL)
+    children, alive = _sigterm_survivors(
+        ["prove", str(a), str(b), "--domain=-1:1", "--mode", "epsilon", "--tolerance", "0.1",
+         "--timeout", "30", "--workers", "2"], 2)
+    assert len(children) == 2, "the engine's workers never started"
+    assert not alive, "a worker outlived its parent"
 
 
 # --------------------------------------------------------------------------------------------
