@@ -294,7 +294,8 @@ class _Relay:
 def _work(task) -> tuple[int, EngineResult, float]:
     """A task's result and the CPU seconds the worker spent on it (its search reports go to
     the parent's queue as they come). ``task``: a part's index (the whole part), or ``(task,
-    part, start)``, nodes of a part that another worker gave away."""
+    part, start)``, nodes of a part (the first slice's open nodes, or nodes another worker
+    gave away)."""
     f, g, spec, deadline, options, model, parts, hungry = _JOB
     i, part, start = task if isinstance(task, tuple) else (task, task, None)
     if deadline.expired():  # a task taken after the deadline: no work (the parent counts it open)
