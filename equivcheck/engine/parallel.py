@@ -247,17 +247,16 @@ class _Share:
         self.out.put(("share", self.part, nodes))
 
 
-def _worker(job: tuple, tasks, out, hungry=None, parent: int | None = None) -> None:
+def _worker(job: tuple, tasks, out, hungry, parent: int) -> None:
     """A worker process: tasks from ``tasks`` (a part's index, or ``(task, part, start
-    nodes)``; None: stop), ``(task, result, cpu)`` to ``out`` (an exception instead of the
-    result if the engine raised one). Before waiting for a task it counts itself in
-    ``hungry``. It dies with the ``parent`` process (killed by a signal the parent got, say)."""
+    nodes)``), ``(task, result, cpu)`` to ``out`` (an exception instead of the result if the
+    engine raised one), until the parent kills it. Before waiting for a task it counts itself
+    in ``hungry``. It dies with the ``parent`` process (killed by a signal the parent got, say)."""
     global _JOB, _LIMITS
     _JOB = job + (hungry,)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # whatever handlers a forked parent had,
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # ^C is the parent's to handle
-    if parent is not None:
-        die_with_parent(parent)
+    die_with_parent(parent)
     try:
         from threadpoolctl import threadpool_limits
         _LIMITS = threadpool_limits(1)
@@ -265,11 +264,9 @@ def _worker(job: tuple, tasks, out, hungry=None, parent: int | None = None) -> N
         pass
     _OUT[0] = out
     while True:
-        if hungry is not None:
-            with hungry.get_lock():
-                hungry.value += 1
-        if (i := tasks.get()) is None:
-            break
+        with hungry.get_lock():
+            hungry.value += 1
+        i = tasks.get()
         try:
             out.put(_work(i))
         except BaseException as exc:  # handed to the parent, which raises it
@@ -303,7 +300,7 @@ def _work(task) -> tuple[int, EngineResult, float]:
     cpu = time.process_time()
     out = _OUT[0]
     relay = _Relay(i, out) if out is not None else None
-    share = _Share(hungry, part, out) if hungry is not None and out is not None else None
+    share = _Share(hungry, part, out) if out is not None else None
     res = _check(f, g, spec, parts[part], deadline, options, model, relay, start, share)
     return i, res, time.process_time() - cpu
 
